@@ -1,0 +1,55 @@
+"""aigc-pipeline: run declared pipelines of AI content-generation stages over batches of rows.
+
+Importing this package is light: no torch, transformers or diffusers until a model stage loads.
+"""
+
+from .content import ANY, AUDIO, IMAGE, RECORD, TEXT, ContentType
+from .devices import CPU, Device, Inventory
+from .engine import Engine, RunResult
+from .errors import (
+    AigcError,
+    InputDataError,
+    MissingDependencyError,
+    PipelineFileError,
+    PlacementError,
+    PluginError,
+    Problem,
+    StageError,
+)
+from .executor import ItemResult, RunInfo, RunSummary
+from .graph import PipelineGraph
+from .plugin_manager import hookimpl
+from .stage import DeviceNeeds, Stage, StageItem
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANY",
+    "AUDIO",
+    "CPU",
+    "IMAGE",
+    "RECORD",
+    "TEXT",
+    "AigcError",
+    "ContentType",
+    "Device",
+    "DeviceNeeds",
+    "Engine",
+    "InputDataError",
+    "Inventory",
+    "ItemResult",
+    "MissingDependencyError",
+    "PipelineFileError",
+    "PipelineGraph",
+    "PlacementError",
+    "PluginError",
+    "Problem",
+    "RunInfo",
+    "RunResult",
+    "RunSummary",
+    "Stage",
+    "StageError",
+    "StageItem",
+    "__version__",
+    "hookimpl",
+]

@@ -1,0 +1,174 @@
+"""The `aigc` command: parses arguments, calls the engine, prints. No engine logic here.
+
+Exit codes: 0 success (rows may still be filtered or failed: see the summary), 1 the run stopped
+early (e.g. a stage failed to load), 2 bad usage or invalid input (pipeline file, input file,
+plugins, placement): nothing ran.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .devices import Device
+from .engine import Engine
+from .errors import AigcError, PipelineFileError, Problem
+from .progress import RichProgress
+from .spec import pipeline_json_schema
+
+app = typer.Typer(help="Run declared pipelines of AI content-generation stages over rows of data.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+
+PluginOpt = Annotated[Optional[list[str]], typer.Option("--plugin", help="import and register this plugin module (explicit; pipeline files cannot)")]  # noqa: UP045
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a stage param: STAGE.PARAM=VALUE (YAML value)")]  # noqa: UP045
+FileArg = Annotated[Path, typer.Argument(help="pipeline file (YAML)")]
+
+
+def _fail(exc: AigcError, code: int = 2) -> None:
+    if isinstance(exc, PipelineFileError):
+        errors = [p for p in exc.problems if p.severity == "error"]
+        err.print(f"[bold red]error:[/] {errors[0].file if errors else 'pipeline'} is invalid "
+                  f"({len(errors)} problem{'s' * (len(errors) != 1)}); nothing was loaded or run", highlight=False)
+        for problem in exc.problems[:20]:
+            err.print(f"  {problem}", highlight=False, markup=False)
+        if len(exc.problems) > 20:
+            err.print(f"  ... and {len(exc.problems) - 20} more", highlight=False)
+    else:
+        err.print("error: " + str(exc), style="red", highlight=False, markup=False)
+    raise typer.Exit(code)
+
+
+def _warn(warnings: list[Problem]) -> None:
+    for warning in warnings:
+        err.print(f"  {warning}", style="yellow", highlight=False, markup=False)
+
+
+@app.command()
+def validate(file: FileArg, set_: SetOpt = None, plugin: PluginOpt = None) -> None:
+    """Check a pipeline file completely (schema, params, references, types, cycles) without running it."""
+    try:
+        graph = Engine(plugins=plugin).load(file, set_ or [])
+    except AigcError as exc:
+        _fail(exc)
+    _warn(graph.warnings)
+    out.print(f"ok: {file} — pipeline '{graph.pipeline.spec.name}', {len(graph.order)} stages: "
+              + " → ".join(graph.order), highlight=False)
+
+
+@app.command()
+def run(
+    file: FileArg,
+    input: Annotated[Path, typer.Option("--input", "-i", help="rows: .csv or .jsonl")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder (results.jsonl, artifacts)")] = Path("out"),
+    limit: Annotated[Optional[int], typer.Option(help="run only the first N rows", min=0)] = None,  # noqa: UP045
+    set_: SetOpt = None,
+    plugin: PluginOpt = None,
+    device: Annotated[Optional[str], typer.Option(help="device for model stages: cpu, cuda, cuda:N")] = None,  # noqa: UP045
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+) -> None:
+    """Run a pipeline over every row of an input file."""
+    try:
+        engine = Engine(plugins=plugin)
+        graph = engine.load(file, set_ or [])
+        _warn(graph.warnings)
+        if not quiet:
+            engine.register(RichProgress(err), name="aigc-cli-progress")
+        result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None)
+    except AigcError as exc:
+        _fail(exc)
+    except ValueError as exc:  # a bad --device
+        err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    _print_summary(result.summary, result.results_path)
+    if not result.summary.ok:
+        err.print(f"error: the run stopped early: {result.summary.error}", style="red", highlight=False, markup=False)
+        raise typer.Exit(1)
+
+
+def _print_summary(summary: Any, results_path: Path) -> None:
+    table = Table(title="stages", title_justify="left")
+    for column in ("stage", "type", "device", "done", "filtered", "failed", "flagged", "time"):
+        table.add_column(column, justify="right" if column not in ("stage", "type", "device") else "left")
+    for stage_id, stats in summary.stages.items():
+        table.add_row(stage_id, stats.type_name, stats.device, str(stats.done), str(stats.filtered),
+                      str(stats.failed), str(stats.flagged), f"{stats.seconds:.2f}s")
+    out.print(table)
+    counts = ", ".join(f"{count} {status}" for status, count in summary.counts.items() if count)
+    out.print(f"rows: {counts or 'none'} in {summary.seconds:.2f}s → {results_path}", highlight=False)
+    for warning in summary.warnings:
+        err.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of pipeline files (with every installed stage type's params)."""
+    try:
+        registry = Engine(entry_points=None).registry
+    except AigcError as exc:
+        _fail(exc)
+    sys.stdout.write(json.dumps(pipeline_json_schema(registry), indent=2) + "\n")
+
+
+@app.command()
+def stages(plugin: PluginOpt = None) -> None:
+    """List stage types: params, ports, device needs, and the plugin that provides each."""
+    from .listing import stage_rows
+
+    try:
+        engine = Engine(plugins=plugin, entry_points=None)
+    except AigcError as exc:
+        _fail(exc)
+    for row in stage_rows(engine.registry):
+        out.print(f"[bold]{row['type']}[/]  ({row['plugin']})  {row['description']}", highlight=False)
+        for key in ("inputs", "outputs", "device", "params"):
+            out.print(f"    {key}: {row[key]}", highlight=False, markup=False)
+
+
+@app.command()
+def plugins(plugin: PluginOpt = None) -> None:
+    """List loaded plugins, where each comes from, and what each registers."""
+    from .listing import plugin_rows
+
+    try:
+        engine = Engine(plugins=plugin, entry_points=None)
+    except AigcError as exc:
+        _fail(exc)
+    table = Table()
+    for column in ("plugin", "source", "stage types", "hooks"):
+        table.add_column(column)
+    for row in plugin_rows(engine.pm, engine.registry):
+        table.add_row(row["name"], row["source"], row["stages"], row["hooks"])
+    out.print(table)
+
+
+@app.command()
+def graph(
+    file: FileArg,
+    format: Annotated[str, typer.Option("--format", "-f", help="mermaid or dot")] = "mermaid",
+    plugin: PluginOpt = None,
+) -> None:
+    """Print a pipeline's graph as Mermaid (default) or Graphviz DOT."""
+    if format not in ("mermaid", "dot"):
+        err.print(f"error: --format must be 'mermaid' or 'dot', got {format!r}", style="red", markup=False)
+        raise typer.Exit(2)
+    try:
+        checked = Engine(plugins=plugin).load(file)
+    except AigcError as exc:
+        _fail(exc)
+    sys.stdout.write(checked.to_mermaid() if format == "mermaid" else checked.to_dot())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

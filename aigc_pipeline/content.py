@@ -1,0 +1,69 @@
+"""Content types: what flows along the edges of a pipeline graph.
+
+A port is typed with one of these. Two ports connect when the producer's type is accepted by the
+consumer's (`accepts`). Values themselves stay plain Python objects (str, dict, artifact paths)
+so that a micro-batch costs no wrapping per item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ContentType:
+    """A named kind of value carried by a port."""
+
+    name: str
+    description: str
+
+    def accepts(self, other: ContentType) -> bool:
+        """True when a value of type `other` may flow into a port of this type."""
+        return self is ANY or other is ANY or self == other
+
+    def __str__(self) -> str:
+        return self.name
+
+
+TEXT = ContentType("text", "a Python str")
+IMAGE = ContentType("image", "an image artifact (PNG path relative to the output folder)")
+AUDIO = ContentType("audio", "an audio artifact (WAV path relative to the output folder)")
+RECORD = ContentType("record", "structured data: a number, bool, list or mapping")
+ANY = ContentType("any", "any value")
+
+CONTENT_TYPES: dict[str, ContentType] = {t.name: t for t in (TEXT, IMAGE, AUDIO, RECORD, ANY)}
+
+# Column types a pipeline file may declare under `inputs:`, with the Python check for each value
+# and the content type the column carries into the graph.
+COLUMN_TYPES: dict[str, tuple[tuple[type, ...], ContentType]] = {
+    "str": ((str,), TEXT),
+    "int": ((int,), RECORD),
+    "float": ((float, int), RECORD),
+    "bool": ((bool,), RECORD),
+    "list[str]": ((list,), RECORD),
+    "list[int]": ((list,), RECORD),
+    "list[float]": ((list,), RECORD),
+    "dict": ((dict,), RECORD),
+    "any": ((object,), ANY),
+}
+
+
+def column_content_type(column_type: str) -> ContentType:
+    return COLUMN_TYPES[column_type][1]
+
+
+def check_column_value(column_type: str, value: Any) -> str | None:
+    """Return why `value` is not a valid `column_type`, or None when it is."""
+    allowed, _ = COLUMN_TYPES[column_type]
+    if column_type != "bool" and column_type != "any" and isinstance(value, bool):
+        return f"expected {column_type}, got a boolean"
+    if not isinstance(value, allowed):
+        return f"expected {column_type}, got {type(value).__name__} {value!r:.60}"
+    if column_type.startswith("list["):
+        inner = column_type[5:-1]
+        for element in value:
+            reason = check_column_value(inner, element)
+            if reason:
+                return f"list element {element!r:.40}: {reason}"
+    return None

@@ -1,0 +1,110 @@
+"""Every exception the engine raises on purpose.
+
+    AigcError                      base: catch this to catch anything the engine means to raise
+    ├── PipelineFileError          a pipeline file is wrong; carries one or more Problems (file:line)
+    ├── PluginError                a plugin failed to import, register, or answer a hook
+    ├── InputDataError             the input data as a whole is unusable (missing file, missing column)
+    ├── PlacementError             a stage cannot be placed on any device that exists
+    ├── StageError                 a stage failed outside of a single item (load, unload); chained
+    └── MissingDependencyError     an optional package is needed; says what to install
+
+Errors about a single row never escape as exceptions: the executor records them on the item
+(`ItemError` describes them) and the rest of the run goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class AigcError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a pipeline file, located as precisely as the engine can."""
+
+    message: str
+    file: str = "<pipeline>"
+    line: int | None = None
+    column: int | None = None
+    stage: str | None = None
+    field: str | None = None
+    hint: str | None = None
+    severity: str = "error"
+
+    def location(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return where
+
+    def __str__(self) -> str:
+        parts = [f"{self.location()}: "]
+        if self.severity != "error":
+            parts.append(f"{self.severity}: ")
+        if self.stage:
+            parts.append(f"stage '{self.stage}': ")
+        if self.field:
+            parts.append(f"{self.field}: ")
+        parts.append(self.message)
+        if self.hint:
+            parts.append(f"; {self.hint}")
+        return "".join(parts)
+
+
+class PipelineFileError(AigcError):
+    """A pipeline file (or a --set override) is invalid. Lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class PluginError(AigcError):
+    """A plugin could not be loaded or misbehaved; names the plugin."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        self.plugin = plugin
+        super().__init__(f"plugin '{plugin}': {message}")
+
+
+class InputDataError(AigcError):
+    """The input data cannot be used at all (as opposed to one bad row)."""
+
+
+class PlacementError(AigcError):
+    """No device can run a stage as asked."""
+
+
+class StageError(AigcError):
+    """A stage failed as a whole (e.g. while loading); re-raised with stage id and type."""
+
+    def __init__(self, stage_id: str, type_name: str, message: str) -> None:
+        self.stage_id = stage_id
+        self.type_name = type_name
+        super().__init__(f"stage '{stage_id}' ({type_name}): {message}")
+
+
+class MissingDependencyError(AigcError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, package: str, needed_for: str, extra: str | None = None) -> None:
+        how = f"pip install 'aigc-pipeline[{extra}]'" if extra else f"pip install {package}"
+        super().__init__(f"{needed_for} needs the package '{package}', which is not installed; run: {how}")
+
+
+@dataclass
+class ItemError:
+    """Why one item failed or was filtered, recorded on the item (never raised)."""
+
+    stage: str
+    reason: str
+    kind: str = "failed"
+    details: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"stage": self.stage, "reason": self.reason}

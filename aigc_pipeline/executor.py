@@ -1,0 +1,287 @@
+"""Running a checked graph over rows: the run plan, per-item state, isolation, the summary.
+
+The flow of one run: read rows (bad rows are rejected with their line) -> place stages -> hand
+the plan to an executor backend (`executors/`) -> write `results.jsonl` in input order, always,
+also when the run stops early, so no finished work is lost.
+
+`StageRunner` is the one place a micro-batch meets a stage: it builds the `StageItem`s, calls the
+`aigc_process_batch` hook (plugins wrap it), and isolates failures: when a batch raises, its
+items are retried one at a time, and only the items that fail alone are marked failed.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pluggy
+
+from .devices import Device, Inventory, probe_inventory
+from .errors import AigcError
+from .graph import PipelineGraph
+from .plugin_manager import hookimpl, notify
+from .sources import InputRow
+from .stage import Stage, StageItem
+
+DONE, FILTERED, FAILED, REJECTED, NOT_RUN = "done", "filtered", "failed", "rejected", "not_run"
+STATUSES = (DONE, FILTERED, FAILED, REJECTED, NOT_RUN)
+
+
+class ItemState:
+    """Everything known about one row during a run. `values` keys are 'inputs.col' / 'stage.port'."""
+
+    __slots__ = ("index", "line", "values", "status", "stage", "reason", "flags")
+
+    def __init__(self, row: InputRow) -> None:
+        self.index = row.index
+        self.line = row.line
+        self.values: dict[str, Any] = {f"inputs.{k}": v for k, v in (row.values or {}).items()}
+        self.status: str | None = None if row.error is None else REJECTED
+        self.stage: str | None = None
+        self.reason: str | None = row.error
+        self.flags: list[dict[str, str]] = []
+
+
+@dataclass
+class ItemResult:
+    """What `aigc_item_finished` receives, and one line of results.jsonl."""
+
+    row: int
+    line: int
+    status: str
+    outputs: dict[str, Any]
+    error: dict[str, str] | None = None
+    flags: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"row": self.row, "line": self.line, "status": self.status, "outputs": self.outputs}
+        if self.error:
+            record["error"] = self.error
+        if self.flags:
+            record["flags"] = self.flags
+        return record
+
+
+@dataclass
+class StageStats:
+    type_name: str
+    device: str
+    done: int = 0
+    filtered: int = 0
+    failed: int = 0
+    flagged: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    load_seconds: float = 0.0
+
+
+@dataclass
+class RunInfo:
+    name: str
+    pipeline_file: str
+    rows: int
+    out_dir: str
+    placement: dict[str, str]
+    devices: str
+
+
+@dataclass
+class RunSummary:
+    counts: dict[str, int]
+    stages: dict[str, StageStats]
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class RunPlan:
+    """What a backend needs: the graph, the stage instances, where they run, how to batch."""
+
+    graph: PipelineGraph
+    stages: dict[str, Stage]
+    placement: dict[str, Device]
+    batch_sizes: dict[str, int]
+    pm: pluggy.PluginManager
+    stats: dict[str, StageStats]
+    warnings: list[str] = field(default_factory=list)
+
+
+class ExecutorBackend(Protocol):
+    """Runs every live item of `states` through the plan.
+
+    Stages mark items failed or filtered as they go; the backend marks an item DONE once it has
+    passed every stage, then calls `on_finished` (when given) with the items just finished.
+    On an error it stops its workers, leaves unfinished items unmarked and raises.
+    """
+
+    def execute(self, plan: RunPlan, states: list[ItemState], on_finished: Any) -> None: ...
+
+
+@hookimpl(trylast=True)
+def aigc_process_batch(stage: Stage, batch: list[StageItem]) -> list[StageItem]:
+    """The engine's own implementation of the stage-call hook: run the stage."""
+    return stage.process(batch)
+
+
+class StageRunner:
+    """Runs micro-batches of one stage with per-item isolation and bookkeeping."""
+
+    def __init__(self, stage_id: str, plan: RunPlan) -> None:
+        graph = plan.graph
+        self.stage_id = stage_id
+        self.stage = plan.stages[stage_id]
+        self.stats = plan.stats[stage_id]
+        self.seed_parts = (graph.pipeline.spec.seed, stage_id)
+        self.inputs = [(port, str(ref)) for port, ref in graph.wiring[stage_id].items()]
+        self.outputs = {port: f"{stage_id}.{port}" for port in type(self.stage).outputs}
+        self.call = plan.pm.hook.aigc_process_batch
+
+    def run(self, states: list[ItemState]) -> None:
+        """Process live items of `states` (skipping failed/filtered ones) as one micro-batch."""
+        live = [state for state in states if state.status is None]
+        if not live:
+            return
+        started = time.perf_counter()
+        self._run_isolated(live)
+        self.stats.seconds += time.perf_counter() - started
+        self.stats.batches += 1
+
+    def _items(self, states: list[ItemState]) -> list[StageItem]:
+        return [
+            StageItem(state.index, {port: state.values[key] for port, key in self.inputs}, self.seed_parts)
+            for state in states
+        ]
+
+    def _run_isolated(self, states: list[ItemState]) -> None:
+        items = self._items(states)
+        try:
+            returned = self.call(stage_id=self.stage_id, stage=self.stage, batch=items)
+            if returned is not items and (not isinstance(returned, list) or len(returned) != len(items)):
+                raise AigcError(f"process() returned {_describe(returned)} for a batch of {len(items)} items")
+        except Exception as exc:
+            if len(states) > 1:  # find the guilty items: run each alone
+                for state in states:
+                    self._run_isolated([state])
+                return
+            self._record_failure(states[0], f"{type(exc).__name__}: {exc}", exc)
+            return
+        for state, item in zip(states, returned):
+            self._record(state, item)
+
+    def _record(self, state: ItemState, item: StageItem) -> None:
+        if item.flags:
+            state.flags.extend({"stage": self.stage_id, "reason": reason} for reason in item.flags)
+            self.stats.flagged += 1
+        if item.verdict is not None:
+            state.status, state.stage, state.reason = item.verdict, self.stage_id, item.reason
+            if item.verdict == FILTERED:
+                self.stats.filtered += 1
+            else:
+                self.stats.failed += 1
+            return
+        missing = [port for port in self.outputs if port not in item.outputs]
+        if missing:
+            self._record_failure(state, f"stage did not set output port(s) {', '.join(missing)}")
+            return
+        for port, key in self.outputs.items():
+            state.values[key] = item.outputs[port]
+        self.stats.done += 1
+
+    def _record_failure(self, state: ItemState, reason: str, exc: BaseException | None = None) -> None:
+        state.status, state.stage, state.reason = FAILED, self.stage_id, reason
+        self.stats.failed += 1
+        if exc is not None:
+            state.flags.append({"stage": self.stage_id, "traceback": "".join(traceback.format_exception(exc))[-4000:]})
+
+
+def _describe(value: Any) -> str:
+    return f"a list of {len(value)}" if isinstance(value, list) else type(value).__name__
+
+
+def make_plan(
+    graph: PipelineGraph,
+    pm: pluggy.PluginManager,
+    device: Device | None = None,
+    inventory: Inventory | None = None,
+) -> RunPlan:
+    """Instantiate stages (cheap: no model loads) and place them. Raises PlacementError early."""
+    from .device_scheduler import place_stages
+
+    spec = graph.pipeline.spec
+    stages: dict[str, Stage] = {}
+    requests: dict[str, Any] = {}
+    for stage_id in graph.order:
+        cls = graph.stage_class(stage_id)
+        params = graph.pipeline.params[stage_id]
+        needs = cls.needs(params)
+        own = spec.stages[stage_id].device
+        requested = Device.parse(own) if own else (device if needs.kind != "cpu" else None)
+        requests[stage_id] = (cls.type_name, needs, requested)
+        stages[stage_id] = cls(params)
+    if inventory is None:
+        wants_gpu = any(needs.kind != "cpu" for _, needs, _ in requests.values())
+        inventory = probe_inventory() if wants_gpu else Inventory()
+    placement = place_stages(requests, inventory, pm)
+    batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).default_batch_size for sid in graph.order}
+    stats = {sid: StageStats(type(stages[sid]).type_name, str(placement[sid])) for sid in graph.order}
+    return RunPlan(graph, stages, placement, batch_sizes, pm, stats)
+
+
+def item_result(state: ItemState, graph: PipelineGraph) -> ItemResult:
+    outputs = {name: state.values[str(ref)] for name, ref in graph.results.items() if str(ref) in state.values}
+    status = state.status or NOT_RUN
+    error = {"stage": state.stage or "input", "reason": state.reason or ""} if status in (FAILED, FILTERED, REJECTED) else None
+    return ItemResult(state.index, state.line, status, outputs, error, state.flags)
+
+
+def execute(
+    plan: RunPlan, rows: list[InputRow], out_dir: Path, backend: ExecutorBackend | None = None
+) -> tuple[RunSummary, list[ItemResult]]:
+    """Run the plan over rows; always returns every row's result, also when the run stops early."""
+    from .executors.local import LocalExecutor
+
+    graph, pm = plan.graph, plan.pm
+    states = [ItemState(row) for row in rows]
+    info = RunInfo(graph.pipeline.spec.name, graph.pipeline.file, len(rows), str(out_dir),
+                   {sid: str(dev) for sid, dev in plan.placement.items()}, _devices(plan))
+    started = time.perf_counter()
+    notify(pm, "aigc_run_start", plan.warnings.append, run=info)
+    error: str | None = None
+
+    def finished(batch: list[ItemState]) -> None:
+        for state in batch:
+            notify(pm, "aigc_item_finished", plan.warnings.append, result=item_result(state, graph))
+
+    try:
+        (backend or LocalExecutor()).execute(plan, states, finished if _observed(pm) else None)
+    except AigcError as exc:
+        error = str(exc)
+    except KeyboardInterrupt:
+        error = "interrupted; rows not finished are marked not_run"
+    results = [item_result(state, graph) for state in states]
+    summary = RunSummary(_counts(results), plan.stats, time.perf_counter() - started, plan.warnings, error)
+    notify(pm, "aigc_run_finish", plan.warnings.append, run=info, summary=summary)
+    return summary, results
+
+
+def _observed(pm: pluggy.PluginManager) -> bool:
+    return bool(pm.hook.aigc_item_finished.get_hookimpls())
+
+
+def _devices(plan: RunPlan) -> str:
+    return ", ".join(sorted({str(device) for device in plan.placement.values()})) or "cpu"
+
+
+def _counts(results: list[ItemResult]) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for result in results:
+        counts[result.status] += 1
+    return counts

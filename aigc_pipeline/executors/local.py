@@ -1,0 +1,133 @@
+"""The local executor: one thread per stage, items streaming through in chunks.
+
+Rows are cut into chunks; every stage walks the chunks in order and starts chunk k as soon as all
+of its upstream stages have finished chunk k. So independent branches run at the same time, and a
+model stage works on chunk k while CPU stages work on chunk k+1 (model libraries release the GIL).
+Within a chunk, a stage takes its live items in micro-batches of its own `batch_size`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import StageError
+from ..executor import DONE, ItemState, RunPlan, StageRunner
+from ..plugin_manager import has_observers, notify
+
+MIN_CHUNK = 64
+
+
+class LocalExecutor:
+    """Runs a plan in this process. `chunk_size` defaults to the largest batch size (at least 64)."""
+
+    def __init__(self, chunk_size: int | None = None) -> None:
+        self.chunk_size = chunk_size
+
+    def execute(
+        self, plan: RunPlan, states: list[ItemState], on_finished: Callable[[list[ItemState]], None] | None
+    ) -> None:
+        live = [state for state in states if state.status is None]
+        size = self.chunk_size or max(MIN_CHUNK, *plan.batch_sizes.values())
+        flow = _Flow(plan, [live[i : i + size] for i in range(0, len(live), size)])
+        workers = [
+            threading.Thread(target=flow.run_stage, args=(stage_id,), name=f"aigc-{stage_id}", daemon=True)
+            for stage_id in plan.graph.order
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            flow.collect(on_finished)
+        finally:
+            flow.cancel()
+            for worker in workers:
+                worker.join()
+        if flow.error is not None:
+            raise flow.error
+
+
+class _Flow:
+    """Shared progress of all stage threads: chunks completed per stage, the first error."""
+
+    def __init__(self, plan: RunPlan, chunks: list[list[ItemState]]) -> None:
+        self.plan = plan
+        self.chunks = chunks
+        self.total = sum(len(chunk) for chunk in chunks)
+        self.completed = dict.fromkeys(plan.graph.order, 0)
+        self.upstream = {sid: list(plan.graph.graph.predecessors(sid)) for sid in plan.graph.order}
+        self.condition = threading.Condition()
+        self.cancelled = False
+        self.error: BaseException | None = None
+
+    def cancel(self) -> None:
+        with self.condition:
+            self.cancelled = True
+            self.condition.notify_all()
+
+    def _wait_for(self, stages: list[str], count: int) -> bool:
+        """Block until every stage in `stages` has completed `count` chunks; False if cancelled."""
+        with self.condition:
+            while not self.cancelled and any(self.completed[s] < count for s in stages):
+                self.condition.wait()
+            return not self.cancelled
+
+    def _complete(self, stage_id: str) -> None:
+        with self.condition:
+            self.completed[stage_id] += 1
+            self.condition.notify_all()
+
+    def run_stage(self, stage_id: str) -> None:
+        stage = self.plan.stages[stage_id]
+        try:
+            started = time.perf_counter()
+            stage.load(self.plan.placement[stage_id])
+            self.plan.stats[stage_id].load_seconds += time.perf_counter() - started
+        except Exception as exc:
+            return self._fail(StageError(stage_id, stage.type_name, f"failed to load: {type(exc).__name__}: {exc}"), exc)
+        try:
+            self._process_chunks(stage_id)
+        except Exception as exc:
+            self._fail(StageError(stage_id, stage.type_name, f"engine error: {type(exc).__name__}: {exc}"), exc)
+        finally:
+            try:
+                stage.unload()
+            except Exception as exc:
+                self.plan.warnings.append(f"stage '{stage_id}': unload failed: {type(exc).__name__}: {exc}")
+
+    def _process_chunks(self, stage_id: str) -> None:
+        runner = StageRunner(stage_id, self.plan)
+        batch_size = self.plan.batch_sizes[stage_id]
+        report = has_observers(self.plan.pm, "aigc_stage_progress")
+        seen = 0
+        for index, chunk in enumerate(self.chunks):
+            if not self._wait_for(self.upstream[stage_id], index + 1):
+                return
+            live = [state for state in chunk if state.status is None]
+            for start in range(0, len(live), batch_size):
+                runner.run(live[start : start + batch_size])
+            seen += len(chunk)
+            if report:
+                notify(self.plan.pm, "aigc_stage_progress", self.plan.warnings.append,
+                       stage_id=stage_id, done=seen, total=self.total)
+            self._complete(stage_id)
+
+    def _fail(self, error: BaseException, cause: BaseException) -> None:
+        error.__cause__ = cause
+        with self.condition:
+            if self.error is None:
+                self.error = error
+            self.cancelled = True
+            self.condition.notify_all()
+
+    def collect(self, on_finished: Callable[[list[ItemState]], Any] | None) -> None:
+        """Mark each chunk DONE once every stage has finished it, in order."""
+        for index, chunk in enumerate(self.chunks):
+            if not self._wait_for(self.plan.graph.order, index + 1):
+                return
+            for state in chunk:
+                if state.status is None:
+                    state.status = DONE
+            if on_finished is not None:
+                on_finished(chunk)

@@ -1,0 +1,103 @@
+"""Every hook the engine calls. Bodies are documentation only.
+
+Plugins implement these with `aigc_pipeline.hookimpl`. The engine always calls hooks by keyword,
+so an implementation may accept any subset of the arguments, in any order.
+
+Example plugin module (registered through the entry-point group `aigc_pipeline`)::
+
+    from aigc_pipeline import hookimpl
+
+    @hookimpl
+    def aigc_register_stages():
+        return [WatermarkStage]
+
+    @hookimpl
+    def aigc_run_finish(run, summary):
+        print(run.name, summary.counts)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .devices import Device, Inventory
+    from .executor import ItemResult, RunInfo, RunSummary
+    from .stage import DeviceNeeds, Stage, StageItem
+
+hookspec = pluggy.HookspecMarker("aigc_pipeline")
+
+
+@hookspec
+def aigc_register_stages() -> list[type[Stage]]:
+    """Return the stage classes this plugin provides (a list, possibly empty).
+
+    Called once when the stage registry is built. Built-in stages register through this same
+    hook. A type name registered by two plugins is an error naming both.
+
+    Example::
+
+        @hookimpl
+        def aigc_register_stages():
+            return [BrandOverlayStage, BrandVoiceStage]
+    """
+
+
+@hookspec(firstresult=True)
+def aigc_place_stage(
+    stage_id: str, type_name: str, needs: DeviceNeeds, requested: Device | None, inventory: Inventory
+) -> Device | None:
+    """Decide the device a stage runs on; the first non-None answer wins.
+
+    `requested` is the pipeline's `device:` or the CLI's `--device`, when given. The built-in
+    policy (``aigc_pipeline.device_scheduler``) runs last, so a plugin can override placement
+    for some stages and return None for the rest. Raise `PlacementError` for an impossible request.
+    """
+
+
+@hookspec(firstresult=True)
+def aigc_process_batch(stage_id: str, stage: Stage, batch: list[StageItem]) -> list[StageItem]:
+    """Run one micro-batch through a stage and return the items.
+
+    The engine's own implementation calls ``stage.process(batch)``. Implement it with
+    ``@hookimpl(wrapper=True)`` for cross-cutting work around every stage call (timing, caching,
+    retries): ``result = yield`` gives the items, or raises what the stage raised.
+
+    Example::
+
+        @hookimpl(wrapper=True)
+        def aigc_process_batch(stage_id, batch):
+            start = time.perf_counter()
+            items = yield
+            log(stage_id, len(batch), time.perf_counter() - start)
+            return items
+    """
+
+
+@hookspec
+def aigc_run_start(run: RunInfo) -> None:
+    """Called once, after validation and placement, before any stage loads.
+
+    `run` carries the pipeline name, the number of rows, the output folder and the placement.
+    """
+
+
+@hookspec
+def aigc_stage_progress(stage_id: str, done: int, total: int) -> None:
+    """Called after each micro-batch: `done` of `total` items have passed stage `stage_id`."""
+
+
+@hookspec
+def aigc_item_finished(result: ItemResult) -> None:
+    """Called once per row when it is done, filtered or failed (in completion order)."""
+
+
+@hookspec
+def aigc_run_finish(run: RunInfo, summary: RunSummary) -> None:
+    """Called once at the end of a run, also when it ends early; `summary` has counts and times.
+
+    Observer hooks must not fail a run: an exception here is reported with the plugin's name
+    and the run goes on.
+    """

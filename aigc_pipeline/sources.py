@@ -1,0 +1,125 @@
+"""Input rows from CSV or JSONL files, checked against the pipeline's declared columns.
+
+A file that cannot serve the pipeline at all (unreadable, a CSV header without a required column)
+raises `InputDataError` before anything loads. A single bad row (missing value, wrong type,
+broken JSON) is returned rejected, with its line number, and the other rows go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from .content import check_column_value
+from .errors import InputDataError
+from .spec import did_you_mean
+
+SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+_TRUE = {"true", "1", "yes", "y"}
+_FALSE = {"false", "0", "no", "n"}
+
+
+@dataclass
+class InputRow:
+    """One input row: its 0-based index, its line in the file, and its values or why it was rejected."""
+
+    index: int
+    line: int
+    values: dict[str, Any] | None
+    error: str | None = None
+
+
+def read_rows(path: str | Path, columns: dict[str, str], limit: int | None = None) -> list[InputRow]:
+    """Read and check every row (at most `limit`) of a CSV or JSONL file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise InputDataError(f"{path}: unsupported input format '{suffix or '(none)'}'; use .csv or .jsonl")
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            raw = _csv_rows(handle, path, columns) if suffix == ".csv" else _jsonl_rows(handle)
+            rows = list(islice(raw, limit))
+    except OSError as exc:
+        raise InputDataError(f"{path}: cannot read input: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputDataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return [_checked(index, line, values, columns) for index, (line, values) in enumerate(rows)]
+
+
+def _checked(index: int, line: int, values: Any, columns: dict[str, str]) -> InputRow:
+    if isinstance(values, str):  # the reader already knows why this row is unusable
+        return InputRow(index, line, None, values)
+    row: dict[str, Any] = {}
+    for column, column_type in columns.items():
+        if column not in values or values[column] is None:
+            return InputRow(index, line, None, f"line {line}: missing value for column '{column}'")
+        value = values[column]
+        if isinstance(value, str) and column_type != "str" and column_type != "any":
+            value = _from_csv_text(value, column_type)
+        reason = check_column_value(column_type, value)
+        if reason:
+            return InputRow(index, line, None, f"line {line}: column '{column}': {reason}")
+        row[column] = value
+    return InputRow(index, line, row)
+
+
+def _csv_rows(handle: Any, path: Path, columns: dict[str, str]) -> Iterator[tuple[int, Any]]:
+    reader = csv.DictReader(handle)
+    header = reader.fieldnames or []
+    missing = [c for c in columns if c not in header]
+    if missing:
+        hints = [h for h in (did_you_mean(c, list(header)) for c in missing) if h]
+        raise InputDataError(
+            f"{path}:1: the header lacks required column(s) {', '.join(repr(c) for c in missing)}; "
+            f"header has: {', '.join(header) or 'nothing'}" + (f"; {'; '.join(hints)}" if hints else "")
+        )
+    for record in reader:
+        yield reader.line_num, record
+
+
+def _jsonl_rows(handle: Any) -> Iterator[tuple[int, Any]]:
+    for number, text in enumerate(handle, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield number, f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
+            continue
+        if not isinstance(record, dict):
+            yield number, f"line {number}: expected a JSON object, got {type(record).__name__}"
+            continue
+        yield number, record
+
+
+def _from_csv_text(text: str, column_type: str) -> Any:
+    """Convert a CSV cell to the declared type; on failure return the text (the check explains)."""
+    stripped = text.strip()
+    try:
+        if column_type == "int":
+            return int(stripped)
+        if column_type == "float":
+            return float(stripped)
+        if column_type == "bool":
+            lowered = stripped.lower()
+            return True if lowered in _TRUE else False if lowered in _FALSE else text
+        if column_type.startswith("list["):
+            return _csv_list(stripped, column_type[5:-1])
+        if column_type == "dict":
+            return json.loads(stripped)
+    except (ValueError, json.JSONDecodeError):
+        return text
+    return text
+
+
+def _csv_list(text: str, inner: str) -> Any:
+    """A list cell is a JSON array, or values separated by '|'."""
+    if text.startswith("["):
+        return json.loads(text)
+    parts = [p.strip() for p in text.split("|")] if text else []
+    return [_from_csv_text(p, inner) if inner != "str" else p for p in parts]

@@ -1,0 +1,302 @@
+"""Pipeline files: YAML loading with positions, two-phase validation, JSON Schema export.
+
+Phase 1 validates the envelope (name, inputs, stages, outputs) with pydantic (`extra="forbid"`).
+Phase 2 validates each stage's `with:` against that stage type's own `Params` model, because
+plugins keep adding stage types. Every problem carries file:line:column, the stage and the field.
+YAML is read with the safe loader only; duplicate keys and `!!python/...` tags are errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from .content import COLUMN_TYPES
+from .devices import Device
+from .errors import PipelineFileError, Problem
+from .registry import StageRegistry
+
+STAGE_ID_PATTERN = r"^[a-z_][a-z0-9_]*$"
+MAX_YAML_NODES = 20_000  # bounds alias expansion ("billion laughs") before anything walks it
+
+ColumnType = Literal[tuple(COLUMN_TYPES)]  # type: ignore[valid-type]
+StageId = Annotated[str, StringConstraints(pattern=STAGE_ID_PATTERN)]
+ColumnName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class StageSpec(BaseModel):
+    """One entry under `stages:`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    uses: str = Field(description="stage type, e.g. 'template' or 'llm.text' ('aigc stages' lists all)")
+    inputs: dict[str, str] = Field(default_factory=dict, description="port -> 'inputs.<column>' or '<stage>.<port>'")
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the stage type's params")
+    device: str | None = Field(None, description="'cpu', 'cuda' or 'cuda:N'; default: the scheduler decides")
+    batch_size: int | None = Field(None, ge=1, le=100_000, description="items per micro-batch")
+    description: str = ""
+
+
+class PipelineSpec(BaseModel):
+    """The envelope of a pipeline file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=100)]
+    description: str = ""
+    inputs: dict[ColumnName, ColumnType] = Field(default_factory=dict, description="columns every row must have")
+    seed: int = 0
+    plugins: list[str] = Field(default_factory=list, description="plugins by registered (entry-point) name")
+    stages: dict[StageId, StageSpec] = Field(min_length=1)
+    outputs: dict[str, str] = Field(default_factory=dict, description="result name -> '<stage>.<port>'")
+
+
+Mark = tuple[str, int | None, int | None]  # (file, line, column), 1-based; None for --set
+
+
+@dataclass
+class Locator:
+    """Maps a path in the parsed document to where it was written, to build located Problems."""
+
+    file: str
+    values: dict[tuple[Any, ...], Mark] = field(default_factory=dict)
+    keys: dict[tuple[Any, ...], Mark] = field(default_factory=dict)
+
+    def problem(self, path: tuple[Any, ...], message: str, *, key: bool = False, **extra: Any) -> Problem:
+        file, line, column = self.mark(path, key=key)
+        return Problem(message, file=file, line=line, column=column, **extra)
+
+    def mark(self, path: tuple[Any, ...], key: bool = False) -> Mark:
+        table = self.keys if key else self.values
+        for depth in range(len(path), -1, -1):
+            prefix = path[:depth]
+            found = table.get(prefix) or self.keys.get(prefix) or self.values.get(prefix)
+            if found:
+                return found
+        return (self.file, 1, 1)
+
+
+@dataclass
+class Pipeline:
+    """A pipeline file that passed both validation phases."""
+
+    spec: PipelineSpec
+    params: dict[str, BaseModel]
+    locator: Locator
+    source_text: str
+
+    @property
+    def file(self) -> str:
+        return self.locator.file
+
+
+def did_you_mean(name: str, choices: list[str]) -> str | None:
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?" if close else None
+
+
+# ---------------------------------------------------------------- YAML with positions
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader; construction of unknown tags raises (caught and located below)."""
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
+    """Parse YAML text into plain data and a Locator; YAML-level problems raise PipelineFileError."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        locator = Locator(file)
+        if node is not None:
+            _walk(node, (), locator, file, [0])
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        raise PipelineFileError([_yaml_problem(exc, file)]) from None
+    except yaml.YAMLError as exc:
+        raise PipelineFileError([Problem(f"not valid YAML: {exc}", file=file)]) from None
+    finally:
+        loader.dispose()
+    return data, locator
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
+    mark = exc.problem_mark or exc.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+    message = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
+    hint = None
+    if "could not determine a constructor" in message:
+        message = f"YAML tag not allowed: {message.split('tag', 1)[-1].strip()}"
+        hint = "pipeline files are data: only plain YAML (no !!python or other custom tags)"
+    return Problem(message, file=file, line=line, column=column, hint=hint)
+
+
+def _walk(node: yaml.Node, path: tuple[Any, ...], locator: Locator, file: str, count: list[int]) -> None:
+    count[0] += 1
+    if count[0] > MAX_YAML_NODES:
+        mark = node.start_mark
+        raise PipelineFileError(
+            [Problem(f"document too large (over {MAX_YAML_NODES} nodes; aliases expand)", file, mark.line + 1)]
+        )
+    locator.values[path] = (file, node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise PipelineFileError(
+                    [Problem(f"duplicate key '{key}' (first defined on line {seen[key]})", file, line,
+                             key_node.start_mark.column + 1, hint="each key may appear once per mapping")]
+                )
+            seen[key] = line
+            locator.keys[path + (key,)] = (file, line, key_node.start_mark.column + 1)
+            _walk(value_node, path + (key,), locator, file, count)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, child in enumerate(node.value):
+            _walk(child, path + (index,), locator, file, count)
+
+
+# ---------------------------------------------------------------- loading and validation
+
+
+def read_pipeline_file(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineFileError([Problem(f"cannot read pipeline file: {exc}", file=str(path))]) from None
+
+
+def parse_pipeline(text: str, file: str = "<pipeline>", overrides: list[str] | None = None) -> tuple[PipelineSpec, Locator]:
+    """Phase 1: YAML, `--set` overrides, and the envelope. Needs no plugin."""
+    data, locator = parse_yaml(text, file)
+    if not isinstance(data, dict):
+        raise PipelineFileError([locator.problem((), "a pipeline file must be a YAML mapping (name:, stages:, ...)")])
+    apply_overrides(data, overrides or [], locator)
+    return validate_envelope(data, locator), locator
+
+
+def load_pipeline_text(
+    text: str, registry: StageRegistry, file: str = "<pipeline>", overrides: list[str] | None = None
+) -> Pipeline:
+    """Both phases against an existing registry."""
+    spec, locator = parse_pipeline(text, file, overrides)
+    return Pipeline(spec, validate_stage_params(spec, registry, locator), locator, text)
+
+
+def validate_envelope(data: dict[str, Any], locator: Locator) -> PipelineSpec:
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise PipelineFileError([_pydantic_problem(err, (), locator) for err in exc.errors()]) from None
+
+
+def validate_stage_params(spec: PipelineSpec, registry: StageRegistry, locator: Locator) -> dict[str, BaseModel]:
+    problems: list[Problem] = []
+    params: dict[str, BaseModel] = {}
+    for stage_id, stage in spec.stages.items():
+        base = ("stages", stage_id)
+        registered = registry.get(stage.uses)
+        if registered is None:
+            hint = did_you_mean(stage.uses, registry.names()) or ""
+            hint = (hint + " ('aigc stages' lists all)").strip()
+            problems.append(locator.problem(base + ("uses",), f"unknown stage type '{stage.uses}'",
+                                            stage=stage_id, field="uses", hint=hint))
+            continue
+        if stage.device is not None:
+            try:
+                Device.parse(stage.device)
+            except ValueError as exc:
+                problems.append(locator.problem(base + ("device",), str(exc), stage=stage_id, field="device"))
+        try:
+            params[stage_id] = registered.cls.Params.model_validate(stage.with_)
+        except ValidationError as exc:
+            choices = list(registered.cls.Params.model_fields)
+            problems.extend(_pydantic_problem(e, base + ("with",), locator, stage_id, choices) for e in exc.errors())
+    if problems:
+        raise PipelineFileError(problems)
+    return params
+
+
+def _pydantic_problem(
+    err: Any, base: tuple[Any, ...], locator: Locator, stage: str | None = None, choices: list[str] | None = None
+) -> Problem:
+    loc = tuple(p for p in err["loc"] if p != "[key]")
+    path = base + loc
+    if stage is None and len(path) >= 2 and path[0] == "stages" and isinstance(path[1], str):
+        stage = path[1]
+    field_name = ".".join(str(p) for p in path[2:] if p not in ("with",)) if stage else ".".join(map(str, path))
+    unknown = err["type"] == "extra_forbidden"
+    if unknown:
+        known = choices if choices is not None else _known_fields(path)
+        message = f"unknown key '{loc[-1]}'"
+        hint = did_you_mean(str(loc[-1]), known) or (f"valid keys: {', '.join(known)}" if known else None)
+    else:
+        value = err.get("input")
+        shown = f" (got {value!r:.80})" if not isinstance(value, dict) and err["type"] != "missing" else ""
+        message = f"{err['msg']}{shown}"
+        hint = None
+    key = unknown or err["type"] == "missing" or "[key]" in err["loc"]
+    return locator.problem(path, message, key=key, stage=stage, field=field_name or None, hint=hint)
+
+
+def _known_fields(path: tuple[Any, ...]) -> list[str]:
+    if len(path) == 1:
+        return list(PipelineSpec.model_fields)
+    if len(path) == 3 and path[0] == "stages":
+        return [f.alias or name for name, f in StageSpec.model_fields.items()]
+    return []
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], locator: Locator) -> None:
+    """Apply `--set stage.param=value` (value parsed as YAML) onto the raw document."""
+    for override in overrides:
+        where = f"--set {override}"
+        target, sep, raw = override.partition("=")
+        stage_id, dot, param = target.strip().partition(".")
+        if not sep or not dot or not param:
+            raise PipelineFileError([Problem("expected STAGE.PARAM=VALUE", file=where)])
+        stages = data.get("stages")
+        if not isinstance(stages, dict) or stage_id not in stages:
+            choices = list(stages) if isinstance(stages, dict) else []
+            raise PipelineFileError([Problem(f"no stage '{stage_id}'", file=where, hint=did_you_mean(stage_id, choices))])
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise PipelineFileError([Problem(f"value is not valid YAML: {exc}", file=where)]) from None
+        stage = stages[stage_id]
+        if not isinstance(stage, dict):
+            raise PipelineFileError([Problem(f"stage '{stage_id}' is not a mapping", file=where)])
+        if not isinstance(stage.get("with"), dict):
+            stage["with"] = {}
+        stage["with"][param] = value
+        path = ("stages", stage_id, "with", param)
+        locator.values[path] = locator.keys[path] = (where, None, None)
+
+
+# ---------------------------------------------------------------- JSON Schema
+
+
+def pipeline_json_schema(registry: StageRegistry) -> dict[str, Any]:
+    """JSON Schema of pipeline files, with each registered stage type's params, for editors."""
+    schema = PipelineSpec.model_json_schema(by_alias=True)
+    defs = schema.setdefault("$defs", {})
+    generic = defs.pop("StageSpec")
+    variants = []
+    for type_name, registered in registry.items():
+        params_schema = registered.cls.Params.model_json_schema(by_alias=True)
+        defs.update(params_schema.pop("$defs", {}))
+        variant = {**generic, "title": f"stage '{type_name}'", "properties": dict(generic["properties"])}
+        variant["properties"]["uses"] = {"const": type_name, "description": registered.cls.description}
+        variant["properties"]["with"] = params_schema
+        variants.append(variant)
+    defs["StageSpec"] = {"anyOf": variants} if variants else generic
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "aigc-pipeline pipeline file"
+    return schema

@@ -1,0 +1,170 @@
+"""The Stage contract: what every stage type, built-in or plugin, provides.
+
+A stage type is a subclass of `Stage` with:
+
+- `type_name`: the name pipeline files use in `uses:` ("llm.text", "filter.text");
+- `Params`: a pydantic model of its `with:` parameters (unknown keys are errors);
+- `inputs` / `outputs`: port name -> `ContentType`; `variadic_inputs` lets a stage accept any
+  port names of one type (the template stage names its variables freely);
+- `needs(params) -> DeviceNeeds`: device kind, memory estimate, dtype; the engine decides;
+- `variables(params)`: names the stage reads by name, resolved by the graph to ports or columns;
+- `__init__(params)`: cheap, stores configuration only;
+- `load(device)`: loads models once, on the device the scheduler chose;
+- `process(batch) -> batch`: a list of `StageItem` in, the same items out, each with its outputs
+  set, or marked `fail(...)`, `drop(...)` or `flag(...)`;
+- `unload()`: releases what `load` took; always called, in a `finally`.
+
+The contract is checked when a subclass is defined (`__init_subclass__`), so a broken plugin
+fails at import with a message naming the class, not half-way through a run.
+Abstract intermediate classes pass `abstract=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .content import ContentType
+from .devices import Device
+
+DeviceKind = Literal["cpu", "gpu", "any"]
+
+
+@dataclass(frozen=True)
+class DeviceNeeds:
+    """What a stage needs to run, declared as data: the scheduler places it."""
+
+    kind: DeviceKind = "cpu"
+    memory_bytes: int = 0
+    dtype: str | None = None
+
+
+class NoParams(BaseModel):
+    """Params model for stages that take none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def item_seed(run_seed: int, item_id: int, stage_id: str) -> int:
+    """A 63-bit seed from (run seed, item id, stage id): independent of batch, order and resume."""
+    digest = hashlib.blake2b(f"{run_seed}\x00{item_id}\x00{stage_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+class StageItem:
+    """One row as one stage sees it: its resolved input values and the outputs it sets."""
+
+    __slots__ = ("id", "inputs", "outputs", "verdict", "reason", "flags", "_seed_parts")
+
+    def __init__(self, item_id: int, inputs: dict[str, Any], seed_parts: tuple[int, str]) -> None:
+        self.id = item_id
+        self.inputs = inputs
+        self.outputs: dict[str, Any] = {}
+        self.verdict: str | None = None  # None: ok; "failed" or "filtered"
+        self.reason: str | None = None
+        self.flags: list[str] = []
+        self._seed_parts = seed_parts
+
+    @property
+    def seed(self) -> int:
+        """This item's seed for this stage (computed on demand: most stages never ask)."""
+        run_seed, stage_id = self._seed_parts
+        return item_seed(run_seed, self.id, stage_id)
+
+    def fail(self, reason: str) -> None:
+        """Mark this item failed at this stage; downstream stages skip it."""
+        self.verdict, self.reason = "failed", reason
+
+    def drop(self, reason: str) -> None:
+        """Filter this item out (a quality gate said no); downstream stages skip it."""
+        self.verdict, self.reason = "filtered", reason
+
+    def flag(self, reason: str) -> None:
+        """Record a warning on this item; it goes on."""
+        self.flags.append(reason)
+
+
+_REQUIRED = ("type_name", "Params", "inputs", "outputs")
+
+
+class Stage:
+    """Base class of every stage type. See the module docstring for the contract."""
+
+    type_name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = NoParams
+    inputs: ClassVar[dict[str, ContentType]]
+    outputs: ClassVar[dict[str, ContentType]]
+    variadic_inputs: ClassVar[ContentType | None] = None
+    default_batch_size: ClassVar[int] = 1
+    description: ClassVar[str] = ""
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not abstract:
+            check_stage_class(cls)
+
+    def __init__(self, params: BaseModel) -> None:
+        self.params = params
+
+    @classmethod
+    def variables(cls, params: BaseModel) -> set[str]:
+        """Names this stage reads by name (a template's variables). Default: none.
+
+        The graph resolves each to an input port of the same name or, failing that, to the row
+        column of that name (wired implicitly); any other name is a validation error.
+        """
+        return set()
+
+    @classmethod
+    def needs(cls, params: BaseModel) -> DeviceNeeds:
+        """Device needs for these params. Default: CPU, no model memory."""
+        return DeviceNeeds()
+
+    def load(self, device: Device) -> None:
+        """Load models onto `device`. Default: nothing to load."""
+
+    def process(self, batch: list[StageItem]) -> list[StageItem]:
+        raise NotImplementedError
+
+    def unload(self) -> None:
+        """Release what `load` took. Default: nothing."""
+
+
+def check_stage_class(cls: type) -> None:
+    """Raise TypeError naming the class and what is wrong when it breaks the contract."""
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    missing = [name for name in _REQUIRED if not hasattr(cls, name)]
+    if missing:
+        raise TypeError(f"stage class {where} must define {', '.join(missing)}")
+    problems = _contract_problems(cls)
+    if problems:
+        raise TypeError(f"stage class {where}: " + "; ".join(problems))
+
+
+def _contract_problems(cls: Any) -> list[str]:
+    problems = []
+    if not isinstance(cls.type_name, str) or not _is_type_name(cls.type_name):
+        problems.append(f"type_name {cls.type_name!r} must be lowercase words joined by '.' or '_'")
+    if not (isinstance(cls.Params, type) and issubclass(cls.Params, BaseModel)):
+        problems.append("Params must be a pydantic BaseModel subclass")
+    for kind in ("inputs", "outputs"):
+        ports = getattr(cls, kind)
+        if not isinstance(ports, dict) or not all(
+            isinstance(k, str) and isinstance(v, ContentType) for k, v in ports.items()
+        ):
+            problems.append(f"{kind} must map port names to ContentType values")
+    if cls.variadic_inputs is not None and not isinstance(cls.variadic_inputs, ContentType):
+        problems.append("variadic_inputs must be a ContentType or None")
+    if cls.process is Stage.process:
+        problems.append("process(batch) must be implemented")
+    if not isinstance(cls.default_batch_size, int) or cls.default_batch_size < 1:
+        problems.append("default_batch_size must be a positive int")
+    return problems
+
+
+def _is_type_name(name: str) -> bool:
+    parts = name.split(".")
+    return all(p and p[0].isalpha() and p.replace("_", "").isalnum() and p.islower() for p in parts)
