@@ -33,16 +33,17 @@ STATUSES = (DONE, FILTERED, FAILED, REJECTED, NOT_RUN)
 class ItemState:
     """Everything known about one row during a run. `values` keys are 'inputs.col' / 'stage.port'."""
 
-    __slots__ = ("index", "line", "values", "status", "stage", "reason", "flags")
+    __slots__ = ("index", "line", "values", "status", "stage", "reason", "flags", "trace")
 
-    def __init__(self, row: InputRow) -> None:
+    def __init__(self, row: InputRow, column_keys: dict[str, str]) -> None:
         self.index = row.index
         self.line = row.line
-        self.values: dict[str, Any] = {f"inputs.{k}": v for k, v in (row.values or {}).items()}
+        self.values: dict[str, Any] = {column_keys[k]: v for k, v in row.values.items()} if row.values else {}
         self.status: str | None = None if row.error is None else REJECTED
         self.stage: str | None = None
         self.reason: str | None = row.error
         self.flags: list[dict[str, str]] = []
+        self.trace: str | None = None  # the traceback of a stage exception, for errors.log
 
 
 @dataclass
@@ -142,6 +143,7 @@ class StageRunner:
         self.seed_parts = (graph.pipeline.spec.seed, stage_id)
         self.inputs = [(port, str(ref)) for port, ref in graph.wiring[stage_id].items()]
         self.outputs = {port: f"{stage_id}.{port}" for port in type(self.stage).outputs}
+        self.outputs_list = list(self.outputs.items())
         self.call = plan.pm.hook.aigc_process_batch
 
     def run(self, states: list[ItemState]) -> None:
@@ -167,14 +169,33 @@ class StageRunner:
             if returned is not items and (not isinstance(returned, list) or len(returned) != len(items)):
                 raise AigcError(f"process() returned {_describe(returned)} for a batch of {len(items)} items")
         except Exception as exc:
-            if len(states) > 1:  # find the guilty items: run each alone
-                for state in states:
-                    self._run_isolated([state])
+            if len(states) == 1:
+                self._record_failure(states[0], f"{type(exc).__name__}: {exc}", exc)
                 return
-            self._record_failure(states[0], f"{type(exc).__name__}: {exc}", exc)
+            error: Exception | None = exc
+        else:
+            error = None
+        if error is not None:  # find the guilty items: run each alone (outside the except block)
+            for state in states:
+                self._run_isolated([state])
             return
-        for state, item in zip(states, returned):
+        self._record_all(states, returned)
+
+    def _record_all(self, states: list[ItemState], items: list[StageItem]) -> None:
+        outputs = self.outputs_list
+        done = 0
+        for state, item in zip(states, items):
+            if item.verdict is None and not item.flags:  # the common case, kept lean
+                try:
+                    values, produced = state.values, item.outputs
+                    for port, key in outputs:
+                        values[key] = produced[port]
+                    done += 1
+                    continue
+                except KeyError:
+                    pass
             self._record(state, item)
+        self.stats.done += done
 
     def _record(self, state: ItemState, item: StageItem) -> None:
         if item.flags:
@@ -199,7 +220,7 @@ class StageRunner:
         state.status, state.stage, state.reason = FAILED, self.stage_id, reason
         self.stats.failed += 1
         if exc is not None:
-            state.flags.append({"stage": self.stage_id, "traceback": "".join(traceback.format_exception(exc))[-4000:]})
+            state.trace = "".join(traceback.format_exception(exc))
 
 
 def _describe(value: Any) -> str:
@@ -235,8 +256,14 @@ def make_plan(
     return RunPlan(graph, stages, placement, batch_sizes, pm, stats)
 
 
-def item_result(state: ItemState, graph: PipelineGraph) -> ItemResult:
-    outputs = {name: state.values[str(ref)] for name, ref in graph.results.items() if str(ref) in state.values}
+def result_keys(graph: PipelineGraph) -> list[tuple[str, str]]:
+    """(result name, value key) for every field of a run's results."""
+    return [(name, str(ref)) for name, ref in graph.results.items()]
+
+
+def item_result(state: ItemState, keys: list[tuple[str, str]]) -> ItemResult:
+    values = state.values
+    outputs = {name: values[key] for name, key in keys if key in values}
     status = state.status or NOT_RUN
     error = {"stage": state.stage or "input", "reason": state.reason or ""} if status in (FAILED, FILTERED, REJECTED) else None
     return ItemResult(state.index, state.line, status, outputs, error, state.flags)
@@ -249,7 +276,9 @@ def execute(
     from .executors.local import LocalExecutor
 
     graph, pm = plan.graph, plan.pm
-    states = [ItemState(row) for row in rows]
+    column_keys = {column: f"inputs.{column}" for column in graph.pipeline.spec.inputs}
+    states = [ItemState(row, column_keys) for row in rows]
+    keys = result_keys(graph)
     info = RunInfo(graph.pipeline.spec.name, graph.pipeline.file, len(rows), str(out_dir),
                    {sid: str(dev) for sid, dev in plan.placement.items()}, _devices(plan))
     started = time.perf_counter()
@@ -258,7 +287,7 @@ def execute(
 
     def finished(batch: list[ItemState]) -> None:
         for state in batch:
-            notify(pm, "aigc_item_finished", plan.warnings.append, result=item_result(state, graph))
+            notify(pm, "aigc_item_finished", plan.warnings.append, result=item_result(state, keys))
 
     try:
         (backend or LocalExecutor()).execute(plan, states, finished if _observed(pm) else None)
@@ -266,7 +295,7 @@ def execute(
         error = str(exc)
     except KeyboardInterrupt:
         error = "interrupted; rows not finished are marked not_run"
-    results = [item_result(state, graph) for state in states]
+    results = [item_result(state, keys) for state in states]
     summary = RunSummary(_counts(results), plan.stats, time.perf_counter() - started, plan.warnings, error)
     notify(pm, "aigc_run_finish", plan.warnings.append, run=info, summary=summary)
     return summary, results

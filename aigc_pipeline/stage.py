@@ -54,6 +54,9 @@ def item_seed(run_seed: int, item_id: int, stage_id: str) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
+_NO_FLAGS: list[str] = []  # shared and never appended to: StageItem.flag() swaps in a fresh list
+
+
 class StageItem:
     """One row as one stage sees it: its resolved input values and the outputs it sets."""
 
@@ -65,7 +68,7 @@ class StageItem:
         self.outputs: dict[str, Any] = {}
         self.verdict: str | None = None  # None: ok; "failed" or "filtered"
         self.reason: str | None = None
-        self.flags: list[str] = []
+        self.flags: list[str] = _NO_FLAGS  # replaced by a list on the first flag(): saves an allocation
         self._seed_parts = seed_parts
 
     @property
@@ -84,6 +87,8 @@ class StageItem:
 
     def flag(self, reason: str) -> None:
         """Record a warning on this item; it goes on."""
+        if self.flags is _NO_FLAGS:
+            self.flags = []
         self.flags.append(reason)
 
 
