@@ -7,7 +7,6 @@ outputs nobody uses and columns nobody reads are warnings. Renders as Mermaid or
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +15,7 @@ import networkx as nx
 from .content import ContentType, column_content_type
 from .errors import PipelineFileError, Problem
 from .registry import StageRegistry
-from .spec import Pipeline, did_you_mean
+from .spec import Pipeline, did_you_mean, in_file_order
 
 INPUTS = "inputs"  # the reserved source name for row columns in references
 
@@ -52,36 +51,50 @@ class PipelineGraph:
         return self.registry.get(self.pipeline.spec.stages[stage_id].uses).cls  # type: ignore[union-attr]
 
     def to_mermaid(self) -> str:
+        # Node ids get a prefix per kind: bare stage ids can be Mermaid keywords ('end', 'style',
+        # 'class') and could collide with a column or output node; labels keep the real names.
         lines = ["flowchart LR"]
+        outputs = {name: f"out_{index}" for index, name in enumerate(self.results)}
         for column in self.pipeline.spec.inputs:
             lines.append(f'    in_{column}[/"{column}"/]')
         for stage_id in self.order:
-            lines.append(f'    {stage_id}["{stage_id}<br/>{self.pipeline.spec.stages[stage_id].uses}"]')
+            uses = _mermaid_text(self.pipeline.spec.stages[stage_id].uses)
+            lines.append(f'    st_{stage_id}["{stage_id}<br/>{uses}"]')
         for stage_id in self.order:
             for port, ref in self.wiring[stage_id].items():
-                source = f"in_{ref.name}" if ref.is_column else ref.source
+                source = f"in_{ref.name}" if ref.is_column else f"st_{ref.source}"
                 label = port if ref.is_column else f"{ref.name} → {port}"
-                lines.append(f"    {source} -->|{label}| {stage_id}")
+                lines.append(f"    {source} -->|{label}| st_{stage_id}")
         for name, ref in self.results.items():
-            node = "out_" + re.sub(r"\W", "_", name)
-            lines.append(f'    {node}(["{name}"])')
-            lines.append(f"    {ref.source} -->|{ref.name}| {node}")
+            lines.append(f'    {outputs[name]}(["{_mermaid_text(name)}"])')
+            source = f"in_{ref.name}" if ref.is_column else f"st_{ref.source}"
+            lines.append(f"    {source} -->|{ref.name}| {outputs[name]}")
         return "\n".join(lines) + "\n"
 
     def to_dot(self) -> str:
-        lines = [f'digraph "{self.pipeline.spec.name}" {{', "  rankdir=LR;"]
+        lines = [f"digraph {_dot_id(self.pipeline.spec.name)} {{", "  rankdir=LR;"]
         for column in self.pipeline.spec.inputs:
             lines.append(f'  "inputs.{column}" [shape=parallelogram];')
         for stage_id in self.order:
-            lines.append(f'  "{stage_id}" [shape=box, label="{stage_id}\\n{self.pipeline.spec.stages[stage_id].uses}"];')
+            uses = self.pipeline.spec.stages[stage_id].uses
+            lines.append(f'  "{stage_id}" [shape=box, label="{stage_id}\\n{uses}"];')
         for stage_id in self.order:
             for port, ref in self.wiring[stage_id].items():
                 source = str(ref) if ref.is_column else ref.source
                 lines.append(f'  "{source}" -> "{stage_id}" [label="{ref.name} → {port}"];')
         for name, ref in self.results.items():
-            lines.append(f'  "out.{name}" [shape=oval, label="{name}"];')
-            lines.append(f'  "{ref.source}" -> "out.{name}" [label="{ref.name}"];')
+            node, source = _dot_id(f"out.{name}"), str(ref) if ref.is_column else ref.source
+            lines.append(f"  {node} [shape=oval, label={_dot_id(name)}];")
+            lines.append(f'  "{source}" -> {node} [label="{ref.name}"];')
         return "\n".join(lines) + "\n}\n"
+
+
+def _mermaid_text(text: str) -> str:
+    return text.replace('"', "#quot;")
+
+
+def _dot_id(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def build_graph(pipeline: Pipeline, registry: StageRegistry) -> PipelineGraph:
@@ -102,13 +115,14 @@ class _GraphChecker:
 
     def build(self) -> PipelineGraph:
         if INPUTS in self.spec.stages:
-            self._error(("stages", INPUTS), f"'{INPUTS}' is reserved for row columns; rename this stage", key=True)
+            self._error(("stages", INPUTS), f"'{INPUTS}' is reserved for row columns; rename this stage", key=True,
+                        stage=INPUTS)
         self.graph.add_nodes_from(self.spec.stages)
         wiring = {stage_id: self._wire_stage(stage_id) for stage_id in self.spec.stages}
         results = self._resolve_results()
         self._check_cycles()
         if self.problems:
-            raise PipelineFileError(self.problems)
+            raise PipelineFileError(in_file_order(self.problems))
         self._warn_unused(wiring, results)
         order = list(nx.lexicographical_topological_sort(self.graph))
         results = results or self._default_results(wiring, order)
@@ -139,7 +153,7 @@ class _GraphChecker:
         for port in cls.inputs:
             if port not in stage.inputs:
                 self._error(("stages", stage_id), f"input port '{port}' ({cls.inputs[port]}) is not connected",
-                            stage=stage_id, field="inputs", hint=f"add 'inputs: {{{port}: <stage>.<port>}}'")
+                            key=True, stage=stage_id, field="inputs", hint=f"add 'inputs: {{{port}: <stage>.<port>}}'")
         self._wire_variables(stage_id, cls, wired)
         return wired
 
@@ -154,8 +168,15 @@ class _GraphChecker:
             choices = list(self.spec.inputs) + list(self.spec.stages[stage_id].inputs)
             hint = did_you_mean(name, choices) or f"columns: {', '.join(self.spec.inputs) or 'none'}; " \
                 f"to use another stage's output, add 'inputs: {{{name}: <stage>.<port>}}'"
-            self._error(("stages", stage_id, "with"), f"uses variable '{name}', which is neither a declared "
-                        "column nor one of this stage's inputs", stage=stage_id, field="with", hint=hint)
+            param = self._param_mentioning(stage_id, name)
+            self._error(("stages", stage_id, "with") + ((param,) if param else ()), f"uses variable '{name}', which "
+                        "is neither a declared column nor one of this stage's inputs", stage=stage_id,
+                        field=param or "with", hint=hint)
+
+    def _param_mentioning(self, stage_id: str, name: str) -> str | None:
+        """The param whose text names `name` (a template), to point at its line, or at its `--set`."""
+        params = self.spec.stages[stage_id].with_
+        return next((key for key, value in params.items() if isinstance(value, str) and name in value), None)
 
     def _resolve(
         self, text: str, path: tuple[Any, ...], stage_id: str | None, field_name: str, expected: ContentType | None
@@ -177,22 +198,27 @@ class _GraphChecker:
             self.graph.add_edge(ref.source, stage_id)
         return ref
 
-    def _produced_type(self, ref: Ref, path: tuple[Any, ...], stage_id: str | None, field_name: str) -> ContentType | None:
+    def _produced_type(
+        self, ref: Ref, path: tuple[Any, ...], stage_id: str | None, field_name: str
+    ) -> ContentType | None:
         if ref.is_column:
             if ref.name in self.spec.inputs:
                 return column_content_type(self.spec.inputs[ref.name])
-            hint = did_you_mean(ref.name, list(self.spec.inputs)) or f"declared columns: {', '.join(self.spec.inputs) or 'none'}"
+            columns = ", ".join(self.spec.inputs) or "none"
+            hint = did_you_mean(ref.name, list(self.spec.inputs)) or f"declared columns: {columns}"
             self._error(path, f"unknown column '{ref.name}' (not declared under 'inputs:')",
                         stage=stage_id, field=field_name, hint=hint)
             return None
         if ref.source not in self.spec.stages:
             hint = did_you_mean(ref.source, list(self.spec.stages)) or f"stages: {', '.join(self.spec.stages)}"
-            self._error(path, f"unknown stage '{ref.source}' in reference '{ref}'", stage=stage_id, field=field_name, hint=hint)
+            self._error(path, f"unknown stage '{ref.source}' in reference '{ref}'", stage=stage_id, field=field_name,
+                        hint=hint)
             return None
         outputs = self._class(ref.source).outputs
         if ref.name not in outputs:
             hint = did_you_mean(ref.name, list(outputs)) or self._ports_hint(ref)
-            self._error(path, f"stage '{ref.source}' has no output port '{ref.name}'", stage=stage_id, field=field_name, hint=hint)
+            self._error(path, f"stage '{ref.source}' has no output port '{ref.name}'", stage=stage_id,
+                        field=field_name, hint=hint)
             return None
         return outputs[ref.name]  # type: ignore[no-any-return]
 
@@ -212,22 +238,28 @@ class _GraphChecker:
     def _default_results(self, wiring: dict[str, dict[str, Ref]], order: list[str]) -> dict[str, Ref]:
         """Without 'outputs:', a run's results are the outputs of the stages nothing consumes."""
         consumed = {ref.source for refs in wiring.values() for ref in refs.values()}
-        return {f"{sid}.{port}": Ref(sid, port) for sid in order if sid not in consumed for port in self._class(sid).outputs}
+        last = [sid for sid in order if sid not in consumed]
+        return {f"{sid}.{port}": Ref(sid, port) for sid in last for port in self._class(sid).outputs}
 
     def _check_cycles(self) -> None:
         try:
             cycle = nx.find_cycle(self.graph)
         except nx.NetworkXNoCycle:
             return
-        stages = [edge[0] for edge in cycle] + [cycle[0][0]]
-        first = sorted(stages[:-1])[0]
-        self._error(("stages", first), "cycle: " + " -> ".join(stages), stage=first, field="inputs",
-                    hint="a stage cannot depend on its own output, directly or through others")
+        members = [edge[0] for edge in cycle]
+        start = members.index(min(members))  # report from the same stage whatever networkx found first
+        stages = members[start:] + members[:start] + [members[start]]
+        first, previous = stages[0], stages[-2]
+        # Point at the input that closes the loop: the first stage's port fed by the previous stage.
+        port = next(p for p, text in self.spec.stages[first].inputs.items() if text.partition(".")[0] == previous)
+        self._error(("stages", first, "inputs", port), "cycle: " + " -> ".join(stages), stage=first,
+                    field=f"inputs.{port}", hint="a stage cannot depend on its own output, directly or through others")
 
     def _warn_unused(self, wiring: dict[str, dict[str, Ref]], results: dict[str, Ref]) -> None:
         used_columns = {ref.name for refs in wiring.values() for ref in refs.values() if ref.is_column}
         used_columns |= {ref.name for ref in results.values() if ref.is_column}
-        consumed = {ref.source for refs in wiring.values() for ref in refs.values()} | {r.source for r in results.values()}
+        consumed = {ref.source for refs in wiring.values() for ref in refs.values()}
+        consumed |= {ref.source for ref in results.values()}
         if results:
             for stage_id in self.spec.stages:
                 if stage_id not in consumed:

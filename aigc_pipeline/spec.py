@@ -9,6 +9,9 @@ YAML is read with the safe loader only; duplicate keys and `!!python/...` tags a
 from __future__ import annotations
 
 import difflib
+import re
+import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -50,7 +53,8 @@ class PipelineSpec(BaseModel):
     version: Literal[1] = 1
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=100)]
     description: str = ""
-    inputs: dict[ColumnName, ColumnType] = Field(default_factory=dict, description="columns every row must have")
+    inputs: dict[ColumnName, ColumnType] = Field(  # type: ignore[valid-type]
+        default_factory=dict, description="columns every row must have")
     seed: int = 0
     plugins: list[str] = Field(default_factory=list, description="plugins by registered (entry-point) name")
     stages: dict[StageId, StageSpec] = Field(min_length=1)
@@ -96,6 +100,11 @@ class Pipeline:
         return self.locator.file
 
 
+def in_file_order(problems: list[Problem]) -> list[Problem]:
+    """Problems sorted by where they are, as an editor lists them; `--set` ones (no line) last."""
+    return sorted(problems, key=lambda p: (p.line is None, p.line or 0, p.column or 0))
+
+
 def did_you_mean(name: str, choices: list[str]) -> str | None:
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
     return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?" if close else None
@@ -129,11 +138,16 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
 def _yaml_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-    message = " ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
+    message = ", ".join(str(p) for p in (exc.context, exc.problem) if p) or "invalid YAML"
     hint = None
     if "could not determine a constructor" in message:
-        message = f"YAML tag not allowed: {message.split('tag', 1)[-1].strip()}"
+        tag = message.split("tag", 1)[-1].strip().replace("tag:yaml.org,2002:", "!!")
+        message = f"YAML tag not allowed: {tag}"
         hint = "pipeline files are data: only plain YAML (no !!python or other custom tags)"
+    elif "'\\t'" in message:
+        hint = "YAML indentation must use spaces, not tabs"
+    elif "single document" in message:
+        hint = "a pipeline file holds one YAML document: remove the '---' line"
     return Problem(message, file=file, line=line, column=column, hint=hint)
 
 
@@ -141,9 +155,9 @@ def _walk(node: yaml.Node, path: tuple[Any, ...], locator: Locator, file: str, c
     count[0] += 1
     if count[0] > MAX_YAML_NODES:
         mark = node.start_mark
-        raise PipelineFileError(
-            [Problem(f"document too large (over {MAX_YAML_NODES} nodes; aliases expand)", file, mark.line + 1)]
-        )
+        message = f"document too large (over {MAX_YAML_NODES} nodes; aliases expand)"
+        hint = "nested aliases (*name) expand to copies"
+        raise PipelineFileError([Problem(message, file, mark.line + 1, mark.column + 1, hint=hint)])
     locator.values[path] = (file, node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         seen: dict[Any, int] = {}
@@ -151,16 +165,30 @@ def _walk(node: yaml.Node, path: tuple[Any, ...], locator: Locator, file: str, c
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(key_node)
             line = key_node.start_mark.line + 1
             if key in seen:
-                raise PipelineFileError(
-                    [Problem(f"duplicate key '{key}' (first defined on line {seen[key]})", file, line,
-                             key_node.start_mark.column + 1, hint="each key may appear once per mapping")]
-                )
+                raise PipelineFileError([_duplicate_key_problem(path, key, seen[key], key_node, file)])
             seen[key] = line
             locator.keys[path + (key,)] = (file, line, key_node.start_mark.column + 1)
             _walk(value_node, path + (key,), locator, file, count)
     elif isinstance(node, yaml.SequenceNode):
         for index, child in enumerate(node.value):
             _walk(child, path + (index,), locator, file, count)
+
+
+def _duplicate_key_problem(path: tuple[Any, ...], key: Any, first_line: int, node: yaml.Node, file: str) -> Problem:
+    # YAML would silently keep the last value; a second stage of the same id is almost always a paste error.
+    stage_ids = path == ("stages",)
+    what, hint = ("stage id", "stage ids must be unique") if stage_ids else ("key", "each key may appear once")
+    stage, field_name = stage_and_field(path + (key,))
+    return Problem(f"duplicate {what} '{key}' (first defined on line {first_line})", file, node.start_mark.line + 1,
+                   node.start_mark.column + 1, stage=stage, field=field_name, hint=hint)
+
+
+def stage_and_field(path: tuple[Any, ...]) -> tuple[str | None, str | None]:
+    """Split a document path into the stage it is under (if any) and a dotted field name."""
+    if len(path) >= 2 and path[0] == "stages" and isinstance(path[1], str):
+        rest = path[3:] if path[2:3] == ("with",) and len(path) > 3 else path[2:]  # params by their own name
+        return path[1], ".".join(map(str, rest)) or None
+    return None, ".".join(map(str, path)) or None
 
 
 # ---------------------------------------------------------------- loading and validation
@@ -173,7 +201,9 @@ def read_pipeline_file(path: str | Path) -> str:
         raise PipelineFileError([Problem(f"cannot read pipeline file: {exc}", file=str(path))]) from None
 
 
-def parse_pipeline(text: str, file: str = "<pipeline>", overrides: list[str] | None = None) -> tuple[PipelineSpec, Locator]:
+def parse_pipeline(
+    text: str, file: str = "<pipeline>", overrides: list[str] | None = None
+) -> tuple[PipelineSpec, Locator]:
     """Phase 1: YAML, `--set` overrides, and the envelope. Needs no plugin."""
     data, locator = parse_yaml(text, file)
     if not isinstance(data, dict):
@@ -194,7 +224,21 @@ def validate_envelope(data: dict[str, Any], locator: Locator) -> PipelineSpec:
     try:
         return PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        raise PipelineFileError([_pydantic_problem(err, (), locator) for err in exc.errors()]) from None
+        problems = [_pydantic_problem(err, (), locator, PipelineSpec) for err in exc.errors()]
+        raise PipelineFileError(in_file_order(problems)) from None
+
+
+def check_plugin_names(spec: PipelineSpec, locator: Locator, available: Iterable[str]) -> None:
+    """Reject `plugins:` names that are neither installed nor registered, located at the list entry."""
+    known = sorted(set(available))
+    problems = [
+        locator.problem(("plugins", index), f"plugin '{name}' is not installed", field=f"plugins.{index}",
+                        hint=did_you_mean(name, known) or f"installed plugins: {', '.join(known) or 'none'}"
+                        " ('aigc plugins' lists them)")
+        for index, name in enumerate(spec.plugins) if name not in known
+    ]
+    if problems:
+        raise PipelineFileError(problems)
 
 
 def validate_stage_params(spec: PipelineSpec, registry: StageRegistry, locator: Locator) -> dict[str, BaseModel]:
@@ -204,10 +248,9 @@ def validate_stage_params(spec: PipelineSpec, registry: StageRegistry, locator: 
         base = ("stages", stage_id)
         registered = registry.get(stage.uses)
         if registered is None:
-            hint = did_you_mean(stage.uses, registry.names()) or ""
-            hint = (hint + " ('aigc stages' lists all)").strip()
-            problems.append(locator.problem(base + ("uses",), f"unknown stage type '{stage.uses}'",
-                                            stage=stage_id, field="uses", hint=hint))
+            hint = did_you_mean(stage.uses, registry.names()) or f"available: {', '.join(registry.names())}"
+            problems.append(locator.problem(base + ("uses",), f"unknown stage type '{stage.uses}'", stage=stage_id,
+                                            field="uses", hint=f"{hint} ('aigc stages' lists all)"))
             continue
         if stage.device is not None:
             try:
@@ -217,45 +260,77 @@ def validate_stage_params(spec: PipelineSpec, registry: StageRegistry, locator: 
         try:
             params[stage_id] = registered.cls.Params.model_validate(stage.with_)
         except ValidationError as exc:
-            choices = list(registered.cls.Params.model_fields)
-            problems.extend(_pydantic_problem(e, base + ("with",), locator, stage_id, choices) for e in exc.errors())
+            model = registered.cls.Params
+            problems.extend(_pydantic_problem(e, base + ("with",), locator, model) for e in exc.errors())
     if problems:
-        raise PipelineFileError(problems)
+        raise PipelineFileError(in_file_order(problems))
     return params
 
 
-def _pydantic_problem(
-    err: Any, base: tuple[Any, ...], locator: Locator, stage: str | None = None, choices: list[str] | None = None
-) -> Problem:
+def _pydantic_problem(err: Any, base: tuple[Any, ...], locator: Locator, model: type[BaseModel]) -> Problem:
+    """A pydantic error as a located Problem; `model` is what `base` was validated against (for key hints)."""
     loc = tuple(p for p in err["loc"] if p != "[key]")
     path = base + loc
-    if stage is None and len(path) >= 2 and path[0] == "stages" and isinstance(path[1], str):
-        stage = path[1]
-    field_name = ".".join(str(p) for p in path[2:] if p not in ("with",)) if stage else ".".join(map(str, path))
-    unknown = err["type"] == "extra_forbidden"
-    if unknown:
-        known = choices if choices is not None else _known_fields(path)
+    stage, field_name = stage_and_field(path)
+    if err["type"] == "extra_forbidden":
+        known = _keys_at(model, loc)
         message = f"unknown key '{loc[-1]}'"
         hint = did_you_mean(str(loc[-1]), known) or (f"valid keys: {', '.join(known)}" if known else None)
     else:
         value = err.get("input")
         shown = f" (got {value!r:.80})" if not isinstance(value, dict) and err["type"] != "missing" else ""
-        message = f"{err['msg']}{shown}"
-        hint = None
-    key = unknown or err["type"] == "missing" or "[key]" in err["loc"]
-    return locator.problem(path, message, key=key, stage=stage, field=field_name or None, hint=hint)
+        message = re.sub(r" or instance of \w+", "", err["msg"].removeprefix("Value error, ")) + shown
+        hint = _value_hint(err, path)
+    key = err["type"] in ("extra_forbidden", "missing") or "[key]" in err["loc"]
+    return locator.problem(path, message, key=key, stage=stage, field=field_name, hint=hint)
 
 
-def _known_fields(path: tuple[Any, ...]) -> list[str]:
-    if len(path) == 1:
-        return list(PipelineSpec.model_fields)
-    if len(path) == 3 and path[0] == "stages":
-        return [f.alias or name for name, f in StageSpec.model_fields.items()]
-    return []
+def _value_hint(err: Any, path: tuple[Any, ...]) -> str | None:
+    """The nearest valid value for a misspelt choice or a name that breaks its pattern."""
+    value = err.get("input")
+    if not isinstance(value, str):
+        return None
+    if err["type"] == "literal_error":
+        return did_you_mean(value, re.findall(r"'([^']*)'", err["ctx"]["expected"]))
+    if err["type"] == "string_pattern_mismatch":
+        pattern = err["ctx"]["pattern"]
+        fixed = re.sub(r"[^A-Za-z0-9_]+", "_", value.lower() if pattern == STAGE_ID_PATTERN else value).strip("_")
+        example = f"e.g. '{fixed}'" if fixed and re.fullmatch(pattern, fixed) else None
+        if path[:1] == ("stages",) and len(path) == 2:
+            return "stage ids are lowercase letters, digits and '_'" + (f": {example}" if example else "")
+        return example
+    return None
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Valid keys of the mapping that holds the last key of `loc`, looked up through nested models."""
+    for part in loc[:-1]:
+        field_info = model.model_fields.get(part) if isinstance(part, str) else None
+        if field_info is None:
+            continue  # a list index or a dict key (a stage id): its items share the container's model
+        nested = _nested_model(field_info.annotation)
+        if nested is None:
+            return []
+        model = nested
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], locator: Locator) -> None:
-    """Apply `--set stage.param=value` (value parsed as YAML) onto the raw document."""
+    """Apply `--set stage.param=value` onto the raw document.
+
+    The value is parsed as YAML (`30`, `true`, `[a, b]`); text that is not valid YAML is taken as a
+    string, so `--set brief.template={{ product }}!` works without quoting twice.
+    """
     for override in overrides:
         where = f"--set {override}"
         target, sep, raw = override.partition("=")
@@ -265,19 +340,27 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], locator: Locator
         stages = data.get("stages")
         if not isinstance(stages, dict) or stage_id not in stages:
             choices = list(stages) if isinstance(stages, dict) else []
-            raise PipelineFileError([Problem(f"no stage '{stage_id}'", file=where, hint=did_you_mean(stage_id, choices))])
+            hint = did_you_mean(stage_id, choices)
+            raise PipelineFileError([Problem(f"no stage '{stage_id}'", file=where, hint=hint)])
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise PipelineFileError([Problem(f"value is not valid YAML: {exc}", file=where)]) from None
+        except yaml.YAMLError:
+            value = raw
         stage = stages[stage_id]
         if not isinstance(stage, dict):
             raise PipelineFileError([Problem(f"stage '{stage_id}' is not a mapping", file=where)])
         if not isinstance(stage.get("with"), dict):
             stage["with"] = {}
         stage["with"][param] = value
-        path = ("stages", stage_id, "with", param)
-        locator.values[path] = locator.keys[path] = (where, None, None)
+        _relocate(locator, ("stages", stage_id, "with", param), where)
+
+
+def _relocate(locator: Locator, path: tuple[Any, ...], where: str) -> None:
+    """Point `path` and everything under it at the `--set` that replaced it, not at the file."""
+    for table in (locator.values, locator.keys):
+        for stale in [p for p in table if p[: len(path)] == path]:
+            del table[stale]
+    locator.values[path] = locator.keys[path] = (where, None, None)
 
 
 # ---------------------------------------------------------------- JSON Schema
@@ -297,6 +380,8 @@ def pipeline_json_schema(registry: StageRegistry) -> dict[str, Any]:
         variant["properties"]["with"] = params_schema
         variants.append(variant)
     defs["StageSpec"] = {"anyOf": variants} if variants else generic
+    for keyed in ("stages", "inputs"):  # pydantic leaves keys outside the id pattern unchecked
+        schema["properties"][keyed]["additionalProperties"] = False
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "aigc-pipeline pipeline file"
     return schema

@@ -1,0 +1,69 @@
+"""Shared fixtures: the broken pipeline files, each with the error it must produce.
+
+Every file in `broken_pipelines/` starts with comment lines that state what rejecting it must say:
+
+    # expect: <text the problem line must contain>
+    # line: <the line the problem must point at>
+    # column: / stage: / field: / hint: <optional, checked when given>
+    # xfail: <why the engine cannot do this yet>   (optional; strict)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKEN_DIR = Path(__file__).resolve().parent / "broken_pipelines"
+SAMPLE = ROOT / "pipelines" / "product_copy.yaml"
+_HEADER = re.compile(r"^# (expect|line|column|stage|field|hint|xfail): (.*)$")
+
+
+@dataclass
+class BrokenCase:
+    path: Path
+    expect: str
+    line: int
+    optional: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> BrokenCase:
+        header: dict[str, str] = {}
+        for text in path.read_text(encoding="utf-8").splitlines():
+            match = _HEADER.match(text)
+            if not match:
+                break
+            header[match.group(1)] = match.group(2).strip()
+        assert "expect" in header and "line" in header, f"{path.name}: needs '# expect:' and '# line:' first"
+        line = int(header.pop("line"))
+        return cls(path, header.pop("expect"), line, header)
+
+    def matches(self, problem: object) -> bool:
+        """Whether one Problem says and points at what this case expects."""
+        wanted = {"line": self.line, **{k: v for k, v in self.optional.items() if k in ("stage", "field")}}
+        if "column" in self.optional:
+            wanted["column"] = int(self.optional["column"])
+        if any(getattr(problem, key) != value for key, value in wanted.items()):
+            return False
+        hint = self.optional.get("hint")
+        return self.expect in str(problem) and (hint is None or hint in (getattr(problem, "hint", None) or ""))
+
+
+def _broken_params() -> list[Any]:
+    params: list[Any] = []
+    for path in sorted(BROKEN_DIR.glob("*.yaml")):
+        case = BrokenCase.read(path)
+        reason = case.optional.get("xfail")
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        params.append(pytest.param(case, id=path.stem, marks=marks))
+    return params
+
+
+@pytest.fixture(params=_broken_params())
+def broken(request: pytest.FixtureRequest) -> BrokenCase:
+    """One broken pipeline file with the problem it must produce."""
+    return request.param  # type: ignore[no-any-return]
