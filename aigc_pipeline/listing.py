@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import pluggy
 from pydantic import BaseModel, ValidationError
@@ -14,10 +15,25 @@ from .registry import StageRegistry
 def describe_params(model: type[BaseModel]) -> str:
     parts = []
     for name, info in model.model_fields.items():
-        kind = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
+        kind = _type_name(info.annotation)
         default = "required" if info.is_required() else f"= {info.get_default(call_default_factory=True)!r}"
         parts.append(f"{info.alias or name}: {kind} {default}")
     return "; ".join(parts) or "none"
+
+
+def _type_name(annotation: Any) -> str:
+    # Short and complete: `list[RegexRule]`, `Literal['drop', 'flag']`, `int | None`
+    # (`__name__` alone drops generic arguments; `str()` spells out module paths).
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is Ellipsis:
+        return "..."
+    if origin is None:
+        return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+    if origin is Literal:
+        return f"Literal[{', '.join(map(repr, args))}]"
+    if origin in (Union, UnionType):
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
+    return f"{_type_name(origin)}[{', '.join(_type_name(a) for a in args)}]"
 
 
 def describe_needs(cls: Any) -> str:

@@ -67,7 +67,7 @@ def load_entry_points(pm: pluggy.PluginManager, names: Iterable[str] | None) -> 
         if name not in available:
             known = ", ".join(sorted(available)) or "none installed"
             raise PluginError(name, f"is not installed (installed plugins: {known}; 'aigc plugins' lists them)")
-        pm.register(_import_entry_point(available[name]), name=name)
+        _register_once(pm, _import_entry_point(available[name]), name)
 
 
 def _import_entry_point(ep: EntryPoint) -> Any:
@@ -86,7 +86,14 @@ def load_module_plugin(pm: pluggy.PluginManager, module_name: str) -> None:
         module = importlib.import_module(module_name)
     except Exception as exc:
         raise PluginError(module_name, f"failed to import: {type(exc).__name__}: {exc}") from exc
-    pm.register(module, name=module_name)
+    _register_once(pm, module, module_name)
+
+
+def _register_once(pm: pluggy.PluginManager, plugin: Any, name: str) -> None:
+    # One module can arrive under two names (entry point `x` and `--plugin x_module`, or a
+    # built-in named with --plugin); pluggy refuses the second name, and once is what we mean.
+    if not pm.is_registered(plugin):
+        pm.register(plugin, name=name)
 
 
 def _check_pending(pm: pluggy.PluginManager) -> None:

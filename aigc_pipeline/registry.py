@@ -22,7 +22,9 @@ class StageRegistry:
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self._by_name: dict[str, RegisteredStage] = {}
         hook = pm.hook.aigc_register_stages
-        for impl in reversed(hook.get_hookimpls()):
+        # Registration order (built-ins first, then entry points, then explicit ones), not pluggy's
+        # last-first call order: a duplicate type name is then blamed on the later plugin.
+        for impl in hook.get_hookimpls():
             self._register_from(impl.plugin_name, impl.function)
 
     def _register_from(self, plugin: str, register_function: object) -> None:
