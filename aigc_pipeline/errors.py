@@ -9,12 +9,12 @@
     └── MissingDependencyError     an optional package is needed; says what to install
 
 Errors about a single row never escape as exceptions: the executor records them on the item
-(`ItemError` describes them) and the rest of the run goes on.
+(status, stage, reason in results.jsonl) and the rest of the run goes on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class AigcError(Exception):
@@ -95,16 +95,3 @@ class MissingDependencyError(AigcError):
     def __init__(self, package: str, needed_for: str, extra: str | None = None) -> None:
         how = f"pip install 'aigc-pipeline[{extra}]'" if extra else f"pip install {package}"
         super().__init__(f"{needed_for} needs the package '{package}', which is not installed; run: {how}")
-
-
-@dataclass
-class ItemError:
-    """Why one item failed or was filtered, recorded on the item (never raised)."""
-
-    stage: str
-    reason: str
-    kind: str = "failed"
-    details: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, str]:
-        return {"stage": self.stage, "reason": self.reason}

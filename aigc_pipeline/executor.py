@@ -56,6 +56,7 @@ class ItemResult:
     outputs: dict[str, Any]
     error: dict[str, str] | None = None
     flags: list[dict[str, str]] = field(default_factory=list)
+    trace: str | None = None  # a stage exception's traceback: errors.log, not results.jsonl
 
     def as_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {"row": self.row, "line": self.line, "status": self.status, "outputs": self.outputs}
@@ -96,6 +97,7 @@ class RunSummary:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    trace: str | None = None  # why the run stopped early, with its cause: errors.log
 
     @property
     def ok(self) -> bool:
@@ -166,11 +168,13 @@ class StageRunner:
         items = self._items(states)
         try:
             returned = self.call(stage_id=self.stage_id, stage=self.stage, batch=items)
-            if returned is not items and (not isinstance(returned, list) or len(returned) != len(items)):
-                raise AigcError(f"process() returned {_describe(returned)} for a batch of {len(items)} items")
+            if returned is not items:
+                returned = _in_batch_order(items, returned)
         except Exception as exc:
             if len(states) == 1:
-                self._record_failure(states[0], f"{type(exc).__name__}: {exc}", exc)
+                # The engine's own errors read as sentences; a stage's exception keeps its type name.
+                reason = str(exc) if isinstance(exc, AigcError) else f"{type(exc).__name__}: {exc}"
+                self._record_failure(states[0], reason, exc)
                 return
             error: Exception | None = exc
         else:
@@ -184,7 +188,7 @@ class StageRunner:
     def _record_all(self, states: list[ItemState], items: list[StageItem]) -> None:
         outputs = self.outputs_list
         done = 0
-        for state, item in zip(states, items):
+        for state, item in zip(states, items, strict=True):
             if item.verdict is None and not item.flags:  # the common case, kept lean
                 try:
                     values, produced = state.values, item.outputs
@@ -192,8 +196,9 @@ class StageRunner:
                         values[key] = produced[port]
                     done += 1
                     continue
-                except KeyError:
-                    pass
+                except KeyError:  # a port is missing: take back what was copied, _record fails the item
+                    for _, key in outputs:
+                        values.pop(key, None)
             self._record(state, item)
         self.stats.done += done
 
@@ -223,8 +228,20 @@ class StageRunner:
             state.trace = "".join(traceback.format_exception(exc))
 
 
-def _describe(value: Any) -> str:
-    return f"a list of {len(value)}" if isinstance(value, list) else type(value).__name__
+def _in_batch_order(items: list[StageItem], returned: Any) -> list[StageItem]:
+    """Match what process() returned back to the batch by item id, never by position.
+
+    A stage may return new or reordered items (e.g. sorted by length); pairing by position would
+    attach outputs to the wrong rows, silently.
+    """
+    if not isinstance(returned, list) or len(returned) != len(items):
+        got = f"a list of {len(returned)} items" if isinstance(returned, list) else type(returned).__name__
+        raise AigcError(f"process() returned {got} for a batch of {len(items)}; it must return every item it got")
+    by_id = {getattr(item, "id", None): item for item in returned}
+    try:
+        return [by_id[item.id] for item in items]
+    except KeyError:
+        raise AigcError("process() returned items that are not the ones it was given (item ids differ)") from None
 
 
 def make_plan(
@@ -265,8 +282,10 @@ def item_result(state: ItemState, keys: list[tuple[str, str]]) -> ItemResult:
     values = state.values
     outputs = {name: values[key] for name, key in keys if key in values}
     status = state.status or NOT_RUN
-    error = {"stage": state.stage or "input", "reason": state.reason or ""} if status in (FAILED, FILTERED, REJECTED) else None
-    return ItemResult(state.index, state.line, status, outputs, error, state.flags)
+    error = None
+    if status in (FAILED, FILTERED, REJECTED):
+        error = {"stage": state.stage or "input", "reason": state.reason or ""}
+    return ItemResult(state.index, state.line, status, outputs, error, state.flags, state.trace)
 
 
 def execute(
@@ -284,6 +303,7 @@ def execute(
     started = time.perf_counter()
     notify(pm, "aigc_run_start", plan.warnings.append, run=info)
     error: str | None = None
+    trace: str | None = None
 
     def finished(batch: list[ItemState]) -> None:
         for state in batch:
@@ -292,11 +312,11 @@ def execute(
     try:
         (backend or LocalExecutor()).execute(plan, states, finished if _observed(pm) else None)
     except AigcError as exc:
-        error = str(exc)
+        error, trace = str(exc), "".join(traceback.format_exception(exc))
     except KeyboardInterrupt:
         error = "interrupted; rows not finished are marked not_run"
     results = [item_result(state, keys) for state in states]
-    summary = RunSummary(_counts(results), plan.stats, time.perf_counter() - started, plan.warnings, error)
+    summary = RunSummary(_counts(results), plan.stats, time.perf_counter() - started, plan.warnings, error, trace)
     notify(pm, "aigc_run_finish", plan.warnings.append, run=info, summary=summary)
     return summary, results
 

@@ -1,4 +1,5 @@
-"""Run outputs on disk: `results.jsonl` (one line per input row, in input order).
+"""Run outputs on disk: `results.jsonl` (one line per input row, in input order), and
+`errors.log` (the tracebacks behind failed rows, only when there are any).
 
 Files are written to a temporary name in the same folder, flushed to disk and renamed, so a
 reader (or a crash) never sees half a file.
@@ -11,9 +12,13 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .executor import ItemResult, RunSummary
 
 RESULTS_FILE = "results.jsonl"
+ERRORS_FILE = "errors.log"
 
 
 def write_atomic(path: Path, chunks: Iterable[str]) -> None:
@@ -37,3 +42,25 @@ def write_results(out_dir: Path, records: Iterable[dict[str, Any]]) -> Path:
     path = out_dir / RESULTS_FILE
     write_atomic(path, (json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in records))
     return path
+
+
+def write_error_log(out_dir: Path, results: Iterable[ItemResult], summary: RunSummary) -> Path | None:
+    """Write errors.log: one block per failed row with a traceback, plus why the run stopped.
+
+    Without any traceback the file is removed, so a stale log of an earlier run never misleads.
+    """
+    path = out_dir / ERRORS_FILE
+    blocks = [_error_block(result) for result in results if result.trace]
+    if summary.trace:
+        blocks.insert(0, f"the run stopped early: {summary.error}\n{summary.trace}")
+    if not blocks:
+        path.unlink(missing_ok=True)
+        return None
+    write_atomic(path, (block.rstrip("\n") + "\n\n" for block in blocks))
+    return path
+
+
+def _error_block(result: ItemResult) -> str:
+    error = result.error or {}
+    where = f"row {result.row}, line {result.line}, stage '{error.get('stage', '?')}'"
+    return f"{where}: {result.status}: {error.get('reason', '')}\n{result.trace}"

@@ -41,7 +41,8 @@ def read_rows(path: str | Path, columns: dict[str, str], limit: int | None = Non
     if suffix not in SUPPORTED_SUFFIXES:
         raise InputDataError(f"{path}: unsupported input format '{suffix or '(none)'}'; use .csv or .jsonl")
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
+        # utf-8-sig: spreadsheet exports start with a BOM, which would otherwise hide the first column
+        with path.open(encoding="utf-8-sig", newline="") as handle:
             raw = _csv_rows(handle, path, columns) if suffix == ".csv" else _jsonl_rows(handle)
             rows = list(islice(raw, limit))
     except OSError as exc:
@@ -69,17 +70,28 @@ def _checked(index: int, line: int, values: Any, columns: dict[str, str]) -> Inp
 
 
 def _csv_rows(handle: Any, path: Path, columns: dict[str, str]) -> Iterator[tuple[int, Any]]:
-    reader = csv.DictReader(handle)
-    header = reader.fieldnames or []
+    """Check the header now (also for --limit 0), then yield (first line, record) per row."""
+    reader = csv.reader(handle)
+    header = next(reader, [])
     missing = [c for c in columns if c not in header]
     if missing:
-        hints = [h for h in (did_you_mean(c, list(header)) for c in missing) if h]
+        # name the column each hint is for: with two missing columns, bare hints are ambiguous
+        hints = [f"'{c}': {h}" for c, h in ((c, did_you_mean(c, list(header))) for c in missing) if h]
         raise InputDataError(
             f"{path}:1: the header lacks required column(s) {', '.join(repr(c) for c in missing)}; "
             f"header has: {', '.join(header) or 'nothing'}" + (f"; {'; '.join(hints)}" if hints else "")
         )
-    for record in reader:
-        yield reader.line_num, record
+    return _csv_records(reader, header)
+
+
+def _csv_records(reader: Any, header: list[str]) -> Iterator[tuple[int, Any]]:
+    # csv.reader, not DictReader: it yields blank lines, so a quoted multi-line cell still gets
+    # the line its row starts on (reader.line_num is the line it ends on).
+    end = reader.line_num
+    for cells in reader:
+        start, end = end + 1, reader.line_num
+        if cells:  # a blank line is no row (as csv.DictReader skips it)
+            yield start, dict(zip(header, cells, strict=False))  # short rows: missing values
 
 
 def _jsonl_rows(handle: Any) -> Iterator[tuple[int, Any]]:

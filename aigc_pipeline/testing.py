@@ -3,14 +3,18 @@
 - Stages (type names under `test.`): `NoopStage`, `EchoStage`, `RaiseOnStage`, `SlowStage`.
   Register them with ``engine.register(aigc_pipeline.testing.FakeStages(), name="fakes")``.
 - `RecordingPlugin`: remembers every observer hook call, to assert on what a run reported.
+- `BatchLog`: remembers every micro-batch a stage was called with (item ids, start, end).
 - Fake device inventories: `CPU_ONLY`, `ONE_GPU_8GB`, `TWO_GPUS_80GB`.
+- `fake_engine(*plugins)`: an Engine with the fake stages and the given plugins registered.
 - `run_text(...)`: validate and run a pipeline given as YAML text over in-memory rows.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -152,19 +156,64 @@ class RecordingPlugin:
         self.summary = summary
 
 
+@dataclass(frozen=True)
+class BatchCall:
+    stage_id: str
+    ids: list[int]
+    start: float  # time.perf_counter() around the stage call
+    end: float
+
+
+class BatchLog:
+    """Wraps every stage call: `calls` lists each micro-batch, in the order the calls ended."""
+
+    def __init__(self) -> None:
+        self.calls: list[BatchCall] = []
+        self._lock = threading.Lock()  # stages call from their own threads
+
+    @hookimpl(wrapper=True)
+    def aigc_process_batch(self, stage_id: str, batch: list[StageItem]) -> Any:
+        ids, start = [item.id for item in batch], time.perf_counter()
+        try:
+            return (yield)
+        finally:
+            with self._lock:
+                self.calls.append(BatchCall(stage_id, ids, start, time.perf_counter()))
+
+    def sizes(self, stage_id: str) -> list[int]:
+        """Batch sizes `stage_id` saw, retries of single items after a failed batch included."""
+        return [len(call.ids) for call in self.calls if call.stage_id == stage_id]
+
+
+def fake_engine(*plugins: Any) -> Engine:
+    """An Engine with the fake stages, plus `plugins` (stage providers, observers, wrappers)."""
+    engine = Engine()
+    engine.register(FakeStages(), name="fakes")
+    for number, plugin in enumerate(plugins):
+        engine.register(plugin, name=f"test-plugin-{number}")
+    return engine
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
 
 
 def run_text(
-    pipeline_yaml: str, rows: list[dict[str, Any]], out_dir: Path, engine: Engine | None = None, **run_options: Any
+    pipeline_yaml: str,
+    rows: list[dict[str, Any]],
+    out_dir: Path,
+    engine: Engine | None = None,
+    overrides: list[str] | None = None,
+    **run_options: Any,
 ) -> RunResult:
-    """Validate `pipeline_yaml` and run it over `rows` (written as JSONL next to `out_dir`)."""
+    """Validate `pipeline_yaml` (with `--set`-style `overrides`) and run it over `rows`.
+
+    The rows are written as JSONL next to `out_dir`; `run_options` go to `Engine.run`.
+    """
     if engine is None:
-        engine = Engine()
-        engine.register(FakeStages(), name="fakes")
-    graph = engine.load_text(pipeline_yaml, "<test>")
+        engine = fake_engine()
+    graph = engine.load_text(pipeline_yaml, "<test>", overrides)
     out_dir.mkdir(parents=True, exist_ok=True)
     input_path = write_jsonl(out_dir.parent / f"{out_dir.name}-input.jsonl", rows)
     return engine.run(graph, input_path, out_dir, **run_options)

@@ -30,6 +30,8 @@ class LocalExecutor:
         self, plan: RunPlan, states: list[ItemState], on_finished: Callable[[list[ItemState]], None] | None
     ) -> None:
         live = [state for state in states if state.status is None]
+        if not live:  # every row rejected, or --limit 0: loading models would be wasted
+            return
         size = self.chunk_size or max(MIN_CHUNK, *plan.batch_sizes.values())
         flow = _Flow(plan, [live[i : i + size] for i in range(0, len(live), size)])
         workers = [
@@ -44,6 +46,7 @@ class LocalExecutor:
             flow.cancel()
             for worker in workers:
                 worker.join()
+            flow.collect(on_finished)  # chunks that every stage finished while stopping are done too
         if flow.error is not None:
             raise flow.error
 
@@ -56,6 +59,7 @@ class _Flow:
         self.chunks = chunks
         self.total = sum(len(chunk) for chunk in chunks)
         self.completed = dict.fromkeys(plan.graph.order, 0)
+        self.collected = 0  # chunks already marked DONE by collect()
         self.upstream = {sid: list(plan.graph.graph.predecessors(sid)) for sid in plan.graph.order}
         self.condition = threading.Condition()
         self.cancelled = False
@@ -73,6 +77,10 @@ class _Flow:
                 self.condition.wait()
             return not self.cancelled
 
+    def _completed_by_all(self, count: int) -> bool:
+        with self.condition:
+            return all(done >= count for done in self.completed.values())
+
     def _complete(self, stage_id: str) -> None:
         with self.condition:
             self.completed[stage_id] += 1
@@ -84,12 +92,15 @@ class _Flow:
             started = time.perf_counter()
             stage.load(self.plan.placement[stage_id])
             self.plan.stats[stage_id].load_seconds += time.perf_counter() - started
-        except Exception as exc:
-            return self._fail(StageError(stage_id, stage.type_name, f"failed to load: {type(exc).__name__}: {exc}"), exc)
+        except BaseException as exc:  # BaseException too: a thread dying silently would hang collect()
+            reason = f"failed to load: {type(exc).__name__}: {exc}"
+            return self._fail(StageError(stage_id, stage.type_name, reason), exc)
         try:
             self._process_chunks(stage_id)
-        except Exception as exc:
+        except Exception as exc:  # StageRunner isolates a stage's exceptions: this one is the engine's
             self._fail(StageError(stage_id, stage.type_name, f"engine error: {type(exc).__name__}: {exc}"), exc)
+        except BaseException as exc:  # SystemExit from a stage: stop the run rather than hang it
+            self._fail(StageError(stage_id, stage.type_name, f"stopped the run: {type(exc).__name__}: {exc}"), exc)
         finally:
             try:
                 stage.unload()
@@ -122,12 +133,19 @@ class _Flow:
             self.condition.notify_all()
 
     def collect(self, on_finished: Callable[[list[ItemState]], Any] | None) -> None:
-        """Mark each chunk DONE once every stage has finished it, in order."""
-        for index, chunk in enumerate(self.chunks):
-            if not self._wait_for(self.plan.graph.order, index + 1):
+        """Mark each chunk DONE once every stage has finished it, in order; resumes where it stopped.
+
+        After a stop, a chunk every stage had already finished is still marked: no finished work is lost.
+        """
+        order = self.plan.graph.order
+        while self.collected < len(self.chunks):
+            count = self.collected + 1
+            if not (self._wait_for(order, count) or self._completed_by_all(count)):
                 return
+            chunk = self.chunks[self.collected]
             for state in chunk:
                 if state.status is None:
                     state.status = DONE
+            self.collected = count  # after marking: a Ctrl-C half-way leaves this chunk for the next call
             if on_finished is not None:
                 on_finished(chunk)

@@ -1,0 +1,133 @@
+"""sources.read_rows: CSV / JSONL rows checked against the declared columns, bad rows with their line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aigc_pipeline.errors import InputDataError
+from aigc_pipeline.sources import read_rows
+
+COLUMNS = {"name": "str", "price": "float"}
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def jsonl(tmp_path: Path, *lines: object) -> Path:
+    return write(tmp_path, "rows.jsonl", "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+
+
+def test_csv_rows_are_converted_to_the_declared_types(tmp_path: Path) -> None:
+    columns = {"n": "int", "x": "float", "ok": "bool", "tags": "list[str]", "nums": "list[int]", "meta": "dict"}
+    path = write(tmp_path, "rows.csv", 'n,x,ok,tags,nums,meta\n3,2.5,yes,a|b,"[1, 2]","{""k"": 1}"\n')
+    [row] = read_rows(path, columns)
+    assert row.error is None
+    assert row.values == {"n": 3, "x": 2.5, "ok": True, "tags": ["a", "b"], "nums": [1, 2], "meta": {"k": 1}}
+    assert (row.index, row.line) == (0, 2)
+
+
+def test_jsonl_rows_keep_their_values_and_lines(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, {"name": "a", "price": 1}, "", {"name": "b", "price": 2.5, "extra": True})
+    rows = read_rows(path, COLUMNS)
+    assert [(r.index, r.line, r.values) for r in rows] == [
+        (0, 1, {"name": "a", "price": 1}),
+        (1, 3, {"name": "b", "price": 2.5}),  # the blank line is skipped but still counted
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"name": "a"}', "line 2: missing value for column 'price'"),
+        ('{"name": "a", "price": null}', "line 2: missing value for column 'price'"),
+        ('{"name": "a", "price": "cheap"}', "line 2: column 'price': expected float, got str 'cheap'"),
+        ('{"name": "a", "price": true}', "line 2: column 'price': expected float, got a boolean"),
+        ('{"name": 7, "price": 1}', "line 2: column 'name': expected str, got int 7"),
+        ('{"name": "a", "price": ', "line 2: not valid JSON"),
+        ('["a", 1]', "line 2: expected a JSON object, got list"),
+        ("42", "line 2: expected a JSON object, got int"),
+    ],
+)
+def test_a_bad_jsonl_row_is_rejected_with_its_line(tmp_path: Path, line: str, reason: str) -> None:
+    path = jsonl(tmp_path, {"name": "ok", "price": 1}, line, {"name": "also ok", "price": 2})
+    rows = read_rows(path, COLUMNS)
+    assert [r.error is None for r in rows] == [True, False, True]
+    assert rows[1].values is None and rows[1].line == 2
+    assert rows[1].error is not None and rows[1].error.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("b", "line 3: missing value for column 'price'"),
+        ("b,abc", "line 3: column 'price': expected float, got str 'abc'"),
+    ],
+)
+def test_a_bad_csv_row_is_rejected_with_its_line(tmp_path: Path, line: str, reason: str) -> None:
+    path = write(tmp_path, "rows.csv", f"name,price\na,1\n{line}\nc,3\n")
+    rows = read_rows(path, COLUMNS)
+    assert [r.error for r in rows] == [None, reason, None]
+    assert [r.line for r in rows] == [2, 3, 4]
+
+
+def test_csv_lines_count_blank_lines_and_multi_line_cells(tmp_path: Path) -> None:
+    path = write(tmp_path, "rows.csv", 'name,price\n\n"two\nlines",1\nb,x\n\n"c\n\nd",y\n')
+    rows = read_rows(path, COLUMNS)
+    assert rows[0].values == {"name": "two\nlines", "price": 1.0}
+    # a row is reported at the line it starts on, not where csv finished reading it
+    assert [r.line for r in rows] == [3, 5, 7]
+    assert rows[2].error == "line 7: column 'price': expected float, got str 'y'"
+
+
+def test_a_csv_header_without_a_required_column_fails_before_any_row(tmp_path: Path) -> None:
+    path = write(tmp_path, "rows.csv", "nmae,price\na,1\n")
+    with pytest.raises(InputDataError) as caught:
+        read_rows(path, COLUMNS)
+    message = str(caught.value)
+    assert "rows.csv:1:" in message and "'name'" in message
+    assert "header has: nmae, price" in message
+    assert "'name': did you mean 'nmae'?" in message
+
+
+def test_the_header_is_checked_even_when_no_row_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path, "rows.csv", "title\nx\n")
+    with pytest.raises(InputDataError, match="lacks required column"):
+        read_rows(path, COLUMNS, limit=0)
+
+
+def test_a_utf8_bom_does_not_hide_the_first_column(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("name,price\nä,1\n".encode("utf-8-sig"))
+    [row] = read_rows(path, COLUMNS)
+    assert row.values == {"name": "ä", "price": 1.0}
+
+
+def test_limit_reads_only_the_first_rows(tmp_path: Path) -> None:
+    path = jsonl(tmp_path, *({"name": str(i), "price": i} for i in range(5)))
+    assert [r.values["name"] for r in read_rows(path, COLUMNS, limit=2) if r.values] == ["0", "1"]
+    assert read_rows(path, COLUMNS, limit=0) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("rows.txt", b"name,price\n", "unsupported input format '.txt'"),
+        ("rows.csv", b"name,price\n\xff\xfe,1\n", "not UTF-8 text"),
+    ],
+)
+def test_an_unusable_file_is_an_input_data_error(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputDataError, match=message):
+        read_rows(path, COLUMNS)
+
+
+def test_a_missing_file_is_an_input_data_error(tmp_path: Path) -> None:
+    with pytest.raises(InputDataError, match="cannot read input"):
+        read_rows(tmp_path / "nope.jsonl", COLUMNS)
