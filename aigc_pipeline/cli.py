@@ -14,6 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .devices import Device
@@ -27,28 +28,31 @@ app = typer.Typer(help="Run declared pipelines of AI content-generation stages o
 out = Console()
 err = Console(stderr=True)
 
-PluginOpt = Annotated[Optional[list[str]], typer.Option("--plugin", help="import and register this plugin module (explicit; pipeline files cannot)")]  # noqa: UP045
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a stage param: STAGE.PARAM=VALUE (YAML value)")]  # noqa: UP045
+PluginOpt = Annotated[Optional[list[str]], typer.Option("--plugin", help="import and register this plugin module (explicit; pipeline files cannot)")]  # noqa: UP045, E501
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override a stage param: STAGE.PARAM=VALUE (YAML value)")]  # noqa: UP045, E501
 FileArg = Annotated[Path, typer.Argument(help="pipeline file (YAML)")]
 
 
 def _fail(exc: AigcError, code: int = 2) -> None:
+    # One problem per line, never wrapped (soft_wrap): each line starts with file:line:column, so
+    # editors and grep can jump to it; at most 20 of them, so the message fits on one screen.
     if isinstance(exc, PipelineFileError):
         errors = [p for p in exc.problems if p.severity == "error"]
-        err.print(f"[bold red]error:[/] {errors[0].file if errors else 'pipeline'} is invalid "
-                  f"({len(errors)} problem{'s' * (len(errors) != 1)}); nothing was loaded or run", highlight=False)
+        where = escape(errors[0].file if errors else "pipeline")
+        err.print(f"[bold red]error:[/] {where} is invalid ({len(errors)} problem{'s' * (len(errors) != 1)}); "
+                  "nothing was loaded or run", highlight=False, soft_wrap=True)
         for problem in exc.problems[:20]:
-            err.print(f"  {problem}", highlight=False, markup=False)
+            err.print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
         if len(exc.problems) > 20:
             err.print(f"  ... and {len(exc.problems) - 20} more", highlight=False)
     else:
-        err.print("error: " + str(exc), style="red", highlight=False, markup=False)
+        err.print("error: " + str(exc), style="red", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def _warn(warnings: list[Problem]) -> None:
     for warning in warnings:
-        err.print(f"  {warning}", style="yellow", highlight=False, markup=False)
+        err.print(f"  {warning}", style="yellow", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -60,14 +64,14 @@ def validate(file: FileArg, set_: SetOpt = None, plugin: PluginOpt = None) -> No
         _fail(exc)
     _warn(graph.warnings)
     out.print(f"ok: {file} — pipeline '{graph.pipeline.spec.name}', {len(graph.order)} stages: "
-              + " → ".join(graph.order), highlight=False)
+              + " → ".join(graph.order), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()
 def run(
     file: FileArg,
     input: Annotated[Path, typer.Option("--input", "-i", help="rows: .csv or .jsonl")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder (results.jsonl, artifacts)")] = Path("out"),
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder (results.jsonl, artifacts)")] = Path("out"),  # noqa: E501
     limit: Annotated[Optional[int], typer.Option(help="run only the first N rows", min=0)] = None,  # noqa: UP045
     set_: SetOpt = None,
     plugin: PluginOpt = None,
@@ -88,6 +92,8 @@ def run(
         err.print(f"error: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(2) from None
     _print_summary(result.summary, result.results_path)
+    if result.errors_path is not None:
+        err.print(f"tracebacks: {result.errors_path}", highlight=False, markup=False)
     if not result.summary.ok:
         err.print(f"error: the run stopped early: {result.summary.error}", style="red", highlight=False, markup=False)
         raise typer.Exit(1)

@@ -14,14 +14,14 @@ from typing import Any
 import pluggy
 
 from .devices import Device, Inventory
-from .errors import InputDataError
+from .errors import InputDataError, PipelineFileError, PluginError, Problem
 from .executor import ExecutorBackend, ItemResult, RunSummary, execute, make_plan
 from .graph import PipelineGraph, build_graph
-from .plugin_manager import get_plugin_manager, load_entry_points, load_module_plugin
+from .plugin_manager import BUILTIN_PLUGINS, get_plugin_manager, installed_plugins, load_entry_points, load_module_plugin
 from .registry import StageRegistry
-from .sinks import write_results
+from .sinks import write_error_log, write_results
 from .sources import read_rows
-from .spec import Pipeline, parse_pipeline, read_pipeline_file, validate_stage_params
+from .spec import Pipeline, check_plugin_names, parse_pipeline, read_pipeline_file, validate_stage_params
 
 
 @dataclass
@@ -29,6 +29,7 @@ class RunResult:
     summary: RunSummary
     results: list[ItemResult]
     results_path: Path
+    errors_path: Path | None = None  # errors.log, written only when a row or the run has a traceback
 
 
 class Engine:
@@ -63,17 +64,33 @@ class Engine:
 
     def load_text(self, text: str, file: str = "<pipeline>", overrides: list[str] | None = None) -> PipelineGraph:
         spec, locator = parse_pipeline(text, file, overrides)
-        self._ensure_plugins(spec.plugins, {stage.uses for stage in spec.stages.values()})
-        params = validate_stage_params(spec, self.registry, locator)
+        registered = (name for name, _ in self.pm.list_name_plugin() if name not in BUILTIN_PLUGINS)
+        check_plugin_names(spec, locator, [*installed_plugins(), *registered])
+        broken = self._ensure_plugins(spec.plugins, {stage.uses for stage in spec.stages.values()})
+        try:
+            params = validate_stage_params(spec, self.registry, locator)
+        except PipelineFileError as exc:
+            raise PipelineFileError(exc.problems + [Problem(str(e), file=file, severity="note") for e in broken]) from None
         return build_graph(Pipeline(spec, params, locator, text), self.registry)
 
-    def _ensure_plugins(self, named: list[str], stage_types: set[str]) -> None:
+    def _ensure_plugins(self, named: list[str], stage_types: set[str]) -> list[PluginError]:
+        """Load the named plugins; if a stage type is still unknown, search every installed one.
+
+        During that search a plugin that fails to import is skipped and returned (reported only
+        if the type stays unknown), so one broken unrelated plugin cannot hide the real error.
+        """
         if named:
             load_entry_points(self.pm, named)
             self._registry = None
+        broken: list[PluginError] = []
         if not stage_types <= set(self.registry.names()):
-            load_entry_points(self.pm, None)  # an unknown type: look through every installed plugin
+            for name in installed_plugins():
+                try:
+                    load_entry_points(self.pm, [name])
+                except PluginError as exc:
+                    broken.append(exc)
             self._registry = None
+        return broken
 
     def run(
         self,
@@ -86,7 +103,7 @@ class Engine:
         inventory: Inventory | None = None,
         backend: ExecutorBackend | None = None,
     ) -> RunResult:
-        """Run a checked pipeline over an input file; results.jsonl is written even if the run stops."""
+        """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops."""
         out = Path(out_dir)
         if limit is not None and limit < 0:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
@@ -94,4 +111,4 @@ class Engine:
         plan = make_plan(graph, self.pm, device, inventory)
         summary, results = execute(plan, rows, out, backend)
         path = write_results(out, (result.as_dict() for result in results))
-        return RunResult(summary, results, path)
+        return RunResult(summary, results, path, write_error_log(out, results, summary))
