@@ -3,13 +3,14 @@
 Importing this package is light: no torch, transformers or diffusers until a model stage loads.
 """
 
-from .content import ANY, AUDIO, IMAGE, RECORD, TEXT, ContentType
+from .content import ANY, AUDIO, IMAGE, RECORD, TEXT, Artifact, ArtifactData, ContentType
 from .devices import CPU, Device, Inventory
 from .engine import Engine, RunResult
 from .errors import (
     AigcError,
     InputDataError,
     MissingDependencyError,
+    ModelUnavailableError,
     PipelineFileError,
     PlacementError,
     PluginError,
@@ -31,6 +32,8 @@ __all__ = [
     "RECORD",
     "TEXT",
     "AigcError",
+    "Artifact",
+    "ArtifactData",
     "ContentType",
     "Device",
     "DeviceNeeds",
@@ -39,6 +42,7 @@ __all__ = [
     "Inventory",
     "ItemResult",
     "MissingDependencyError",
+    "ModelUnavailableError",
     "PipelineFileError",
     "PipelineGraph",
     "PlacementError",

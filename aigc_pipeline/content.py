@@ -1,13 +1,15 @@
 """Content types: what flows along the edges of a pipeline graph.
 
 A port is typed with one of these. Two ports connect when the producer's type is accepted by the
-consumer's (`accepts`). Values themselves stay plain Python objects (str, dict, artifact paths)
-so that a micro-batch costs no wrapping per item.
+consumer's (`accepts`). Text and records stay plain Python objects, so a micro-batch costs no
+wrapping per item; images and audio travel as files: a stage returns `ArtifactData` (bytes), the
+engine writes it and passes an `Artifact` (a path in the output folder) downstream.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -27,8 +29,8 @@ class ContentType:
 
 
 TEXT = ContentType("text", "a Python str")
-IMAGE = ContentType("image", "an image artifact (PNG path relative to the output folder)")
-AUDIO = ContentType("audio", "an audio artifact (WAV path relative to the output folder)")
+IMAGE = ContentType("image", "an image file in the output folder (Artifact)")
+AUDIO = ContentType("audio", "an audio file in the output folder (Artifact)")
 RECORD = ContentType("record", "structured data: a number, bool, list or mapping")
 ANY = ContentType("any", "any value")
 
@@ -67,3 +69,28 @@ def check_column_value(column_type: str, value: Any) -> str | None:
             if reason:
                 return f"list element {element!r:.40}: {reason}"
     return None
+
+
+@dataclass(frozen=True)
+class ArtifactData:
+    """What a stage puts on an image or audio port: encoded bytes, not yet on disk.
+
+    The engine saves it atomically under the run's output folder and hands downstream stages
+    (and results.jsonl) an `Artifact` instead. File names never come from row values.
+    """
+
+    data: bytes
+    suffix: str  # ".png", ".wav"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file the run wrote: `relpath` is relative to the output folder; `path` is absolute."""
+
+    relpath: str
+    path: Path
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:  # results.jsonl shows the relative path
+        return self.relpath

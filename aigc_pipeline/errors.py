@@ -6,6 +6,7 @@
     ├── InputDataError             the input data as a whole is unusable (missing file, missing column)
     ├── PlacementError             a stage cannot be placed on any device that exists
     ├── StageError                 a stage failed outside of a single item (load, unload); chained
+    ├── ModelUnavailableError      a model cannot be found or may not be loaded (pickle weights)
     └── MissingDependencyError     an optional package is needed; says what to install
 
 Errors about a single row never escape as exceptions: the executor records them on the item
@@ -87,6 +88,10 @@ class StageError(AigcError):
         self.stage_id = stage_id
         self.type_name = type_name
         super().__init__(f"stage '{stage_id}' ({type_name}): {message}")
+
+
+class ModelUnavailableError(AigcError):
+    """A model is not a local folder nor in the cache, or its weights may not be loaded."""
 
 
 class MissingDependencyError(AigcError):

@@ -19,10 +19,12 @@ from typing import Any, Protocol
 
 import pluggy
 
+from .content import AUDIO, IMAGE, ArtifactData
 from .devices import Device, Inventory, probe_inventory
-from .errors import AigcError
+from .errors import AigcError, StageError
 from .graph import PipelineGraph
 from .plugin_manager import hookimpl, notify
+from .sinks import ArtifactWriter
 from .sources import InputRow
 from .stage import Stage, StageItem
 
@@ -115,6 +117,7 @@ class RunPlan:
     pm: pluggy.PluginManager
     stats: dict[str, StageStats]
     warnings: list[str] = field(default_factory=list)
+    artifacts: ArtifactWriter | None = None  # set by execute() once the output folder is known
 
 
 class ExecutorBackend(Protocol):
@@ -147,6 +150,8 @@ class StageRunner:
         self.outputs = {port: f"{stage_id}.{port}" for port in type(self.stage).outputs}
         self.outputs_list = list(self.outputs.items())
         self.call = plan.pm.hook.aigc_process_batch
+        self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO)]
+        self.artifacts = plan.artifacts
 
     def run(self, states: list[ItemState]) -> None:
         """Process live items of `states` (skipping failed/filtered ones) as one micro-batch."""
@@ -189,6 +194,8 @@ class StageRunner:
         outputs = self.outputs_list
         done = 0
         for state, item in zip(states, items, strict=True):
+            if self.artifact_ports and item.verdict is None and not self._save_artifacts(state, item):
+                continue
             if item.verdict is None and not item.flags:  # the common case, kept lean
                 try:
                     values, produced = state.values, item.outputs
@@ -220,6 +227,21 @@ class StageRunner:
         for port, key in self.outputs.items():
             state.values[key] = item.outputs[port]
         self.stats.done += 1
+
+    def _save_artifacts(self, state: ItemState, item: StageItem) -> bool:
+        """Write the item's image/audio outputs to the output folder; False if the item failed."""
+        for port in self.artifact_ports:
+            value = item.outputs.get(port)
+            if not isinstance(value, ArtifactData):
+                continue
+            if self.artifacts is None:
+                raise AigcError("this run has no output folder for artifacts")
+            try:
+                item.outputs[port] = self.artifacts.save(self.stage_id, state.index, port, value)
+            except OSError as exc:
+                self._record_failure(state, f"could not write the {port} artifact: {exc}", exc)
+                return False
+        return True
 
     def _record_failure(self, state: ItemState, reason: str, exc: BaseException | None = None) -> None:
         state.status, state.stage, state.reason = FAILED, self.stage_id, reason
@@ -259,6 +281,7 @@ def make_plan(
     for stage_id in graph.order:
         cls = graph.stage_class(stage_id)
         params = graph.pipeline.params[stage_id]
+        _preflight(stage_id, cls, params)
         needs = cls.needs(params)
         own = spec.stages[stage_id].device
         requested = Device.parse(own) if own else (device if needs.kind != "cpu" else None)
@@ -271,6 +294,13 @@ def make_plan(
     batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).default_batch_size for sid in graph.order}
     stats = {sid: StageStats(type(stages[sid]).type_name, str(placement[sid])) for sid in graph.order}
     return RunPlan(graph, stages, placement, batch_sizes, pm, stats)
+
+
+def _preflight(stage_id: str, cls: Any, params: Any) -> None:
+    try:
+        cls.preflight(params)
+    except AigcError as exc:
+        raise StageError(stage_id, cls.type_name, str(exc)) from exc
 
 
 def result_keys(graph: PipelineGraph) -> list[tuple[str, str]]:
@@ -295,6 +325,7 @@ def execute(
     from .executors.local import LocalExecutor
 
     graph, pm = plan.graph, plan.pm
+    plan.artifacts = ArtifactWriter(out_dir)
     column_keys = {column: f"inputs.{column}" for column in graph.pipeline.spec.inputs}
     states = [ItemState(row, column_keys) for row in rows]
     keys = result_keys(graph)

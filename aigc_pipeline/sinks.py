@@ -9,26 +9,30 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .content import Artifact, ArtifactData
 
 if TYPE_CHECKING:
     from .executor import ItemResult, RunSummary
 
 RESULTS_FILE = "results.jsonl"
 ERRORS_FILE = "errors.log"
+_SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 
 
-def write_atomic(path: Path, chunks: Iterable[str]) -> None:
-    """Write text to `path` via a temporary file in the same folder, fsync, then rename."""
+def write_atomic(path: Path, chunks: Iterable[str | bytes]) -> None:
+    """Write text or bytes to `path` via a temporary file in the same folder, fsync, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "wb") as handle:
             for chunk in chunks:
-                handle.write(chunk)
+                handle.write(chunk.encode("utf-8") if isinstance(chunk, str) else chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
@@ -64,3 +68,22 @@ def _error_block(result: ItemResult) -> str:
     error = result.error or {}
     where = f"row {result.row}, line {result.line}, stage '{error.get('stage', '?')}'"
     return f"{where}: {result.status}: {error.get('reason', '')}\n{result.trace}"
+
+
+class ArtifactWriter:
+    """Saves stage artifacts as `artifacts/<stage>/<row>.<port><suffix>` inside the output folder.
+
+    Names are built from the stage id (validated to `[a-z0-9_]`), the row index and the port
+    name, never from row values, so nothing can be written outside the folder. Each file is
+    written to a temporary name, fsynced and renamed.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+
+    def save(self, stage_id: str, row: int, port: str, artifact: ArtifactData) -> Artifact:
+        suffix = artifact.suffix if _SAFE_SUFFIX.match(artifact.suffix) else ".bin"
+        relpath = f"artifacts/{stage_id}/{row:06d}.{port}{suffix}"
+        path = self.out_dir / relpath
+        write_atomic(path, [artifact.data])
+        return Artifact(relpath, path.resolve(), dict(artifact.metadata))

@@ -8,6 +8,7 @@ A stage type is a subclass of `Stage` with:
   port names of one type (the template stage names its variables freely);
 - `needs(params) -> DeviceNeeds`: device kind, memory estimate, dtype; the engine decides;
 - `variables(params)`: names the stage reads by name, resolved by the graph to ports or columns;
+- `preflight(params)`: cheap checks before the run (model present, program installed);
 - `__init__(params)`: cheap, stores configuration only;
 - `load(device)`: loads models once, on the device the scheduler chose;
 - `process(batch) -> batch`: a list of `StageItem` in, the same items out, each with its outputs
@@ -122,6 +123,14 @@ class Stage:
         column of that name (wired implicitly); any other name is a validation error.
         """
         return set()
+
+    @classmethod
+    def preflight(cls, params: BaseModel) -> None:
+        """Cheap checks before the run starts (is the model there? is a program installed?).
+
+        Raise an `AigcError` (e.g. `ModelUnavailableError`) with a message that says how to fix
+        it; the run then stops before any row is processed or any model loads. Default: nothing.
+        """
 
     @classmethod
     def needs(cls, params: BaseModel) -> DeviceNeeds:
