@@ -172,6 +172,29 @@ def graph(
     sys.stdout.write(checked.to_mermaid() if format == "mermaid" else checked.to_dot())
 
 
+models_app = typer.Typer(help="Model utilities.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("make-tiny")
+def make_tiny(
+    out_dir: Annotated[Path, typer.Argument(help="folder to build the models in")],
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="build only this kind (repeatable)")] = None,  # noqa: UP045
+    seed: int = 0,
+) -> None:
+    """Build tiny random-weight models offline (LM, Stable Diffusion, TTS, classifiers). They output noise."""
+    from .tiny import make_tiny as build
+
+    try:
+        built = build(out_dir, only, seed)
+    except ValueError as exc:
+        err.print(f"error: {exc}", style="red", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    for kind, folder in built.items():
+        out.print(f"{kind:<17} {folder}", highlight=False, markup=False)
+    out.print("random weights: these models produce noise, not content", style="yellow")
+
+
 def main() -> None:
     app()
 

@@ -27,7 +27,16 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   # The pinned CPU build lies on this machine's disk; elsewhere it comes from the registry.
   run_pip install torch==2.13.0
 fi
-run_pip install -e '.[test]'
+run_pip install -e '.[test,models]'
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  # The tts stage's espeak backend speaks through this program; install it where we may.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >>"$log" 2>&1 \
+      || echo "note: could not install espeak-ng; the tts stage's espeak backend will say so"
+  else
+    echo "note: espeak-ng is not installed (e.g. 'sudo apt-get install espeak-ng'); the tts espeak backend needs it"
+  fi
+fi
 .venv/bin/python -c 'import aigc_pipeline'
 
 rm -f .venv/.aigc-setup-*

@@ -1,4 +1,4 @@
-"""Shared fixtures: the broken pipeline files, each with the error it must produce.
+"""Shared fixtures: the broken pipeline files (each with the error it must produce) and tiny models.
 
 Every file in `broken_pipelines/` starts with comment lines that state what rejecting it must say:
 
@@ -67,3 +67,24 @@ def _broken_params() -> list[Any]:
 def broken(request: pytest.FixtureRequest) -> BrokenCase:
     """One broken pipeline file with the problem it must produce."""
     return request.param  # type: ignore[no-any-return]
+
+
+class TinyModels:
+    """Builds each tiny model kind at most once per test session, on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.built: dict[str, Path] = {}
+
+    def __call__(self, kind: str) -> Path:
+        if kind not in self.built:
+            from aigc_pipeline.tiny import make_tiny
+
+            self.built.update(make_tiny(self.root, [kind], seed=0))
+        return self.built[kind]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """`tiny_model("lm")` -> the folder of a tiny random-weight model (built once per session)."""
+    return TinyModels(tmp_path_factory.mktemp("tiny-models"))
