@@ -55,8 +55,14 @@ def column_content_type(column_type: str) -> ContentType:
     return COLUMN_TYPES[column_type][1]
 
 
+# Exact types that are valid without further checks: the per-row fast path of input reading.
+_PLAIN_OK = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict}
+
+
 def check_column_value(column_type: str, value: Any) -> str | None:
     """Return why `value` is not a valid `column_type`, or None when it is."""
+    if type(value) is _PLAIN_OK.get(column_type) or column_type == "any":
+        return None
     allowed, _ = COLUMN_TYPES[column_type]
     if column_type != "bool" and column_type != "any" and isinstance(value, bool):
         return f"expected {column_type}, got a boolean"
