@@ -100,6 +100,7 @@ class RunSummary:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     trace: str | None = None  # why the run stopped early, with its cause: errors.log
+    group_counts: dict[str, int] | None = None  # statuses of groups, when a stage aggregates
 
     @property
     def ok(self) -> bool:
@@ -128,7 +129,9 @@ class ExecutorBackend(Protocol):
     On an error it stops its workers, leaves unfinished items unmarked and raises.
     """
 
-    def execute(self, plan: RunPlan, states: list[ItemState], on_finished: Any) -> None: ...
+    def execute(
+        self, plan: RunPlan, states: list[ItemState], on_finished: Any, stage_ids: list[str] | None = None
+    ) -> None: ...
 
 
 @hookimpl(trylast=True)
@@ -163,14 +166,14 @@ class StageRunner:
         self.stats.seconds += time.perf_counter() - started
         self.stats.batches += 1
 
-    def _items(self, states: list[ItemState]) -> list[StageItem]:
+    def items(self, states: list[ItemState]) -> list[StageItem]:
         return [
             StageItem(state.index, {port: state.values[key] for port, key in self.inputs}, self.seed_parts)
             for state in states
         ]
 
     def _run_isolated(self, states: list[ItemState]) -> None:
-        items = self._items(states)
+        items = self.items(states)
         try:
             returned = self.call(stage_id=self.stage_id, stage=self.stage, batch=items)
             if returned is not items:
@@ -303,9 +306,9 @@ def _preflight(stage_id: str, cls: Any, params: Any) -> None:
         raise StageError(stage_id, cls.type_name, str(exc)) from exc
 
 
-def result_keys(graph: PipelineGraph) -> list[tuple[str, str]]:
-    """(result name, value key) for every field of a run's results."""
-    return [(name, str(ref)) for name, ref in graph.results.items()]
+def result_keys(graph: PipelineGraph, domain: str = "row") -> list[tuple[str, str]]:
+    """(result name, value key) for every field of a run's per-row (or per-group) results."""
+    return [(name, str(ref)) for name, ref in graph.result_fields(domain).items()]
 
 
 def item_result(state: ItemState, keys: list[tuple[str, str]]) -> ItemResult:
@@ -320,14 +323,16 @@ def item_result(state: ItemState, keys: list[tuple[str, str]]) -> ItemResult:
 
 def execute(
     plan: RunPlan, rows: list[InputRow], out_dir: Path, backend: ExecutorBackend | None = None
-) -> tuple[RunSummary, list[ItemResult]]:
-    """Run the plan over rows; always returns every row's result, also when the run stops early."""
+) -> tuple[RunSummary, list[ItemResult], list[ItemResult]]:
+    """Run the plan over rows: (summary, one result per row, one per group). Also when it stops early."""
     from .executors.local import LocalExecutor
+    from .groups import group_result, run_reducers, split_phases
 
     graph, pm = plan.graph, plan.pm
     plan.artifacts = ArtifactWriter(out_dir)
     column_keys = {column: f"inputs.{column}" for column in graph.pipeline.spec.inputs}
     states = [ItemState(row, column_keys) for row in rows]
+    groups: list[Any] = []
     keys = result_keys(graph)
     info = RunInfo(graph.pipeline.spec.name, graph.pipeline.file, len(rows), str(out_dir),
                    {sid: str(dev) for sid, dev in plan.placement.items()}, _devices(plan))
@@ -340,16 +345,24 @@ def execute(
         for state in batch:
             notify(pm, "aigc_item_finished", plan.warnings.append, result=item_result(state, keys))
 
+    runner = backend or LocalExecutor()
+    phases = split_phases(graph)
     try:
-        (backend or LocalExecutor()).execute(plan, states, finished if _observed(pm) else None)
+        runner.execute(plan, states, finished if _observed(pm) else None, phases.rows)
+        if phases.reducers:
+            groups = run_reducers(plan, states, phases.reducers)
+            runner.execute(plan, groups, None, phases.groups)
     except AigcError as exc:
         error, trace = str(exc), "".join(traceback.format_exception(exc))
     except KeyboardInterrupt:
         error = "interrupted; rows not finished are marked not_run"
     results = [item_result(state, keys) for state in states]
-    summary = RunSummary(_counts(results), plan.stats, time.perf_counter() - started, plan.warnings, error, trace)
+    group_keys = result_keys(graph, "group")
+    group_results: list[ItemResult] = [group_result(state, group_keys) for state in groups]
+    summary = RunSummary(_counts(results), plan.stats, time.perf_counter() - started, plan.warnings, error, trace,
+                         _counts(group_results) if phases.reducers else None)
     notify(pm, "aigc_run_finish", plan.warnings.append, run=info, summary=summary)
-    return summary, results
+    return summary, results, group_results
 
 
 def _observed(pm: pluggy.PluginManager) -> bool:

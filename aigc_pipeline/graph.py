@@ -46,9 +46,18 @@ class PipelineGraph:
     wiring: dict[str, dict[str, Ref]]
     results: dict[str, Ref]
     warnings: list[Problem] = field(default_factory=list)
+    # "row": runs once per row; "group": downstream of a reducing stage (aggregate), once per group.
+    domains: dict[str, str] = field(default_factory=dict)
 
     def stage_class(self, stage_id: str) -> Any:
         return self.registry.get(self.pipeline.spec.stages[stage_id].uses).cls  # type: ignore[union-attr]
+
+    def result_fields(self, domain: str) -> dict[str, Ref]:
+        """The results written per row ("row") or per group ("group")."""
+        return {name: ref for name, ref in self.results.items() if self.domain_of(ref) == domain}
+
+    def domain_of(self, ref: Ref) -> str:
+        return "row" if ref.is_column else self.domains.get(ref.source, "row")
 
     def to_mermaid(self) -> str:
         # Node ids get a prefix per kind: bare stage ids can be Mermaid keywords ('end', 'style',
@@ -126,7 +135,10 @@ class _GraphChecker:
         self._warn_unused(wiring, results)
         order = list(nx.lexicographical_topological_sort(self.graph))
         results = results or self._default_results(wiring, order)
-        return PipelineGraph(self.pipeline, self.registry, self.graph, order, wiring, results, self.warnings)
+        domains = self._check_domains(order, wiring)
+        if self.problems:
+            raise PipelineFileError(in_file_order(self.problems))
+        return PipelineGraph(self.pipeline, self.registry, self.graph, order, wiring, results, self.warnings, domains)
 
     def _error(self, path: tuple[Any, ...], message: str, key: bool = False, **extra: Any) -> None:
         self.problems.append(self.locator.problem(path, message, key=key, **extra))
@@ -234,6 +246,25 @@ class _GraphChecker:
             if ref is not None:
                 results[name] = ref
         return results
+
+    def _check_domains(self, order: list[str], wiring: dict[str, dict[str, Ref]]) -> dict[str, str]:
+        """Stages after a reducing stage run once per group; they may read only group values."""
+        domains: dict[str, str] = {}
+        for stage_id in order:
+            cls = self._class(stage_id)
+            sources = {ref.source: ref for ref in wiring[stage_id].values()}
+            grouped = [src for src in sources if src != INPUTS and (domains[src] == "group" or self._class(src).reduces)]
+            domains[stage_id] = "group" if grouped and not cls.reduces else "row"
+            if cls.reduces and grouped:
+                self._error(("stages", stage_id), f"reads '{grouped[0]}', which is already aggregated; "
+                            "aggregating twice is not supported", key=True, stage=stage_id, field="inputs")
+            elif grouped:
+                per_row = [str(ref) for src, ref in sources.items() if src not in grouped]
+                if per_row:
+                    self._error(("stages", stage_id), f"runs once per group (after '{grouped[0]}') but reads "
+                                f"'{per_row[0]}', a per-row value", key=True, stage=stage_id, field="inputs",
+                                hint=f"use it in the template of '{grouped[0]}' instead")
+        return domains
 
     def _default_results(self, wiring: dict[str, dict[str, Ref]], order: list[str]) -> dict[str, Ref]:
         """Without 'outputs:', a run's results are the outputs of the stages nothing consumes."""

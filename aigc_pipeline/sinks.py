@@ -1,4 +1,5 @@
-"""Run outputs on disk: `results.jsonl` (one line per input row, in input order), and
+"""Run outputs on disk: `results.jsonl` (one line per input row, in input order), `groups.jsonl`
+(one line per group, when a stage aggregates rows), artifacts, and
 `errors.log` (the tracebacks behind failed rows, only when there are any).
 
 Files are written to a temporary name in the same folder, flushed to disk and renamed, so a
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from .executor import ItemResult, RunSummary
 
 RESULTS_FILE = "results.jsonl"
+GROUPS_FILE = "groups.jsonl"
 ERRORS_FILE = "errors.log"
 _SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 
@@ -41,9 +43,9 @@ def write_atomic(path: Path, chunks: Iterable[str | bytes]) -> None:
         raise
 
 
-def write_results(out_dir: Path, records: Iterable[dict[str, Any]]) -> Path:
-    """Write results.jsonl: one JSON object per row, non-JSON values rendered as strings."""
-    path = out_dir / RESULTS_FILE
+def write_results(out_dir: Path, records: Iterable[dict[str, Any]], name: str = RESULTS_FILE) -> Path:
+    """Write results.jsonl (or groups.jsonl): one JSON object per line, other values as strings."""
+    path = out_dir / name
     write_atomic(path, (json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in records))
     return path
 

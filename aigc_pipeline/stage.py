@@ -14,6 +14,9 @@ A stage type is a subclass of `Stage` with:
 - `process(batch) -> batch`: a list of `StageItem` in, the same items out, each with its outputs
   set, or marked `fail(...)`, `drop(...)` or `flag(...)`;
 - `unload()`: releases what `load` took; always called, in a `finally`.
+- `reduces`: True for a reducing stage (many rows into one, e.g. `aggregate`): instead of
+  `process`, its `reduce(items) -> list[Group]` gets every row that finished the per-row
+  stages at once, and the stages downstream of it run once per group.
 
 The contract is checked when a subclass is defined (`__init_subclass__`), so a broken plugin
 fails at import with a message naming the class, not half-way through a run.
@@ -53,6 +56,15 @@ def item_seed(run_seed: int, item_id: int, stage_id: str) -> int:
     """A 63-bit seed from (run seed, item id, stage id): independent of batch, order and resume."""
     digest = hashlib.blake2b(f"{run_seed}\x00{item_id}\x00{stage_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> 1
+
+
+@dataclass
+class Group:
+    """One output of a reducing stage: the rows it stands for and its output port values."""
+
+    key: str
+    members: list[int]
+    outputs: dict[str, Any]
 
 
 _NO_FLAGS: list[str] = []  # shared and never appended to: StageItem.flag() swaps in a fresh list
@@ -106,6 +118,7 @@ class Stage:
     variadic_inputs: ClassVar[ContentType | None] = None
     default_batch_size: ClassVar[int] = 1
     description: ClassVar[str] = ""
+    reduces: ClassVar[bool] = False
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -146,6 +159,10 @@ class Stage:
     def unload(self) -> None:
         """Release what `load` took. Default: nothing."""
 
+    def reduce(self, items: list[StageItem]) -> list[Group]:
+        """For reducing stages (`reduces = True`): every finished row in, one Group per output."""
+        raise NotImplementedError
+
 
 def check_stage_class(cls: type) -> None:
     """Raise TypeError naming the class and what is wrong when it breaks the contract."""
@@ -172,7 +189,9 @@ def _contract_problems(cls: Any) -> list[str]:
             problems.append(f"{kind} must map port names to ContentType values")
     if cls.variadic_inputs is not None and not isinstance(cls.variadic_inputs, ContentType):
         problems.append("variadic_inputs must be a ContentType or None")
-    if cls.process is Stage.process:
+    if cls.reduces and cls.reduce is Stage.reduce:
+        problems.append("a reducing stage (reduces = True) must implement reduce(items)")
+    if not cls.reduces and cls.process is Stage.process:
         problems.append("process(batch) must be implemented")
     if not isinstance(cls.default_batch_size, int) or cls.default_batch_size < 1:
         problems.append("default_batch_size must be a positive int")

@@ -27,16 +27,21 @@ class LocalExecutor:
         self.chunk_size = chunk_size
 
     def execute(
-        self, plan: RunPlan, states: list[ItemState], on_finished: Callable[[list[ItemState]], None] | None
+        self,
+        plan: RunPlan,
+        states: list[ItemState],
+        on_finished: Callable[[list[ItemState]], None] | None,
+        stage_ids: list[str] | None = None,
     ) -> None:
         live = [state for state in states if state.status is None]
         if not live:  # every row rejected, or --limit 0: loading models would be wasted
             return
-        size = self.chunk_size or max(MIN_CHUNK, *plan.batch_sizes.values())
-        flow = _Flow(plan, [live[i : i + size] for i in range(0, len(live), size)])
+        stages = plan.graph.order if stage_ids is None else stage_ids
+        size = self.chunk_size or max([MIN_CHUNK, *(plan.batch_sizes[sid] for sid in stages)])
+        flow = _Flow(plan, [live[i : i + size] for i in range(0, len(live), size)], stages)
         workers = [
             threading.Thread(target=flow.run_stage, args=(stage_id,), name=f"aigc-{stage_id}", daemon=True)
-            for stage_id in plan.graph.order
+            for stage_id in stages
         ]
         for worker in workers:
             worker.start()
@@ -54,13 +59,15 @@ class LocalExecutor:
 class _Flow:
     """Shared progress of all stage threads: chunks completed per stage, the first error."""
 
-    def __init__(self, plan: RunPlan, chunks: list[list[ItemState]]) -> None:
+    def __init__(self, plan: RunPlan, chunks: list[list[ItemState]], stages: list[str]) -> None:
         self.plan = plan
         self.chunks = chunks
+        self.stages = stages
         self.total = sum(len(chunk) for chunk in chunks)
-        self.completed = dict.fromkeys(plan.graph.order, 0)
+        self.completed = dict.fromkeys(stages, 0)
         self.collected = 0  # chunks already marked DONE by collect()
-        self.upstream = {sid: list(plan.graph.graph.predecessors(sid)) for sid in plan.graph.order}
+        # Upstream stages outside this phase (before an aggregate) have finished already.
+        self.upstream = {sid: [p for p in plan.graph.graph.predecessors(sid) if p in self.completed] for sid in stages}
         self.condition = threading.Condition()
         self.cancelled = False
         self.error: BaseException | None = None
@@ -137,7 +144,7 @@ class _Flow:
 
         After a stop, a chunk every stage had already finished is still marked: no finished work is lost.
         """
-        order = self.plan.graph.order
+        order = self.stages
         while self.collected < len(self.chunks):
             count = self.collected + 1
             if not (self._wait_for(order, count) or self._completed_by_all(count)):
