@@ -92,6 +92,9 @@ def run(
         err.print(f"error: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(2) from None
     _print_summary(result.summary, result.results_path)
+    if result.groups_path is not None and result.summary.group_counts:
+        groups = ", ".join(f"{n} {status}" for status, n in result.summary.group_counts.items() if n)
+        out.print(f"groups: {groups} → {result.groups_path}", highlight=False)
     if result.errors_path is not None:
         err.print(f"tracebacks: {result.errors_path}", highlight=False, markup=False)
     if not result.summary.ok:

@@ -57,7 +57,10 @@ class PipelineGraph:
         return {name: ref for name, ref in self.results.items() if self.domain_of(ref) == domain}
 
     def domain_of(self, ref: Ref) -> str:
-        return "row" if ref.is_column else self.domains.get(ref.source, "row")
+        """Whether a value exists per row or per group (a reducing stage's outputs are per group)."""
+        if ref.is_column:
+            return "row"
+        return "group" if self.stage_class(ref.source).reduces else self.domains.get(ref.source, "row")
 
     def to_mermaid(self) -> str:
         # Node ids get a prefix per kind: bare stage ids can be Mermaid keywords ('end', 'style',
