@@ -7,7 +7,8 @@
     ├── PlacementError             a stage cannot be placed on any device that exists
     ├── StageError                 a stage failed outside of a single item (load, unload); chained
     ├── ModelUnavailableError      a model cannot be found or may not be loaded (pickle weights)
-    └── MissingDependencyError     an optional package is needed; says what to install
+    ├── MissingDependencyError     an optional package is needed; says what to install
+    └── MissingProgramError        a system program (e.g. espeak-ng) is not on PATH
 
 Errors about a single row never escape as exceptions: the executor records them on the item
 (status, stage, reason in results.jsonl) and the rest of the run goes on.
@@ -100,3 +101,11 @@ class MissingDependencyError(AigcError):
     def __init__(self, package: str, needed_for: str, extra: str | None = None) -> None:
         how = f"pip install 'aigc-pipeline[{extra}]'" if extra else f"pip install {package}"
         super().__init__(f"{needed_for} needs the package '{package}', which is not installed; run: {how}")
+
+
+class MissingProgramError(AigcError):
+    """A program the stage runs is not installed."""
+
+    def __init__(self, program: str, needed_for: str, how: str) -> None:
+        self.program = program
+        super().__init__(f"{needed_for} needs the program '{program}', which is not on PATH; install it: {how}")

@@ -44,10 +44,20 @@ def write_atomic(path: Path, chunks: Iterable[str | bytes]) -> None:
 
 
 def write_results(out_dir: Path, records: Iterable[dict[str, Any]], name: str = RESULTS_FILE) -> Path:
-    """Write results.jsonl (or groups.jsonl): one JSON object per line, other values as strings."""
+    """Write results.jsonl (or groups.jsonl): one JSON object per line.
+
+    Artifacts appear as {"path": <relative path>, **metadata}; other non-JSON values as strings.
+    """
     path = out_dir / name
-    write_atomic(path, (json.dumps(record, ensure_ascii=False, default=str) + "\n" for record in records))
+    write_atomic(path, (json.dumps(record, ensure_ascii=False, default=_json_value) + "\n" for record in records))
     return path
+
+
+def _json_value(value: Any) -> Any:
+    """An artifact as its path plus what the stage recorded (size, seed, sample rate...)."""
+    if isinstance(value, Artifact):
+        return {"path": value.relpath, **value.metadata}
+    return str(value)
 
 
 def write_error_log(out_dir: Path, results: Iterable[ItemResult], summary: RunSummary) -> Path | None:
