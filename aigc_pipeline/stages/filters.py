@@ -56,6 +56,18 @@ class TextFilterParams(BaseModel):
         return self
 
 
+def _term_pattern(term: str) -> str:
+    """A blocklist entry as a regex: literal, whole words, any whitespace between a phrase's words.
+
+    A word boundary is asked for only at an end that is a word character: "cure" is not found in
+    "secure", and "100%" is still found in "100%off".
+    """
+    body = r"\s+".join(map(re.escape, term.split()))
+    start = r"(?<!\w)" if re.match(r"\w", term.strip()) else ""
+    end = r"(?!\w)" if re.search(r"\w$", term.strip()) else ""
+    return start + body + end
+
+
 class TextFilterStage(Stage):
     type_name = "filter.text"
     description = "Quality gate on text: length, blocklist, regex rules; drop or flag."
@@ -67,23 +79,22 @@ class TextFilterStage(Stage):
     def __init__(self, params: TextFilterParams) -> None:
         super().__init__(params)
         self.p = params
-        words = sorted(params.blocklist, key=len, reverse=True)
-        # Whole words or phrases: no word character may touch either end of the match.
-        self.blocked = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.I) if words else None
+        terms = sorted(params.blocklist, key=len, reverse=True)
+        self.blocked = re.compile("|".join(map(_term_pattern, terms)), re.I) if terms else None
         self.rules = [(re.compile(rule.pattern), rule) for rule in params.rules]
 
     def reasons(self, text: str) -> list[str]:
         """Every reason `text` fails this gate (empty when it passes)."""
         p, found = self.p, []
         words, chars = len(text.split()), len(text)
-        for value, limit, name, too in ((words, p.min_words, "words", "few"), (chars, p.min_chars, "characters", "few")):
+        for value, limit, name in ((words, p.min_words, "words"), (chars, p.min_chars, "characters")):
             if limit is not None and value < limit:
-                found.append(f"too {too} {name}: {value} < {limit}")
+                found.append(f"too few {name}: {value} < {limit}")
         for value, limit, name in ((words, p.max_words, "words"), (chars, p.max_chars, "characters")):
             if limit is not None and value > limit:
                 found.append(f"too many {name}: {value} > {limit}")
         if self.blocked is not None:
-            hits = sorted({match.group(0).lower() for match in self.blocked.finditer(text)})
+            hits = sorted({" ".join(match.group(0).lower().split()) for match in self.blocked.finditer(text)})
             if hits:
                 found.append("blocked term(s): " + ", ".join(hits))
         for pattern, rule in self.rules:
