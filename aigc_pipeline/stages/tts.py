@@ -28,7 +28,6 @@ import json
 import re
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +39,7 @@ from ..devices import Device
 from ..errors import AigcError, MissingDependencyError, MissingProgramError, ModelUnavailableError
 from ..model_files import find_model, resolve_model, weights_bytes
 from ..plugin_manager import hookimpl
+from ..seeding import torch_seeded
 from ..stage import DeviceNeeds, Stage, StageItem
 
 ESPEAK = "espeak-ng"
@@ -55,9 +55,6 @@ VITS_MODEL_TYPES = ("vits",)
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 HEADROOM = 1.5  # activations of one text (the decoder upsamples 256x), on top of the weights
 HEADROOM_BYTES = 128 * 2**20
-# torch's global RNG is process-wide: seeding it and sampling from it must not interleave with
-# another tts stage running in another thread.
-_GLOBAL_RNG = threading.Lock()
 
 
 class TtsParams(BaseModel):
@@ -218,8 +215,7 @@ class VitsSpeaker:
             raise SpeechError("none of the text's characters are in the model's vocabulary")
         encoded = self.tokenizer(text, return_tensors="pt")
         gpu = [self.device.index or 0] if self.device.is_gpu else []
-        with _GLOBAL_RNG, torch.random.fork_rng(devices=gpu), torch.inference_mode():
-            torch.manual_seed(seed)
+        with torch_seeded(seed, gpu), torch.inference_mode():
             output = self.model(**encoded.to(str(self.device)))
         waveform = output.waveform[0]
         lengths = getattr(output, "sequence_lengths", None)
