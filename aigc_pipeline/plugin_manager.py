@@ -34,6 +34,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "aigc_pipeline.executor",
     "aigc_pipeline.stages.template",
     "aigc_pipeline.stages.filters",
+    "aigc_pipeline.stages.llm",
     "aigc_pipeline.stages.aggregate",
     "aigc_pipeline.stages.tts",
 )
