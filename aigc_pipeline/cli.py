@@ -198,6 +198,32 @@ def make_tiny(
     out.print("random weights: these models produce noise, not content", style="yellow")
 
 
+init_app = typer.Typer(help="Create new projects from templates.", no_args_is_help=True)
+app.add_typer(init_app, name="init")
+
+
+@init_app.command("plugin")
+def init_plugin(
+    name: Annotated[str, typer.Argument(help="distribution and folder name, e.g. aigc-watermark")],
+    directory: Annotated[Path, typer.Option("--dir", help="create the plugin folder inside this folder")] = Path("."),
+) -> None:
+    """Create an installable plugin package: pyproject.toml with an entry point, an example stage, a test, a README."""
+    from .scaffold import scaffold_plugin
+
+    try:
+        names, files = scaffold_plugin(name, directory)
+    except (ValueError, OSError) as exc:
+        err.print(f"error: {exc}", style="red", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    folder = files[0].parent
+    out.print(f"created {folder}: plugin '{names.entry_point}' with the stage type '{names.stage_type}'",
+              highlight=False, markup=False, soft_wrap=True)
+    for path in files:
+        out.print(f"  {path}", highlight=False, markup=False, soft_wrap=True)
+    out.print(f"next:\n  pip install -e {folder}    # then 'aigc stages' lists {names.stage_type}\n"
+              f"  pytest {folder}", highlight=False, markup=False, soft_wrap=True)
+
+
 def main() -> None:
     app()
 

@@ -102,5 +102,6 @@ def aigc_run_finish(run: RunInfo, summary: RunSummary) -> None:
     """Called once at the end of a run, also when it ends early; `summary` has counts and times.
 
     Observer hooks must not fail a run: an exception here is reported with the plugin's name
-    and the run goes on.
+    and the run goes on. An observer may append a line to `summary.warnings` (e.g. "webhook
+    delivery failed"); the CLI prints them after the summary.
     """

@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
-stamp=.venv/.aigc-setup-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)
+stamp=.venv/.aigc-setup-$(cat pyproject.toml scripts/setup.sh plugins/*/pyproject.toml | sha1sum | cut -c1-12)
 if [ -f "$stamp" ]; then
   exit 0
 fi
@@ -28,6 +28,7 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   run_pip install torch==2.13.0
 fi
 run_pip install -e '.[test,models]'
+run_pip install -e plugins/aigc-brand-kit -e plugins/aigc-webhook  # the first-party plugins
 if ! command -v espeak-ng >/dev/null 2>&1; then
   # The tts stage's espeak backend speaks through this program; install it where we may.
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
