@@ -37,6 +37,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "aigc_pipeline.stages.llm",
     "aigc_pipeline.stages.aggregate",
     "aigc_pipeline.stages.tts",
+    "aigc_pipeline.stages.diffusion",
+    "aigc_pipeline.stages.image_filters",
 )
 
 

@@ -1,0 +1,227 @@
+"""`diffusion.image`: text-to-image with a diffusers pipeline (Stable Diffusion and kin).
+
+One pipeline call per micro-batch. Every item gets its own generator seeded with the item's seed
+(a CPU generator, so the starting noise is the same on every device), so an item's image does
+not depend on which other rows share its batch. The pixels are not guaranteed bit-identical
+across batch sizes: batched convolution kernels (oneDNN on CPU, cuDNN on GPU) round differently
+for different batch sizes, so a few pixel values may differ by one level; the same batch size on
+the same machine gives identical bytes.
+
+Each image is returned as PNG bytes (`ArtifactData`); the engine writes the file. The PNG text
+chunks record what made it: prompt, negative prompt, seed, model, steps, guidance, scheduler,
+size, and a note when the model folder says it holds random weights (the tiny test models).
+
+torch and diffusers are imported in `load` / `process` only: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..content import IMAGE, TEXT, ArtifactData
+from ..devices import Device
+from ..model_files import find_model, resolve_model, weights_bytes
+from ..plugin_manager import hookimpl
+from ..stage import DeviceNeeds, Stage, StageItem
+
+# Schedulers that work with Stable-Diffusion-style pipelines and need no extra package
+# (LMSDiscreteScheduler needs scipy, DPMSolverSDEScheduler needs torchsde).
+SchedulerName = Literal[
+    "DDIMScheduler", "DDPMScheduler", "DEISMultistepScheduler", "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler", "EulerAncestralDiscreteScheduler", "EulerDiscreteScheduler",
+    "HeunDiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "KDPM2DiscreteScheduler", "PNDMScheduler",
+    "UniPCMultistepScheduler",
+]
+SCHEDULERS: tuple[str, ...] = typing.get_args(SchedulerName)
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+DTYPE_BYTES = {"auto": 2, "float32": 4, "float16": 2, "bfloat16": 2}  # auto: float16 on a GPU
+ACTIVATION_OVERHEAD = 1.2  # memory estimate: the weights plus 20% for activations
+# Loading builds modules under accelerate's `init_empty_weights`, which patches
+# `nn.Module.register_parameter` process-wide: a model built in another thread at the same time
+# gets weights on the meta device ("Cannot copy out of meta tensor"). The executor loads stages in
+# parallel threads, so the model stages here take turns. (Belongs in the executor, for every stage.)
+LOAD_LOCK = threading.Lock()
+RANDOM_WEIGHTS_NOTE = "random weights: this image is noise from a tiny test model"
+
+
+class DiffusionParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="a local diffusers folder or a Hugging Face id, e.g. "
+                                   "'stable-diffusion-v1-5/stable-diffusion-v1-5'")
+    revision: str | None = Field(None, description="a branch, tag or commit of a Hugging Face model")
+    dtype: Dtype = Field("auto", description="weights dtype; auto: float16 on a GPU, float32 on the CPU")
+    steps: int = Field(25, ge=1, le=1000, description="denoising steps")
+    guidance: float = Field(7.5, ge=0, le=50, description="classifier-free guidance scale (<= 1 turns it off)")
+    width: int = Field(512, ge=8, le=4096, multiple_of=8, description="image width in pixels, a multiple of 8")
+    height: int = Field(512, ge=8, le=4096, multiple_of=8, description="image height in pixels, a multiple of 8")
+    negative_prompt: str | None = Field(None, description="what the images should not show (every row)")
+    scheduler: SchedulerName | None = Field(None, description="noise scheduler class; default: the model's own")
+    trust_remote_code: bool = Field(False, description="allow a model folder's own Python code to run")
+    allow_pickle: bool = Field(False, description="allow pickle weights (.bin, .ckpt): they can run code")
+
+
+class DiffusionImageStage(Stage):
+    type_name = "diffusion.image"
+    description = "Text-to-image with a diffusers pipeline (Stable Diffusion); PNG with its settings."
+    Params = DiffusionParams
+    inputs = {"prompt": TEXT}
+    outputs = {"image": IMAGE}
+    default_batch_size = 4
+
+    def __init__(self, params: DiffusionParams) -> None:
+        super().__init__(params)
+        self.p = params
+        self.pipe: Any = None
+        self.note: str | None = None
+
+    @classmethod
+    def preflight(cls, params: DiffusionParams) -> None:  # type: ignore[override]
+        resolve_model(params.model, params.revision, allow_pickle=params.allow_pickle)
+
+    @classmethod
+    def needs(cls, params: DiffusionParams) -> DeviceNeeds:  # type: ignore[override]
+        memory = weights_memory(params.model, params.revision, DTYPE_BYTES[params.dtype])
+        return DeviceNeeds("any", int(memory * ACTIVATION_OVERHEAD), None if params.dtype == "auto" else params.dtype)
+
+    def load(self, device: Device) -> None:
+        import torch
+        from diffusers import AutoPipelineForText2Image
+
+        _quiet_progress_bars()
+        p = self.p
+        folder = resolve_model(p.model, p.revision, allow_pickle=p.allow_pickle)
+        dtype = torch.float16 if p.dtype == "auto" and device.is_gpu else getattr(torch, p.dtype, torch.float32)
+        with LOAD_LOCK:
+            pipe = AutoPipelineForText2Image.from_pretrained(
+                str(folder), **{_dtype_keyword(): dtype}, use_safetensors=None if p.allow_pickle else True,
+                trust_remote_code=p.trust_remote_code,
+            )
+        if p.scheduler is not None:
+            pipe.scheduler = _scheduler(pipe.scheduler, p.scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.to(str(device))
+        self.note = RANDOM_WEIGHTS_NOTE if says_random_weights(folder) else None
+
+    def process(self, batch: list[StageItem]) -> list[StageItem]:
+        import torch
+
+        p = self.p
+        kwargs: dict[str, Any] = {}
+        if p.negative_prompt is not None:
+            kwargs["negative_prompt"] = [p.negative_prompt] * len(batch)
+        generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
+        with torch.inference_mode():
+            result = self.pipe(
+                prompt=[item.inputs["prompt"] for item in batch], num_inference_steps=p.steps,
+                guidance_scale=p.guidance, width=p.width, height=p.height, generator=generators,
+                output_type="pil", **kwargs,
+            )
+        blocked = getattr(result, "nsfw_content_detected", None) or [False] * len(batch)
+        for item, image, nsfw in zip(batch, result.images, blocked, strict=True):
+            item.outputs["image"] = self._artifact(image, item)
+            if nsfw:
+                item.flag("the model's safety checker found NSFW content and blacked the image out")
+        return batch
+
+    def _artifact(self, image: Any, item: StageItem) -> ArtifactData:
+        p = self.p
+        metadata: dict[str, Any] = {
+            "prompt": item.inputs["prompt"], "negative_prompt": p.negative_prompt or "", "seed": item.seed,
+            "model": p.model, "steps": p.steps, "guidance": p.guidance,
+            "scheduler": type(self.pipe.scheduler).__name__, "width": image.width, "height": image.height,
+        }
+        if self.note:
+            metadata["note"] = self.note
+        return ArtifactData(png_bytes(image, metadata), ".png", metadata)
+
+    def unload(self) -> None:
+        if self.pipe is None:
+            return
+        on_gpu = str(getattr(self.pipe, "device", "cpu")).startswith("cuda")
+        self.pipe = None
+        if on_gpu:
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def png_bytes(image: Any, metadata: dict[str, Any]) -> bytes:
+    """Encode a PIL image as PNG with `metadata` as text chunks (deterministic: no timestamps)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in metadata.items():
+        info.add_text(key, str(value))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def _scheduler(current: Any, name: str) -> Any:
+    """`name` built from the model's scheduler config; ValueError if the pipeline cannot use it."""
+    import diffusers
+
+    compatible = sorted({cls.__name__ for cls in getattr(current, "compatibles", [])} | {type(current).__name__})
+    if name not in compatible:
+        raise ValueError(f"scheduler '{name}' does not work with this model; it can use: {', '.join(compatible)}")
+    return getattr(diffusers, name).from_config(current.config)
+
+
+def _dtype_keyword() -> str:
+    """diffusers renamed `torch_dtype` to `dtype` (0.42); older releases know only `torch_dtype`."""
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+
+
+def _quiet_progress_bars() -> None:
+    """Loading progress bars of diffusers and transformers would garble the run's own progress."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def says_random_weights(folder: Path) -> bool:
+    """Whether the folder's README says it holds random weights (the tiny models say so)."""
+    readme = folder / "README.md"
+    try:
+        return "random-weight" in readme.read_text(encoding="utf-8", errors="replace").lower()
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------ memory estimate
+
+
+def weights_memory(model: str, revision: str | None, dtype_bytes: int | None) -> int:
+    """Bytes the model's weights take at `dtype_bytes` per floating-point value (None: as stored);
+    0 when unknown.
+
+    Reads only safetensors headers: of each component a diffusers `model_index.json` lists, or of
+    the folder itself. Never downloads: a model not on disk yet counts 0.
+    """
+    folder = find_model(model, revision)
+    if folder is None:
+        return 0
+    parts = [folder]
+    try:
+        components = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        parts = [folder / name for name, value in components.items() if isinstance(value, list) and value[0]]
+    except (OSError, ValueError, AttributeError):
+        pass  # not a diffusers pipeline folder: a single model
+    return sum(weights_bytes(part, dtype_bytes) for part in parts if part.is_dir())
+
+
+@hookimpl
+def aigc_register_stages() -> list[type[Stage]]:
+    return [DiffusionImageStage]
