@@ -11,6 +11,7 @@ items are retried one at a time, and only the items that fail alone are marked f
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -29,6 +30,11 @@ from .sources import InputRow
 from .stage import Stage, StageItem
 
 DONE, FILTERED, FAILED, REJECTED, NOT_RUN = "done", "filtered", "failed", "rejected", "not_run"
+
+# Stages load one at a time: diffusers and transformers build models under accelerate's
+# init_empty_weights, which patches module registration process-wide for a moment; a model built
+# in another thread then gets meta (empty) tensors ("Cannot copy out of meta tensor").
+MODEL_LOAD_LOCK = threading.Lock()
 STATUSES = (DONE, FILTERED, FAILED, REJECTED, NOT_RUN)
 
 

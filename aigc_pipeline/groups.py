@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import StageError
-from .executor import DONE, ItemResult, ItemState, RunPlan, StageRunner, item_result
+from .executor import DONE, MODEL_LOAD_LOCK, ItemResult, ItemState, RunPlan, StageRunner, item_result
 from .graph import PipelineGraph
 from .sources import InputRow
 from .stage import Group
@@ -76,7 +76,8 @@ def _reduce(plan: RunPlan, stage_id: str, rows: list[ItemState]) -> list[Group]:
         return []
     started = time.perf_counter()
     try:
-        stage.load(plan.placement[stage_id])
+        with MODEL_LOAD_LOCK:
+            stage.load(plan.placement[stage_id])
         try:
             groups = stage.reduce(StageRunner(stage_id, plan).items(rows))
         finally:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import StageError
-from ..executor import DONE, ItemState, RunPlan, StageRunner
+from ..executor import DONE, MODEL_LOAD_LOCK, ItemState, RunPlan, StageRunner
 from ..plugin_manager import has_observers, notify
 
 MIN_CHUNK = 64
@@ -97,7 +97,8 @@ class _Flow:
         stage = self.plan.stages[stage_id]
         try:
             started = time.perf_counter()
-            stage.load(self.plan.placement[stage_id])
+            with MODEL_LOAD_LOCK:
+                stage.load(self.plan.placement[stage_id])
             self.plan.stats[stage_id].load_seconds += time.perf_counter() - started
         except BaseException as exc:  # BaseException too: a thread dying silently would hang collect()
             reason = f"failed to load: {type(exc).__name__}: {exc}"
