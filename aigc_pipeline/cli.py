@@ -8,6 +8,7 @@ plugins, placement): nothing ran.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -224,7 +225,19 @@ def init_plugin(
               f"  pytest {folder}", highlight=False, markup=False, soft_wrap=True)
 
 
+# Model libraries print their own progress bars and advice, which garble the run's display;
+# a user who wants them sets these variables (setdefault keeps the user's choice).
+QUIET_LIBRARIES = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DIFFUSERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
 def main() -> None:
+    for name, value in QUIET_LIBRARIES.items():
+        os.environ.setdefault(name, value)
     app()
 
 

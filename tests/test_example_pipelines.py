@@ -1,0 +1,64 @@
+"""The example pipelines in pipelines/ run end to end through the CLI on the tiny models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import wave
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from aigc_pipeline.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINES = ROOT / "pipelines"
+
+
+def run(*args: str) -> None:
+    result = CliRunner().invoke(app, ["run", *args, "-q"])
+    assert result.exit_code == 0, result.output
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def models_dir(tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working folder whose models/tiny/* are the session's tiny models (the paths the pipelines use)."""
+    for kind in ("lm", "sd"):
+        target = tmp_path / "models" / "tiny" / kind
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(tiny_model(kind), target)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_marketing_pipeline(models_dir: Path) -> None:
+    out = models_dir / "out"
+    run(str(PIPELINES / "marketing.yaml"), "-i", str(PIPELINES / "data" / "marketing.csv"), "-o", str(out))
+    results = lines(out / "results.jsonl")
+    assert len(results) == 8 and {r["status"] for r in results} == {"done"}
+    for result in results:
+        outputs = result["outputs"]
+        assert outputs["copy"]
+        with Image.open(out / outputs["image"]["path"]) as image:
+            assert image.format == "PNG" and image.size == (64, 64)
+        with wave.open(str(out / outputs["audio"]["path"])) as audio:
+            assert audio.getnframes() > 0
+        assert outputs["audio"]["duration_s"] > 0
+
+
+def test_news_batch_pipeline(models_dir: Path) -> None:
+    out = models_dir / "out"
+    run(str(PIPELINES / "news_batch.yaml"), "-i", str(PIPELINES / "data" / "news_facts.csv"), "-o", str(out))
+    results = lines(out / "results.jsonl")
+    groups = lines(out / "groups.jsonl")
+    assert len(results) == 8 and all(r["outputs"]["headline"] for r in results)
+    assert [g["group"] for g in groups] == ["economy", "sport", "weather", "culture"]
+    assert sorted(m for g in groups for m in g["members"]) == list(range(8))
+    assert groups[0]["outputs"]["digest"].startswith("Economy digest, 3 stories:")
+    assert all(g["outputs"]["intro"] for g in groups)
