@@ -150,6 +150,6 @@ def test_stage_listing_spells_param_types_in_full() -> None:
     rows = {row["type"]: row for row in stage_rows(registry_with((FakeStages(), "fakes")))}
     assert rows["test.echo"]["plugin"] == "fakes"
     assert rows["test.echo"]["params"] == "prefix: str = ''"
-    assert "on_fail: Literal['drop', 'flag'] = 'drop'" in rows["filter.text"]["params"]
+    assert "on_fail: Literal['drop', 'flag', 'redact'] = 'drop'" in rows["filter.text"]["params"]
     assert "blocklist: list[str] = []" in rows["filter.text"]["params"]
     assert "min_words: int | None = None" in rows["filter.text"]["params"]

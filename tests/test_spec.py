@@ -100,7 +100,7 @@ def test_set_override_is_applied() -> None:
     [
         ("copy.max_words=abc", "(got 'abc')", "copy", "max_words", None),
         ("copy.max_word=3", "unknown key 'max_word'", "copy", "max_word", "did you mean 'max_words'"),
-        ("copy.on_fail=dorp", "'drop' or 'flag'", "copy", "on_fail", "did you mean 'drop'?"),
+        ("copy.on_fail=dorp", "'drop', 'flag' or 'redact'", "copy", "on_fail", "did you mean 'drop'?"),
         ("copy.rules=[{pattern: '('}]", "invalid regular expression", "copy", "rules.0.pattern", None),
         ("cpy.max_words=3", "no stage 'cpy'", None, None, "did you mean 'copy'?"),
         ("copy.max_words", "expected STAGE.PARAM=VALUE", None, None, None),

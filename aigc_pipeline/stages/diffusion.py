@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -43,11 +42,6 @@ SCHEDULERS: tuple[str, ...] = typing.get_args(SchedulerName)
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 DTYPE_BYTES = {"auto": 2, "float32": 4, "float16": 2, "bfloat16": 2}  # auto: float16 on a GPU
 ACTIVATION_OVERHEAD = 1.2  # memory estimate: the weights plus 20% for activations
-# Loading builds modules under accelerate's `init_empty_weights`, which patches
-# `nn.Module.register_parameter` process-wide: a model built in another thread at the same time
-# gets weights on the meta device ("Cannot copy out of meta tensor"). The executor loads stages in
-# parallel threads, so the model stages here take turns. (Belongs in the executor, for every stage.)
-LOAD_LOCK = threading.Lock()
 RANDOM_WEIGHTS_NOTE = "random weights: this image is noise from a tiny test model"
 
 
@@ -99,11 +93,10 @@ class DiffusionImageStage(Stage):
         p = self.p
         folder = resolve_model(p.model, p.revision, allow_pickle=p.allow_pickle)
         dtype = torch.float16 if p.dtype == "auto" and device.is_gpu else getattr(torch, p.dtype, torch.float32)
-        with LOAD_LOCK:
-            pipe = AutoPipelineForText2Image.from_pretrained(
-                str(folder), **{_dtype_keyword(): dtype}, use_safetensors=None if p.allow_pickle else True,
-                trust_remote_code=p.trust_remote_code,
-            )
+        pipe = AutoPipelineForText2Image.from_pretrained(
+            str(folder), **{_dtype_keyword(): dtype}, use_safetensors=None if p.allow_pickle else True,
+            trust_remote_code=p.trust_remote_code,
+        )
         if p.scheduler is not None:
             pipe.scheduler = _scheduler(pipe.scheduler, p.scheduler)
         pipe.set_progress_bar_config(disable=True)

@@ -24,7 +24,7 @@ from ..errors import ModelUnavailableError
 from ..model_files import resolve_model
 from ..plugin_manager import hookimpl
 from ..stage import DeviceNeeds, Stage, StageItem
-from .diffusion import ACTIVATION_OVERHEAD, LOAD_LOCK, weights_memory
+from .diffusion import ACTIVATION_OVERHEAD, weights_memory
 
 
 class ClassifierCheck(BaseModel):
@@ -98,12 +98,11 @@ class ImageFilterStage(Stage):
 
         logging.disable_progress_bar()
         folder = resolve_model(check.model, check.revision, allow_pickle=check.allow_pickle)
-        with LOAD_LOCK:  # see LOAD_LOCK: model loads in parallel threads corrupt each other
-            self.classifier = pipeline(
-                "image-classification", model=str(folder), device=str(device),
-                trust_remote_code=check.trust_remote_code,
-                model_kwargs={"use_safetensors": None if check.allow_pickle else True},
-            )
+        self.classifier = pipeline(
+            "image-classification", model=str(folder), device=str(device),
+            trust_remote_code=check.trust_remote_code,
+            model_kwargs={"use_safetensors": None if check.allow_pickle else True},
+        )
 
     def unload(self) -> None:
         self.classifier = None
