@@ -305,7 +305,7 @@ def _value_hint(err: Any, path: tuple[Any, ...]) -> str | None:
 def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Valid keys of the mapping that holds the last key of `loc`, looked up through nested models."""
     for part in loc[:-1]:
-        field_info = model.model_fields.get(part) if isinstance(part, str) else None
+        field_info = _field_named(model, part) if isinstance(part, str) else None
         if field_info is None:
             continue  # a list index or a dict key (a stage id): its items share the container's model
         nested = _nested_model(field_info.annotation)
@@ -313,6 +313,11 @@ def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             return []
         model = nested
     return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _field_named(model: type[BaseModel], name: str) -> Any:
+    """A field by its YAML name (its alias when it has one, e.g. `json` or `with`)."""
+    return next((f for key, f in model.model_fields.items() if (f.alias or key) == name), None)
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
