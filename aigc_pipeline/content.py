@@ -97,6 +97,7 @@ class Artifact:
     relpath: str
     path: Path
     metadata: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""  # sha256 of the file's bytes: downstream cache keys use it, not the path
 
     def __str__(self) -> str:  # results.jsonl shows the relative path
         return self.relpath

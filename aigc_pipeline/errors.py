@@ -8,7 +8,8 @@
     ├── StageError                 a stage failed outside of a single item (load, unload); chained
     ├── ModelUnavailableError      a model cannot be found or may not be loaded (pickle weights)
     ├── MissingDependencyError     an optional package is needed; says what to install
-    └── MissingProgramError        a system program (e.g. espeak-ng) is not on PATH
+    ├── MissingProgramError        a system program (e.g. espeak-ng) is not on PATH
+    └── RunStoreError              the output folder holds another pipeline's results, or is in use
 
 Errors about a single row never escape as exceptions: the executor records them on the item
 (status, stage, reason in results.jsonl) and the rest of the run goes on.
@@ -109,3 +110,7 @@ class MissingProgramError(AigcError):
     def __init__(self, program: str, needed_for: str, how: str) -> None:
         self.program = program
         super().__init__(f"{needed_for} needs the program '{program}', which is not on PATH; install it: {how}")
+
+
+class RunStoreError(AigcError):
+    """The run store (`run.sqlite` in the output folder) cannot serve this run; says what to do."""

@@ -12,6 +12,7 @@ and `find_model` + `weights_bytes` from `needs`, which must stay cheap and never
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -154,3 +155,23 @@ def _tensor_bytes(path: Path, dtype_bytes: int | None) -> int:
         size = dtype_bytes if dtype_bytes is not None and kind in _FLOAT_DTYPES else _DTYPE_BYTES.get(kind, 1)
         total += count * size
     return total
+
+
+# Files whose change changes what a model computes: weights and the configs beside them.
+FINGERPRINT_SUFFIXES = (".safetensors", ".json", ".txt", ".model", *PICKLE_SUFFIXES)
+
+
+def model_fingerprint(folder: Path) -> str:
+    """A hash of the name, size and mtime of every weight and config file under `folder`.
+
+    Cheap (stat calls only, no reading): the run store keys cached results by it, so replacing a
+    model's weights or config re-runs its stage. A Hugging Face cache folder's symlinks are followed.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(p for p in folder.rglob("*") if p.suffix in FINGERPRINT_SUFFIXES):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        digest.update(f"{path.relative_to(folder).as_posix()}\x00{stat.st_size}\x00{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

@@ -8,10 +8,13 @@ reader (or a crash) never sees half a file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import signal
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +28,33 @@ RESULTS_FILE = "results.jsonl"
 GROUPS_FILE = "groups.jsonl"
 ERRORS_FILE = "errors.log"
 _SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
+# Test-only fault injection: "POINT:N" kills this process with SIGKILL the N-th time it passes
+# POINT ("batch": a stage returned, nothing recorded yet; "artifact": an artifact is in place, its
+# record is not committed; "results": results.jsonl is half written). Used by tests/test_kill.py.
+CRASH_ENV = "AIGC_TEST_CRASH_AT"
+_crash_counts: dict[str, int] = {}
+_crash_lock = threading.Lock()
+
+
+def crash_point(point: str) -> None:
+    """Kill the process here if AIGC_TEST_CRASH_AT asks for it (tests only; a no-op otherwise)."""
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted or not wanted.startswith(point + ":"):
+        return
+    with _crash_lock:
+        _crash_counts[point] = count = _crash_counts.get(point, 0) + 1
+    if count == int(wanted.split(":", 1)[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_stale_temp_files(out_dir: Path) -> int:
+    """Delete the temporary files a killed run left (`.<name>.*.tmp`); they are never referenced."""
+    removed = 0
+    for folder in (out_dir, *(p for p in (out_dir / "artifacts").glob("*") if p.is_dir())):
+        for temp in folder.glob(".*.tmp"):
+            temp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def write_atomic(path: Path, chunks: Iterable[str | bytes]) -> None:
@@ -49,8 +79,16 @@ def write_results(out_dir: Path, records: Iterable[dict[str, Any]], name: str = 
     Artifacts appear as {"path": <relative path>, **metadata}; other non-JSON values as strings.
     """
     path = out_dir / name
-    write_atomic(path, (json.dumps(record, ensure_ascii=False, default=_json_value) + "\n" for record in records))
+    write_atomic(path, _crashing_halfway(json.dumps(record, ensure_ascii=False, default=_json_value) + "\n"
+                                         for record in records))
     return path
+
+
+def _crashing_halfway(lines: Iterable[str]) -> Iterable[str]:
+    for number, line in enumerate(lines):
+        if number == 100:
+            crash_point("results")
+        yield line
 
 
 def _json_value(value: Any) -> Any:
@@ -87,7 +125,10 @@ class ArtifactWriter:
 
     Names are built from the stage id (validated to `[a-z0-9_]`), the row index and the port
     name, never from row values, so nothing can be written outside the folder. Each file is
-    written to a temporary name, fsynced and renamed.
+    written to a temporary name, fsynced and renamed; the returned Artifact carries the sha256 of
+    its bytes (`digest`), which downstream cache keys use. A run store records the item only after
+    this returns, so a recorded artifact is always complete; a kill before that re-runs the item,
+    which rewrites the same name.
     """
 
     def __init__(self, out_dir: Path) -> None:
@@ -98,4 +139,5 @@ class ArtifactWriter:
         relpath = f"artifacts/{stage_id}/{row:06d}.{port}{suffix}"
         path = self.out_dir / relpath
         write_atomic(path, [artifact.data])
-        return Artifact(relpath, path.resolve(), dict(artifact.metadata))
+        digest = hashlib.sha256(artifact.data).hexdigest()
+        return Artifact(relpath, path.resolve(), dict(artifact.metadata), digest)

@@ -38,6 +38,15 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
     echo "note: espeak-ng is not installed (e.g. 'sudo apt-get install espeak-ng'); the tts espeak backend needs it"
   fi
 fi
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  # tests/test_report.py opens report.html in a headless Chromium (skipped without one).
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >>"$log" 2>&1 \
+      || echo "note: could not install chromium; the browser test of report.html will be skipped"
+  else
+    echo "note: chromium is not installed (e.g. 'sudo apt-get install chromium'); the report's browser test skips"
+  fi
+fi
 .venv/bin/python -c 'import aigc_pipeline'
 
 rm -f .venv/.aigc-setup-*

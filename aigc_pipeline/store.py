@@ -1,0 +1,298 @@
+"""The run store: every stage result of every row, in `run.sqlite` in the output folder.
+
+Re-running the same command over the same output folder reuses every finished result and runs
+only what is missing. A result is found again by its cache key, a hash of:
+
+    stage type | params (canonical JSON) | model identity (Stage.model_identity: the model name,
+    revision and a fingerprint of its files' sizes and mtimes) | the item's seed | the input
+    values the stage consumed (canonical JSON; artifacts by the sha256 of their bytes)
+
+So changing one stage's params re-runs that stage and, for the rows whose outputs changed, the
+stages downstream of it (their inputs differ); a downstream stage whose inputs came out equal is
+reused, which is right. A stage whose results depend on more than the item (`cacheable(params)`
+False, e.g. a dedupe across the run) is never reused.
+
+What is stored: outputs (JSON; artifacts as relative path + sha256 + size, checked to still be
+there before reuse) of items that passed the stage, and the verdict of items it filtered out
+(deterministic quality gates). Failed items are not stored: a failure is often transient (out
+of memory, a flaky program), so the next run tries them again.
+
+Crash safety: before a micro-batch runs, one "in-flight" marker per item is committed; the
+item's result (after its artifacts are fsynced and renamed) and the removal of its marker are
+committed together afterwards. A store opened with markers left over means the last run died
+(kill -9, OOM killer, a segfault in model code): each of those items counts a crash and runs
+alone next time, so a second crash pins the culprit; an item that crashed the process twice is
+quarantined (failed, "quarantined: crashed the process twice") instead of crashing a third run.
+`--fresh` (or a change of its inputs, params or model) gives it another chance.
+
+One writer connection behind a lock serves every stage thread; WAL mode with synchronous=NORMAL
+survives a killed process (only a power loss can drop the last commits, which then re-run).
+A lock file keeps two runs out of one folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from .content import Artifact
+from .errors import RunStoreError
+from .sinks import remove_stale_temp_files
+
+STORE_FILE = "run.sqlite"
+LOCK_FILE = ".run.lock"
+SCHEMA_VERSION = "1"
+QUARANTINE_AFTER = 2  # crashes of the process with the item in flight
+QUARANTINED = "quarantined: crashed the process twice"
+_SQL_VARS = 500  # keys per SELECT ... IN (...)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results(key TEXT PRIMARY KEY, stage TEXT NOT NULL, item INTEGER NOT NULL,
+    verdict TEXT NOT NULL, reason TEXT, outputs TEXT NOT NULL, flags TEXT NOT NULL, at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS inflight(key TEXT PRIMARY KEY, stage TEXT NOT NULL, item INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS suspects(key TEXT PRIMARY KEY, stage TEXT NOT NULL, item INTEGER NOT NULL,
+    crashes INTEGER NOT NULL) WITHOUT ROWID;
+"""
+
+
+@dataclass
+class CachedResult:
+    """A stored result: `verdict` is "done" or "filtered"."""
+
+    verdict: str
+    reason: str | None
+    outputs: dict[str, Any]
+    flags: list[str]
+
+
+@dataclass
+class NewResult:
+    key: str
+    item: int
+    verdict: str
+    reason: str | None
+    outputs: str  # encoded with encode_outputs
+    flags: list[str]
+
+
+class RunStore:
+    """The SQLite store of one output folder. Thread-safe; open with `RunStore.open`."""
+
+    def __init__(self, out_dir: Path, connection: sqlite3.Connection, lock_fd: int | None) -> None:
+        self.out_dir = out_dir
+        self._db = connection
+        self._lock = threading.Lock()
+        self._lock_fd = lock_fd
+        self.crashed_items = 0  # items in flight when the previous run died
+        self._suspects: dict[str, int] = {}
+
+    @classmethod
+    def open(cls, out_dir: Path, identity: dict[str, Any], fresh: bool = False) -> RunStore:
+        """Open (or create) the store of `out_dir` for a pipeline with `identity` (name, inputs).
+
+        Raises RunStoreError when the folder holds another pipeline's results or another run
+        is using it. `fresh` discards what the store holds.
+        """
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock_folder(out_dir)
+        try:
+            if fresh:
+                for suffix in ("", "-wal", "-shm"):
+                    (out_dir / (STORE_FILE + suffix)).unlink(missing_ok=True)
+            db = sqlite3.connect(out_dir / STORE_FILE, check_same_thread=False, isolation_level=None)
+            store = cls(out_dir, db, lock_fd)
+            store._setup(identity)
+        except BaseException:
+            _unlock(lock_fd)
+            raise
+        remove_stale_temp_files(out_dir)
+        return store
+
+    def _setup(self, identity: dict[str, Any]) -> None:
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        wanted = canonical_json({"schema": SCHEMA_VERSION, **identity})
+        row = db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('identity', ?)", (wanted,))
+        elif row[0] != wanted:
+            raise RunStoreError(_mismatch(self.out_dir, json.loads(row[0]), json.loads(wanted)))
+        self._count_crashes()
+
+    def _count_crashes(self) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        crashed = db.execute("SELECT key, stage, item FROM inflight").fetchall()
+        db.executemany(
+            "INSERT INTO suspects VALUES (?, ?, ?, 1) ON CONFLICT(key) DO UPDATE SET crashes = crashes + 1", crashed
+        )
+        db.execute("DELETE FROM inflight")
+        db.execute("COMMIT")
+        self.crashed_items = len(crashed)
+        self._suspects = dict(db.execute("SELECT key, crashes FROM suspects").fetchall())
+
+    def crashes(self, key: str) -> int:
+        """How many times the process died with this item in flight (0 for almost every item)."""
+        return self._suspects.get(key, 0) if self._suspects else 0
+
+    def quarantined(self) -> list[tuple[str, int]]:
+        """(stage, item) of every quarantined item."""
+        with self._lock:
+            rows = self._db.execute("SELECT stage, item FROM suspects WHERE crashes >= ?", (QUARANTINE_AFTER,))
+            return [(stage, item) for stage, item in rows]
+
+    def lookup(self, keys: list[str]) -> dict[str, tuple[str, str | None, str, str]]:
+        """Stored rows (verdict, reason, outputs JSON, flags JSON) by key, for the keys that have one."""
+        found: dict[str, tuple[str, str | None, str, str]] = {}
+        with self._lock:
+            for start in range(0, len(keys), _SQL_VARS):
+                part = keys[start : start + _SQL_VARS]
+                marks = ",".join("?" * len(part))
+                query = f"SELECT key, verdict, reason, outputs, flags FROM results WHERE key IN ({marks})"
+                for key, verdict, reason, outputs, flags in self._db.execute(query, part):
+                    found[key] = (verdict, reason, outputs, flags)
+        return found
+
+    def begin(self, stage_id: str, entries: list[tuple[str, int]]) -> None:
+        """Mark (key, item) entries in flight: committed before the stage runs them."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
+                                 [(key, stage_id, item) for key, item in entries])
+            self._db.execute("COMMIT")
+
+    def finish(self, stage_id: str, results: list[NewResult], keys: list[str]) -> None:
+        """Record results and clear the in-flight markers (and crash counts) of `keys`, in one commit."""
+        now = time.time()
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs,
+                             json.dumps(r.flags, ensure_ascii=False), now) for r in results])
+            params = [(key,) for key in keys]
+            db.executemany("DELETE FROM inflight WHERE key = ?", params)
+            if self._suspects:
+                db.executemany("DELETE FROM suspects WHERE key = ?", params)
+            db.execute("COMMIT")
+
+    def counts(self) -> dict[str, int]:
+        """Stored results per stage (for tests and the manifest)."""
+        with self._lock:
+            return dict(self._db.execute("SELECT stage, COUNT(*) FROM results GROUP BY stage").fetchall())
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+        _unlock(self._lock_fd)
+        self._lock_fd = None
+
+
+def _lock_folder(out_dir: Path) -> int | None:
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no guard against two runs in one folder
+        return None
+    fd = os.open(out_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RunStoreError(f"another aigc run is using the output folder {out_dir}; wait for it, "
+                            "or give this run another --out") from None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _mismatch(out_dir: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> str:
+    if stored.get("schema") != wanted.get("schema"):
+        what = f"a run store of another format (version {stored.get('schema')}, this engine writes {SCHEMA_VERSION})"
+    elif stored.get("pipeline") != wanted.get("pipeline"):
+        what = f"results of pipeline '{stored.get('pipeline')}', not '{wanted.get('pipeline')}'"
+    else:
+        what = (f"results of pipeline '{wanted.get('pipeline')}' with other input columns "
+                f"({_columns(stored)}; now {_columns(wanted)})")
+    return (f"{out_dir / STORE_FILE} holds {what}; they cannot be reused. Run with --fresh to discard them, "
+            "or give this run another --out")
+
+
+def _columns(identity: dict[str, Any]) -> str:
+    return ", ".join(f"{name}: {kind}" for name, kind in (identity.get("inputs") or {}).items()) or "none"
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no spaces, artifacts by content hash. TypeError for values JSON cannot hold."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_key_value)
+
+
+def _key_value(value: Any) -> Any:
+    if isinstance(value, Artifact):
+        return {"$artifact": value.digest or value.relpath}
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def stage_prefix(type_name: str, params: BaseModel, identity: Any) -> str:
+    """The part of every cache key of one stage that does not depend on the item."""
+    text = canonical_json({"type": type_name, "params": params.model_dump(mode="json"), "models": identity})
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def item_key(prefix: str, seed: int, inputs: dict[str, Any]) -> str | None:
+    """The cache key of one item, or None when its inputs cannot be written as JSON (not cached)."""
+    try:
+        text = canonical_json(inputs)
+    except (TypeError, ValueError):
+        return None
+    return hashlib.blake2b(f"{prefix}\x00{seed}\x00{text}".encode(), digest_size=20).hexdigest()
+
+
+def encode_outputs(outputs: dict[str, Any]) -> str | None:
+    """Outputs as JSON (artifacts as path, hash, size, metadata), or None when not JSON-able."""
+    try:
+        return json.dumps(outputs, ensure_ascii=False, default=_stored_value)
+    except (TypeError, ValueError, OSError):
+        return None
+
+
+def _stored_value(value: Any) -> Any:
+    if isinstance(value, Artifact):
+        return {"$artifact": value.relpath, "sha256": value.digest, "size": value.path.stat().st_size,
+                "metadata": value.metadata}
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def decode_outputs(text: str, out_dir: Path) -> dict[str, Any] | None:
+    """Stored outputs back as values; None when an artifact is gone or changed size (re-run it)."""
+    missing: list[str] = []
+
+    def revive(record: dict[str, Any]) -> Any:
+        relpath = record.get("$artifact")
+        if not isinstance(relpath, str) or "sha256" not in record:
+            return record
+        path = out_dir / relpath
+        try:
+            ok = path.stat().st_size == record["size"]
+        except OSError:
+            ok = False
+        if not ok:
+            missing.append(relpath)
+        return Artifact(relpath, path.resolve(), record["metadata"], record["sha256"])
+
+    outputs = json.loads(text, object_hook=revive)
+    return None if missing else outputs
