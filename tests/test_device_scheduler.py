@@ -151,3 +151,77 @@ def test_a_gpu_stage_without_a_gpu_fails_at_plan_time_before_any_load(
         engine.run(graph, rows, tmp_path / "out", inventory=CPU_ONLY)
     assert loaded == []
     assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+GiB = 2**30
+
+
+def needs(gib: float, kind: str = "any") -> DeviceNeeds:
+    return DeviceNeeds(kind=kind, memory_bytes=int(gib * GiB))  # type: ignore[arg-type]
+
+
+def test_gpu_stages_spread_over_the_gpus() -> None:
+    stages = {sid: ("test.model", needs(5), None) for sid in ("a", "b", "c")}
+    # most free first (cuda:1), then the GPU holding fewer stages, then most memory left
+    assert place_stages(stages, TWO_GPUS_80GB, get_plugin_manager()) == {"a": CUDA1, "b": CUDA0, "c": CUDA1}
+
+
+def test_placement_counts_the_memory_already_promised() -> None:
+    stages = {"big": ("test.model", needs(60), None), "next": ("test.model", needs(15), None)}
+    # 'big' takes cuda:1 (79 -> 19 GiB left); 'next' fits on both, cuda:0 holds fewer stages
+    assert place_stages(stages, TWO_GPUS_80GB, get_plugin_manager()) == {"big": CUDA1, "next": CUDA0}
+    stages = {"a": ("test.model", needs(60), None), "b": ("test.model", needs(60), None),
+              "c": ("test.model", needs(30), None)}
+    # c fits nowhere any more (10 and 19 GiB left): the GPU with the most left, where it will swap in phases
+    assert place_stages(stages, TWO_GPUS_80GB, get_plugin_manager())["c"] == CUDA1
+
+
+class Spy:
+    """Sees what the hook receives: the inventory as it is left, and the placement so far."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, list[int], dict[str, Device]]] = []
+
+    @hookimpl
+    def aigc_place_stage(self, stage_id: str, inventory: Inventory, placed: dict[str, Device]) -> None:
+        self.seen.append((stage_id, [g.free_bytes // GiB for g in inventory.gpus], dict(placed)))
+
+
+def test_the_hook_sees_what_is_left_and_what_is_placed() -> None:
+    pm = get_plugin_manager()
+    spy = Spy()
+    pm.register(spy, name="spy")
+    stages = {"a": ("test.model", needs(9), None), "cpu": ("test.echo", needs(0, "cpu"), None),
+              "b": ("test.model", needs(4), None)}
+    place_stages(stages, TWO_GPUS_80GB, pm)
+    assert spy.seen == [
+        ("a", [70, 79], {}),
+        ("cpu", [70, 70], {"a": CUDA1}),
+        ("b", [70, 70], {"a": CUDA1, "cpu": CPU}),
+    ]
+
+
+MODELS = """
+name: models
+inputs: {text: str}
+stages:
+  copy: {uses: test.model, inputs: {text: inputs.text}, with: {name: llm, memory_gib: 5}}
+  hero: {uses: test.model, inputs: {text: copy.text}, with: {name: sd, memory_gib: 12}}
+"""
+
+
+def test_make_plan_caps_gpu_memory_plans_phases_and_warns_about_a_model_too_big() -> None:
+    from aigc_pipeline.residency import MemoryCap
+
+    engine = engine_with_fakes()
+    graph = engine.load_text(MODELS)
+    plan = make_plan(graph, engine.pm, inventory=TWO_GPUS_80GB)
+    assert plan.placement == {"copy": CUDA1, "hero": CUDA0} and plan.residency == [["copy", "hero"]]
+    assert plan.warnings == []
+    capped = make_plan(graph, engine.pm, inventory=ONE_GPU_8GB, gpu_memory=MemoryCap.parse("0.75"))
+    assert capped.residency == [["copy"], ["hero"]]
+    assert capped.warnings == [
+        "stage 'hero' needs about 12.0 GiB, more than the 6.0 GiB available on cuda:0; it runs alone there "
+        "and may run out of memory (its batch then halves)"
+    ]
+    assert (capped.stats["copy"].memory_bytes, capped.stats["hero"].memory_bytes) == (5 * GiB, 12 * GiB)
