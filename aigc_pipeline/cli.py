@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -22,6 +23,7 @@ from .devices import Device
 from .engine import Engine
 from .errors import AigcError, PipelineFileError, Problem
 from .progress import RichProgress
+from .residency import MemoryCap, format_bytes
 from .spec import pipeline_json_schema
 
 app = typer.Typer(help="Run declared pipelines of AI content-generation stages over rows of data.",
@@ -77,19 +79,27 @@ def run(
     set_: SetOpt = None,
     plugin: PluginOpt = None,
     device: Annotated[Optional[str], typer.Option(help="device for model stages: cpu, cuda, cuda:N")] = None,  # noqa: UP045
+    gpu_memory: Annotated[Optional[str], typer.Option(help="cap on each GPU's memory for models: e.g. 6GiB, 0.5 (of the total); models that do not fit together run in phases")] = None,  # noqa: UP045, E501
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="discard the results stored in the output folder and run everything")] = False,  # noqa: E501
 ) -> None:
-    """Run a pipeline over every row of an input file."""
+    """Run a pipeline over every row of an input file.
+
+    Re-running over the same --out resumes: results stored in its run.sqlite are reused and only
+    what is missing (or changed) runs. Writes results.jsonl, manifest.json and report.html.
+    """
     try:
         engine = Engine(plugins=plugin)
         graph = engine.load(file, set_ or [])
         _warn(graph.warnings)
         if not quiet:
             engine.register(RichProgress(err), name="aigc-cli-progress")
-        result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None)
+        cap = MemoryCap.parse(gpu_memory) if gpu_memory else None
+        result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
+                            gpu_memory=cap, fresh=fresh)
     except AigcError as exc:
         _fail(exc)
-    except ValueError as exc:  # a bad --device
+    except ValueError as exc:  # a bad --device or --gpu-memory
         err.print(f"error: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(2) from None
     _print_summary(result.summary, result.results_path)
@@ -104,17 +114,55 @@ def run(
 
 
 def _print_summary(summary: Any, results_path: Path) -> None:
-    table = Table(title="stages", title_justify="left")
-    for column in ("stage", "type", "device", "done", "filtered", "failed", "flagged", "time"):
-        table.add_column(column, justify="right" if column not in ("stage", "type", "device") else "left")
-    for stage_id, stats in summary.stages.items():
-        table.add_row(stage_id, stats.type_name, stats.device, str(stats.done), str(stats.filtered),
-                      str(stats.failed), str(stats.flagged), f"{stats.seconds:.2f}s")
+    columns = ("stage", "type", "device", "done", "filtered", "failed", "flagged", "cached", "loads", "time")
+    rows = [(stage_id, stats.type_name, stats.device, str(stats.done), str(stats.filtered), str(stats.failed),
+             str(stats.flagged), str(stats.cached), str(stats.loads), f"{stats.seconds:.2f}s")
+            for stage_id, stats in summary.stages.items()]
+    # `cached`: of the done and filtered items, those reused from the run store (run.sqlite).
+    # A light box: ten columns fit in 80 characters without cutting stage or type names.
+    table = Table(title="stages", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  collapse_padding=True)
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index < 3 else "right")
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
+    memory = _memory_lines(summary)
+    if memory:
+        out.print("model memory: " + ", ".join(memory), highlight=False, markup=False, soft_wrap=True)
     counts = ", ".join(f"{count} {status}" for status, count in summary.counts.items() if count)
     out.print(f"rows: {counts or 'none'} in {summary.seconds:.2f}s → {results_path}", highlight=False)
     for warning in summary.warnings:
         err.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
+
+
+def _memory_lines(summary: Any) -> list[str]:
+    """"copy ~1.2 GiB (peak 1.0 GiB on cuda:0)" for each stage with an estimate or a measured peak."""
+    lines = []
+    for stage_id, stats in summary.stages.items():
+        if not (stats.memory_bytes or stats.peak_memory_bytes):
+            continue
+        text = f"{stage_id} ~{format_bytes(stats.memory_bytes)}" if stats.memory_bytes else f"{stage_id} ~?"
+        if stats.peak_memory_bytes:
+            text += f" (peak {format_bytes(stats.peak_memory_bytes)} on {stats.device})"
+        lines.append(text)
+    return lines
+
+
+@app.command()
+def report(
+    out_dir: Annotated[Path, typer.Argument(help="a run's output folder (results.jsonl, manifest.json)")],
+) -> None:
+    """Rebuild a run's report.html from its output folder."""
+    from .report import write_report
+    from .sinks import RESULTS_FILE
+
+    if not (out_dir / RESULTS_FILE).is_file():
+        err.print(f"error: {out_dir} holds no {RESULTS_FILE}; give the --out folder of a run", style="red",
+                  highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2)
+    path = write_report(out_dir)
+    out.print(f"report: {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

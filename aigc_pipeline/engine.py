@@ -20,11 +20,20 @@ from .devices import Device, Inventory
 from .errors import InputDataError, PipelineFileError, PluginError, Problem
 from .executor import ExecutorBackend, ItemResult, RunSummary, execute, make_plan
 from .graph import PipelineGraph, build_graph
-from .plugin_manager import BUILTIN_PLUGINS, get_plugin_manager, installed_plugins, load_entry_points, load_module_plugin
+from .manifest import finish_manifest, start_manifest, write_manifest
+from .plugin_manager import (
+    BUILTIN_PLUGINS,
+    get_plugin_manager,
+    installed_plugins,
+    load_entry_points,
+    load_module_plugin,
+)
 from .registry import StageRegistry
+from .residency import MemoryCap
 from .sinks import GROUPS_FILE, write_error_log, write_results
-from .sources import read_rows
+from .sources import InputRow, read_rows
 from .spec import Pipeline, check_plugin_names, parse_pipeline, read_pipeline_file, validate_stage_params
+from .store import RunStore
 
 
 @dataclass
@@ -107,19 +116,60 @@ class Engine:
         device: Device | None = None,
         inventory: Inventory | None = None,
         backend: ExecutorBackend | None = None,
+        gpu_memory: MemoryCap | str | None = None,
+        fresh: bool = False,
+        cache: bool = True,
     ) -> RunResult:
-        """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops."""
+        """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops.
+
+        `gpu_memory` caps the memory the run's models may take on each GPU: "6GiB", "0.5" (of each
+        GPU's total) or a `MemoryCap`; a bad string is a ValueError. Models that do not fit together
+        under it run in phases (see `residency.py`).
+
+        The output folder's run store (`run.sqlite`, see `store.py`) makes a re-run resume: stored
+        results are reused and only what is missing runs. `fresh` discards the store first;
+        `cache=False` runs without one. `manifest.json` and `report.html` are written too.
+        """
         out = Path(out_dir)
         if limit is not None and limit < 0:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
+        cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
         with fewer_gc_pauses():
             rows = read_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
-            plan = make_plan(graph, self.pm, device, inventory)
-            summary, results, groups = execute(plan, rows, out, backend)
-            path = write_results(out, (result.as_dict() for result in results))
-            groups_path = write_results(out, (g.as_dict() for g in groups), GROUPS_FILE) if groups else None
-            errors_path = write_error_log(out, [*results, *groups], summary)
-        return RunResult(summary, results, path, errors_path, groups, groups_path)
+            plan = make_plan(graph, self.pm, device, inventory, cap)
+            spec = graph.pipeline.spec
+            store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None
+            try:
+                return _run_plan(graph, plan, rows, Path(input_path), out, backend, store)
+            finally:
+                if store is not None:
+                    store.close()
+
+
+def _run_plan(
+    graph: PipelineGraph,
+    plan: Any,
+    rows: list[InputRow],
+    input_path: Path,
+    out: Path,
+    backend: ExecutorBackend | None,
+    store: RunStore | None,
+) -> RunResult:
+    """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
+    from .report import write_report
+
+    manifest = start_manifest(graph, plan, input_path, len(rows))
+    write_manifest(out, manifest)
+    summary, results, groups = execute(plan, rows, out, backend, store)
+    path = write_results(out, (result.as_dict() for result in results))
+    groups_path = write_results(out, (g.as_dict() for g in groups), GROUPS_FILE) if groups else None
+    errors_path = write_error_log(out, [*results, *groups], summary)
+    write_manifest(out, finish_manifest(manifest, summary))
+    try:
+        write_report(out)
+    except Exception as exc:  # the results are safe on disk; a report bug must not hide them
+        summary.warnings.append(f"could not write report.html: {type(exc).__name__}: {exc}")
+    return RunResult(summary, results, path, errors_path, groups, groups_path)
 
 
 @contextmanager

@@ -4,16 +4,22 @@ The flow of one run: read rows (bad rows are rejected with their line) -> place 
 the plan to an executor backend (`executors/`) -> write `results.jsonl` in input order, always,
 also when the run stops early, so no finished work is lost.
 
-`StageRunner` is the one place a micro-batch meets a stage: it builds the `StageItem`s, calls the
-`aigc_process_batch` hook (plugins wrap it), and isolates failures: when a batch raises, its
-items are retried one at a time, and only the items that fail alone are marked failed.
+`StageRunner` is the one place a micro-batch meets a stage: it builds the `StageItem`s, serves
+what the run store (`store.py`) already holds, loads the stage on its first miss (`LazyLoad`:
+a run whose results are all stored loads no model), calls the `aigc_process_batch` hook (plugins
+wrap it) for the rest, and isolates failures: when a batch raises, its items are retried one at
+a time, and only the items that fail alone are marked failed. It records what it computed in the
+store, one commit per micro-batch, after the artifacts are in place.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,9 +31,31 @@ from .devices import Device, Inventory, probe_inventory
 from .errors import AigcError, StageError
 from .graph import PipelineGraph
 from .plugin_manager import hookimpl, notify
-from .sinks import ArtifactWriter
+from .residency import (
+    MemoryCap,
+    budgets,
+    cap_inventory,
+    free_cached_memory,
+    is_out_of_memory,
+    oversized,
+    plan_phases,
+    read_peaks,
+    reset_peaks,
+    within,
+)
+from .sinks import ArtifactWriter, crash_point
 from .sources import InputRow
-from .stage import Stage, StageItem
+from .stage import DeviceNeeds, Stage, StageItem, item_seed
+from .store import (
+    QUARANTINE_AFTER,
+    QUARANTINED,
+    NewResult,
+    RunStore,
+    decode_outputs,
+    encode_outputs,
+    item_key,
+    stage_prefix,
+)
 
 DONE, FILTERED, FAILED, REJECTED, NOT_RUN = "done", "filtered", "failed", "rejected", "not_run"
 
@@ -77,15 +105,24 @@ class ItemResult:
 
 @dataclass
 class StageStats:
+    """Per-stage counts; `cached` of the `done` and `filtered` items came from the run store."""
+
     type_name: str
     device: str
     done: int = 0
     filtered: int = 0
     failed: int = 0
     flagged: int = 0
+    cached: int = 0
+    peak_rss_bytes: int = 0  # the process's peak resident memory after this stage's last batch
     batches: int = 0
     seconds: float = 0.0
     load_seconds: float = 0.0
+    loads: int = 0
+    unloads: int = 0
+    memory_bytes: int = 0  # the stage's own estimate (DeviceNeeds.memory_bytes); 0: none or unknown
+    peak_memory_bytes: int = 0  # peak allocated on its GPU while its phase ran (shared with co-resident stages)
+    oom_retries: int = 0  # batches that ran out of GPU memory and were retried in halves
 
 
 @dataclass
@@ -96,6 +133,8 @@ class RunInfo:
     out_dir: str
     placement: dict[str, str]
     devices: str
+    memory: dict[str, int] = field(default_factory=dict)  # stage -> estimated bytes, where known
+    phases: list[list[str]] = field(default_factory=list)  # residency phases; more than one: models swap
 
 
 @dataclass
@@ -125,6 +164,8 @@ class RunPlan:
     stats: dict[str, StageStats]
     warnings: list[str] = field(default_factory=list)
     artifacts: ArtifactWriter | None = None  # set by execute() once the output folder is known
+    store: RunStore | None = None  # set by execute() when the run reuses and records results
+    residency: list[list[str]] = field(default_factory=list)  # stages whose models are resident together
 
 
 class ExecutorBackend(Protocol):
@@ -146,10 +187,37 @@ def aigc_process_batch(stage: Stage, batch: list[StageItem]) -> list[StageItem]:
     return stage.process(batch)
 
 
-class StageRunner:
-    """Runs micro-batches of one stage with per-item isolation and bookkeeping."""
+class LazyLoad:
+    """Loads a stage the first time it is called (under MODEL_LOAD_LOCK); `attempted` says whether
+    `unload()` is due. A load error is raised as StageError ("failed to load: ..."), chained."""
 
     def __init__(self, stage_id: str, plan: RunPlan) -> None:
+        self.stage_id, self.plan = stage_id, plan
+        self.attempted = False
+
+    def __call__(self) -> None:
+        if self.attempted:
+            return
+        self.attempted = True
+        stage, stats = self.plan.stages[self.stage_id], self.plan.stats[self.stage_id]
+        started = time.perf_counter()
+        try:
+            with MODEL_LOAD_LOCK:
+                stage.load(self.plan.placement[self.stage_id])
+        except Exception as exc:
+            raise StageError(self.stage_id, stage.type_name, f"failed to load: {type(exc).__name__}: {exc}") from exc
+        stats.loads += 1
+        stats.load_seconds += time.perf_counter() - started
+
+
+class StageRunner:
+    """Runs micro-batches of one stage with per-item isolation, the run store and bookkeeping.
+
+    `load` is called before the first micro-batch the store cannot serve (None: the caller
+    loaded the stage already).
+    """
+
+    def __init__(self, stage_id: str, plan: RunPlan, load: Callable[[], None] | None = None) -> None:
         graph = plan.graph
         self.stage_id = stage_id
         self.stage = plan.stages[stage_id]
@@ -161,6 +229,15 @@ class StageRunner:
         self.call = plan.pm.hook.aigc_process_batch
         self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO)]
         self.artifacts = plan.artifacts
+        self.batch_sizes, self.warnings = plan.batch_sizes, plan.warnings
+        self.max_batch: int | None = None  # set by an out-of-memory error: the size that fits
+        self.load = load
+        self.store = plan.store
+        self.prefix: str | None = None  # the stage's part of every cache key; None: not cached
+        if self.store is not None:
+            cls, params = type(self.stage), graph.pipeline.params[stage_id]
+            if cls.cacheable(params):
+                self.prefix = stage_prefix(cls.type_name, params, cls.model_identity(params))
 
     def run(self, states: list[ItemState]) -> None:
         """Process live items of `states` (skipping failed/filtered ones) as one micro-batch."""
@@ -168,9 +245,96 @@ class StageRunner:
         if not live:
             return
         started = time.perf_counter()
-        self._run_isolated(live)
+        keys: dict[int, str | None] = {}
+        if self.prefix is not None:
+            live = self._reuse(live, keys)
+        if live:
+            if self.load is not None:
+                self.load()
+            for part in self._parts(live, keys):
+                self._run_part(part, keys)
+            self.stats.batches += 1
+            self.stats.peak_rss_bytes = max(self.stats.peak_rss_bytes, peak_rss())
         self.stats.seconds += time.perf_counter() - started
-        self.stats.batches += 1
+
+    def _run_part(self, states: list[ItemState], keys: dict[int, str | None]) -> None:
+        """Run a sub-batch; with a store, its in-flight markers are committed before it runs and
+        its results (artifacts already in place) with the markers' removal after."""
+        entries = [(key, state.index) for state in states if (key := keys.get(state.index)) is not None]
+        if entries and self.store is not None:
+            self.store.begin(self.stage_id, entries)
+        self._run_isolated(states)
+        crash_point("batch")
+        if entries and self.store is not None:
+            self.store.finish(self.stage_id, self._new_results(states, keys), [key for key, _ in entries])
+
+    def _parts(self, states: list[ItemState], keys: dict[int, str | None]) -> list[list[ItemState]]:
+        """Sub-batches: an item that was in flight when an earlier run died runs alone (a second
+        crash then names it); the rest in batches of at most `max_batch` (after out-of-memory)."""
+        store = self.store
+        if store is not None and any(store.crashes(key) for key in keys.values() if key is not None):
+            suspects = {s.index for s in states if (key := keys.get(s.index)) is not None and store.crashes(key)}
+            parts = [[state] for state in states if state.index in suspects]
+            states = [state for state in states if state.index not in suspects]
+        else:
+            parts = []
+        size = self.max_batch or len(states) or 1
+        return parts + [states[start : start + size] for start in range(0, len(states), size)]
+
+    def _reuse(self, states: list[ItemState], keys: dict[int, str | None]) -> list[ItemState]:
+        """Apply stored results; quarantine items that crashed the process twice; return the rest."""
+        assert self.store is not None and self.prefix is not None
+        run_seed, stage_id = self.seed_parts
+        for state in states:
+            inputs = {port: state.values[key] for port, key in self.inputs}
+            keys[state.index] = item_key(self.prefix, item_seed(run_seed, state.index, stage_id), inputs)
+        stored = self.store.lookup([key for key in keys.values() if key is not None])
+        missing = []
+        for state in states:
+            key = keys[state.index]
+            hit = stored.get(key) if key is not None else None
+            if hit is not None and self._apply(state, *hit):
+                continue
+            if key is not None and self.store.crashes(key) >= QUARANTINE_AFTER:
+                self._record_failure(state, f"{QUARANTINED} (stage '{stage_id}'); run with --fresh to try it again")
+                continue
+            missing.append(state)
+        return missing
+
+    def _apply(self, state: ItemState, verdict: str, reason: str | None, outputs: str, flags: str) -> bool:
+        """Give `state` a stored result; False when one of its artifacts is gone (run it again)."""
+        values = decode_outputs(outputs, self.artifacts.out_dir) if self.artifacts is not None else None
+        if values is None:
+            return False
+        if verdict == FILTERED:
+            state.status, state.stage, state.reason = FILTERED, self.stage_id, reason
+            self.stats.filtered += 1
+        else:
+            for port, key in self.outputs_list:
+                state.values[key] = values[port]
+            self.stats.done += 1
+        reasons = json.loads(flags)
+        if reasons:
+            state.flags.extend({"stage": self.stage_id, "reason": text} for text in reasons)
+            self.stats.flagged += 1
+        self.stats.cached += 1
+        return True
+
+    def _new_results(self, states: list[ItemState], keys: dict[int, str | None]) -> list[NewResult]:
+        """What to store: items that passed (outputs) or were filtered here; never failed ones."""
+        results = []
+        for state in states:
+            key = keys.get(state.index)
+            if key is None or state.status == FAILED:
+                continue
+            flags = [flag["reason"] for flag in state.flags if flag["stage"] == self.stage_id]
+            if state.status is None:
+                encoded = encode_outputs({port: state.values[value_key] for port, value_key in self.outputs_list})
+                if encoded is not None:
+                    results.append(NewResult(key, state.index, DONE, None, encoded, flags))
+            elif state.status == FILTERED and state.stage == self.stage_id:
+                results.append(NewResult(key, state.index, FILTERED, state.reason, "{}", flags))
+        return results
 
     def items(self, states: list[ItemState]) -> list[StageItem]:
         return [
@@ -185,19 +349,36 @@ class StageRunner:
             if returned is not items:
                 returned = _in_batch_order(items, returned)
         except Exception as exc:
+            out_of_memory = is_out_of_memory(exc)
             if len(states) == 1:
                 # The engine's own errors read as sentences; a stage's exception keeps its type name.
                 reason = str(exc) if isinstance(exc, AigcError) else f"{type(exc).__name__}: {exc}"
                 self._record_failure(states[0], reason, exc)
-                return
-            error: Exception | None = exc
         else:
-            error = None
-        if error is not None:  # find the guilty items: run each alone (outside the except block)
-            for state in states:
-                self._run_isolated([state])
+            self._record_all(states, returned)
             return
-        self._record_all(states, returned)
+        # Outside the except block: the traceback no longer pins the failed batch's tensors.
+        if out_of_memory:
+            free_cached_memory()
+        if len(states) == 1:
+            return
+        # Out of memory: halve the batch and keep that size. Any other error: find the guilty items alone.
+        if out_of_memory:
+            self._halve(len(states))
+        start = 0
+        while start < len(states):
+            size = (self.max_batch or 1) if out_of_memory else 1  # max_batch may shrink again on the way
+            self._run_isolated(states[start : start + size])
+            start += size
+
+    def _halve(self, failed_size: int) -> None:
+        """After a batch of `failed_size` ran out of memory: half that size, for the rest of the run."""
+        self.stats.oom_retries += 1
+        size = max(1, failed_size // 2)
+        if self.max_batch is None or size < self.max_batch:
+            self.max_batch = self.batch_sizes[self.stage_id] = size
+            self.warnings.append(f"stage '{self.stage_id}': out of GPU memory on a batch of {failed_size}; "
+                                 f"batches of {size} from now on")
 
     def _record_all(self, states: list[ItemState], items: list[StageItem]) -> None:
         outputs = self.outputs_list
@@ -250,6 +431,7 @@ class StageRunner:
             except OSError as exc:
                 self._record_failure(state, f"could not write the {port} artifact: {exc}", exc)
                 return False
+            crash_point("artifact")
         return True
 
     def _record_failure(self, state: ItemState, reason: str, exc: BaseException | None = None) -> None:
@@ -257,6 +439,16 @@ class StageRunner:
         self.stats.failed += 1
         if exc is not None:
             state.trace = "".join(traceback.format_exception(exc))
+
+
+def peak_rss() -> int:
+    """The process's peak resident memory in bytes (0 where `resource` is missing)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _in_batch_order(items: list[StageItem], returned: Any) -> list[StageItem]:
@@ -280,18 +472,23 @@ def make_plan(
     pm: pluggy.PluginManager,
     device: Device | None = None,
     inventory: Inventory | None = None,
+    gpu_memory: MemoryCap | None = None,
 ) -> RunPlan:
-    """Instantiate stages (cheap: no model loads) and place them. Raises PlacementError early."""
+    """Instantiate stages (cheap: no model loads), place them, plan residency. Raises PlacementError early.
+
+    `gpu_memory` caps what the run may use on each GPU (placement and residency both see the cap).
+    """
     from .device_scheduler import place_stages
 
     spec = graph.pipeline.spec
     stages: dict[str, Stage] = {}
     requests: dict[str, Any] = {}
+    needs_of: dict[str, DeviceNeeds] = {}
     for stage_id in graph.order:
         cls = graph.stage_class(stage_id)
         params = graph.pipeline.params[stage_id]
         _preflight(stage_id, cls, params)
-        needs = cls.needs(params)
+        needs = needs_of[stage_id] = cls.needs(params)
         own = spec.stages[stage_id].device
         requested = Device.parse(own) if own else (device if needs.kind != "cpu" else None)
         requests[stage_id] = (cls.type_name, needs, requested)
@@ -299,10 +496,28 @@ def make_plan(
     if inventory is None:
         wants_gpu = any(needs.kind != "cpu" for _, needs, _ in requests.values())
         inventory = probe_inventory() if wants_gpu else Inventory()
+    inventory = cap_inventory(inventory, gpu_memory)
     placement = place_stages(requests, inventory, pm)
     batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).default_batch_size for sid in graph.order}
-    stats = {sid: StageStats(type(stages[sid]).type_name, str(placement[sid])) for sid in graph.order}
-    return RunPlan(graph, stages, placement, batch_sizes, pm, stats)
+    memory = {sid: needs.memory_bytes for sid, needs in needs_of.items()}
+    stats = {sid: StageStats(type(stages[sid]).type_name, str(placement[sid]), memory_bytes=memory[sid])
+             for sid in graph.order}
+    plan = RunPlan(graph, stages, placement, batch_sizes, pm, stats)
+    plan.residency = _residency(graph, placement, memory, budgets(inventory))
+    plan.warnings.extend(oversized(placement, memory, budgets(inventory)))
+    return plan
+
+
+def _residency(
+    graph: PipelineGraph, placement: dict[str, Device], memory: dict[str, int], budget: dict[Device, int]
+) -> list[list[str]]:
+    """Residency phases of the per-row stages, then of the per-group stages (reducers run between)."""
+    from .groups import split_phases
+
+    parts = split_phases(graph)
+    upstream = {sid: list(graph.graph.predecessors(sid)) for sid in graph.order}
+    return [phase for part in (parts.rows, parts.groups) if part
+            for phase in plan_phases(part, upstream, placement, memory, budget)]
 
 
 def _preflight(stage_id: str, cls: Any, params: Any) -> None:
@@ -328,20 +543,32 @@ def item_result(state: ItemState, keys: list[tuple[str, str]]) -> ItemResult:
 
 
 def execute(
-    plan: RunPlan, rows: list[InputRow], out_dir: Path, backend: ExecutorBackend | None = None
+    plan: RunPlan,
+    rows: list[InputRow],
+    out_dir: Path,
+    backend: ExecutorBackend | None = None,
+    store: RunStore | None = None,
 ) -> tuple[RunSummary, list[ItemResult], list[ItemResult]]:
-    """Run the plan over rows: (summary, one result per row, one per group). Also when it stops early."""
+    """Run the plan over rows: (summary, one result per row, one per group). Also when it stops early.
+
+    With a `store`, stored results are reused and new ones recorded (see store.py).
+    """
     from .executors.local import LocalExecutor
     from .groups import group_result, run_reducers, split_phases
 
     graph, pm = plan.graph, plan.pm
     plan.artifacts = ArtifactWriter(out_dir)
+    plan.store = store
+    if store is not None and store.crashed_items:
+        plan.warnings.append(f"the previous run in {out_dir} died with {store.crashed_items} item(s) in flight; "
+                             "they run again, one at a time")
     column_keys = {column: f"inputs.{column}" for column in graph.pipeline.spec.inputs}
     states = [ItemState(row, column_keys) for row in rows]
     groups: list[Any] = []
     keys = result_keys(graph)
     info = RunInfo(graph.pipeline.spec.name, graph.pipeline.file, len(rows), str(out_dir),
-                   {sid: str(dev) for sid, dev in plan.placement.items()}, _devices(plan))
+                   {sid: str(dev) for sid, dev in plan.placement.items()}, _devices(plan),
+                   {sid: s.memory_bytes for sid, s in plan.stats.items() if s.memory_bytes}, plan.residency)
     started = time.perf_counter()
     notify(pm, "aigc_run_start", plan.warnings.append, run=info)
     error: str | None = None
@@ -354,10 +581,10 @@ def execute(
     runner = backend or LocalExecutor()
     phases = split_phases(graph)
     try:
-        runner.execute(plan, states, finished if _observed(pm) else None, phases.rows)
+        run_in_phases(runner, plan, states, finished if _observed(pm) else None, phases.rows)
         if phases.reducers:
             groups = run_reducers(plan, states, phases.reducers)
-            runner.execute(plan, groups, None, phases.groups)
+            run_in_phases(runner, plan, groups, None, phases.groups)
     except AigcError as exc:
         error, trace = str(exc), "".join(traceback.format_exception(exc))
     except KeyboardInterrupt:
@@ -369,6 +596,45 @@ def execute(
                          _counts(group_results) if phases.reducers else None)
     notify(pm, "aigc_run_finish", plan.warnings.append, run=info, summary=summary)
     return summary, results, group_results
+
+
+def run_in_phases(
+    runner: ExecutorBackend, plan: RunPlan, states: list[Any], on_finished: Any, stage_ids: list[str]
+) -> None:
+    """Run `stage_ids` over `states` one residency phase at a time (one phase when the models fit).
+
+    Each phase is one backend call, so each stage loads once, at the start of its phase, and every
+    pending item passes it before its models unload. Between phases an item that passed a phase is
+    pending again (not done yet); one failed or filtered there is finished and reported then.
+    """
+    parts = within(plan.residency, stage_ids)
+    for number, part in enumerate(parts):
+        last = number == len(parts) - 1
+        gpus = {plan.placement[sid] for sid in part if plan.placement[sid].is_gpu}
+        reset_peaks(gpus)
+        try:
+            runner.execute(plan, states, on_finished if last else _pending_again(on_finished), part)
+        finally:
+            if not last:  # a backend that stopped early may have marked items done: they are not
+                for state in states:
+                    if state.status == DONE:
+                        state.status = None
+            peaks = read_peaks(gpus)
+            for sid in part:
+                stats = plan.stats[sid]
+                stats.peak_memory_bytes = max(stats.peak_memory_bytes, peaks.get(plan.placement[sid], 0))
+
+
+def _pending_again(on_finished: Any) -> Any:
+    def finished(chunk: list[ItemState]) -> None:
+        for state in chunk:
+            if state.status == DONE:
+                state.status = None
+        ended = [state for state in chunk if state.status is not None]
+        if on_finished is not None and ended:
+            on_finished(ended)
+
+    return finished
 
 
 def _observed(pm: pluggy.PluginManager) -> bool:

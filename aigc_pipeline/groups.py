@@ -78,10 +78,12 @@ def _reduce(plan: RunPlan, stage_id: str, rows: list[ItemState]) -> list[Group]:
     try:
         with MODEL_LOAD_LOCK:
             stage.load(plan.placement[stage_id])
+        stats.loads += 1
         try:
             groups = stage.reduce(StageRunner(stage_id, plan).items(rows))
         finally:
             stage.unload()
+            stats.unloads += 1
     except Exception as exc:
         raise StageError(stage_id, stage.type_name, f"reduce failed: {type(exc).__name__}: {exc}") from exc
     _check_groups(stage_id, stage.type_name, type(stage).outputs, groups)

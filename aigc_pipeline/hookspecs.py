@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .devices import Device, Inventory
     from .executor import ItemResult, RunInfo, RunSummary
     from .stage import DeviceNeeds, Stage, StageItem
@@ -50,13 +52,29 @@ def aigc_register_stages() -> list[type[Stage]]:
 
 @hookspec(firstresult=True)
 def aigc_place_stage(
-    stage_id: str, type_name: str, needs: DeviceNeeds, requested: Device | None, inventory: Inventory
+    stage_id: str,
+    type_name: str,
+    needs: DeviceNeeds,
+    requested: Device | None,
+    inventory: Inventory,
+    placed: Mapping[str, Device],
 ) -> Device | None:
     """Decide the device a stage runs on; the first non-None answer wins.
 
-    `requested` is the pipeline's `device:` or the CLI's `--device`, when given. The built-in
-    policy (``aigc_pipeline.device_scheduler``) runs last, so a plugin can override placement
-    for some stages and return None for the rest. Raise `PlacementError` for an impossible request.
+    Stages are placed one at a time in graph order. `requested` is the pipeline's `device:` or
+    the CLI's `--device`, when given. `inventory` is what is left: each GPU's free memory (capped
+    by `--gpu-memory`) minus the memory estimates of the stages already placed on it; `placed`
+    maps those stages to their devices. The built-in policy (``aigc_pipeline.device_scheduler``)
+    runs last, so a plugin can override placement for some stages and return None for the rest.
+    Raise `PlacementError` for an impossible request.
+
+    Example (every model stage on the GPU with the most memory left)::
+
+        @hookimpl
+        def aigc_place_stage(needs, inventory):
+            if needs.kind != "cpu" and inventory.has_gpu:
+                return max(inventory.gpus, key=lambda gpu: gpu.free_bytes).device
+            return None
     """
 
 

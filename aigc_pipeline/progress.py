@@ -5,10 +5,24 @@ from __future__ import annotations
 import threading
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from .executor import RunInfo, RunSummary
 from .plugin_manager import hookimpl
+from .residency import format_bytes
+
+
+def placement_lines(run: RunInfo) -> list[str]:
+    """Where each stage runs, with its memory estimate; the residency phases when models swap."""
+    stages = ", ".join(
+        f"{sid} → {device}" + (f" (~{format_bytes(run.memory[sid])})" if sid in run.memory else "")
+        for sid, device in run.placement.items()
+    )
+    lines = [f"placement: {stages}"]
+    if len(run.phases) > 1:
+        steps = " then ".join("[" + ", ".join(phase) + "]" for phase in run.phases)
+        lines.append(f"models do not fit in GPU memory together: {len(run.phases)} phases, each over all rows: {steps}")
+    return lines
 
 
 class RichProgress:
@@ -20,13 +34,15 @@ class RichProgress:
             TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, transient=False,
         )
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
         self.lock = threading.Lock()
 
     @hookimpl
     def aigc_run_start(self, run: RunInfo) -> None:
         self.console.print(f"pipeline '{run.name}': {run.rows} rows → {run.out_dir}  [devices: {run.devices}]",
                            highlight=False, markup=False)
+        for line in placement_lines(run):
+            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
         for stage_id, device in run.placement.items():
             self.tasks[stage_id] = self.progress.add_task(f"{stage_id} ({device})", total=run.rows)
         self.progress.start()

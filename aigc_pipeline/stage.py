@@ -9,6 +9,10 @@ A stage type is a subclass of `Stage` with:
 - `needs(params) -> DeviceNeeds`: device kind, memory estimate, dtype; the engine decides;
 - `variables(params)`: names the stage reads by name, resolved by the graph to ports or columns;
 - `preflight(params)`: cheap checks before the run (model present, program installed);
+- `model_identity(params)`: what identifies the models it uses, for the run store's cache keys
+  (default: every `model` param, with its `revision` and a fingerprint of its local files);
+- `cacheable(params)`: False when an item's result depends on more than its own inputs (e.g. a
+  dedupe across the run): the run store then never reuses its results. Default: True;
 - `__init__(params)`: cheap, stores configuration only;
 - `load(device)`: loads models once, on the device the scheduler chose;
 - `process(batch) -> batch`: a list of `StageItem` in, the same items out, each with its outputs
@@ -150,6 +154,24 @@ class Stage:
         """Device needs for these params. Default: CPU, no model memory."""
         return DeviceNeeds()
 
+    @classmethod
+    def model_identity(cls, params: BaseModel) -> Any:
+        """JSON-able identity of the models these params use; part of every cached result's key.
+
+        Default: each `model` param found in the params (nested ones too) with its `revision`
+        and, when the model is a local folder or cached, a fingerprint of its files' sizes and
+        mtimes. Override when a stage finds its weights some other way.
+        """
+        return _model_params(params.model_dump(mode="json"))
+
+    @classmethod
+    def cacheable(cls, params: BaseModel) -> bool:
+        """Whether the run store keeps this stage's results (default: True). Return False when a
+        result depends on more than the item's inputs, seed, params and models (e.g. run-wide
+        duplicate detection), or when recomputing is cheaper than a store lookup and record (a few
+        microseconds per item: pure string checks); a resumed run then recomputes it."""
+        return True
+
     def load(self, device: Device) -> None:
         """Load models onto `device`. Default: nothing to load."""
 
@@ -162,6 +184,25 @@ class Stage:
     def reduce(self, items: list[StageItem]) -> list[Group]:
         """For reducing stages (`reduces = True`): every finished row in, one Group per output."""
         raise NotImplementedError
+
+
+def _model_params(value: Any) -> list[dict[str, Any]]:
+    from .model_files import find_model, model_fingerprint
+
+    found: list[dict[str, Any]] = []
+    if isinstance(value, dict):
+        model = value.get("model")
+        if isinstance(model, str) and model.strip():
+            revision = value.get("revision")
+            folder = find_model(model, revision if isinstance(revision, str) else None)
+            found.append({"model": model, "revision": revision, "files": model_fingerprint(folder) if folder else None})
+        for key, inner in value.items():
+            if isinstance(inner, (dict, list)) and key != "model":
+                found.extend(_model_params(inner))
+    elif isinstance(value, list):
+        for inner in value:
+            found.extend(_model_params(inner))
+    return found
 
 
 def check_stage_class(cls: type) -> None:

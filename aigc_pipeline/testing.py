@@ -1,7 +1,10 @@
 """Fakes for tests, shipped for plugin authors too.
 
-- Stages (type names under `test.`): `NoopStage`, `EchoStage`, `RaiseOnStage`, `SlowStage`.
-  Register them with ``engine.register(aigc_pipeline.testing.FakeStages(), name="fakes")``.
+- Stages (type names under `test.`): `NoopStage`, `EchoStage`, `RaiseOnStage`, `SlowStage`,
+  `ModelStage` (a fake model: declared GPU memory, a load/unload log, injected out-of-memory errors).
+  `ImageStage` (a small real PNG per text), `CrashOnStage` (kills the process: crash recovery).
+  Register them with ``engine.register(aigc_pipeline.testing.FakeStages(), name="fakes")``, or
+  from the command line with ``aigc run --plugin aigc_pipeline.testing ...`` (this module is a plugin).
 - `RecordingPlugin`: remembers every observer hook call, to assert on what a run reported.
 - `BatchLog`: remembers every micro-batch a stage was called with (item ids, start, end).
 - Fake device inventories: `CPU_ONLY`, `ONE_GPU_8GB`, `TWO_GPUS_80GB`.
@@ -11,16 +14,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
+import struct
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .content import ANY, TEXT
+from .content import ANY, IMAGE, TEXT, ArtifactData
 from .devices import Device, GpuInfo, Inventory
 from .engine import Engine, RunResult
 from .executor import ItemResult, RunInfo, RunSummary
@@ -37,14 +45,24 @@ TWO_GPUS_80GB = Inventory(
 )
 
 
+class NoopParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    store: bool = Field(False, description="keep results in the run store (measures the store's cost)")
+
+
 class NoopStage(Stage):
-    """Passes `value` through unchanged: measures pure engine overhead."""
+    """Passes `value` through unchanged: measures pure engine overhead (and, with store, the store's)."""
 
     type_name = "test.noop"
     description = "pass the value through (overhead measurements)"
+    Params = NoopParams
     inputs = {"value": ANY}
     outputs = {"value": ANY}
     default_batch_size = 1024
+
+    @classmethod
+    def cacheable(cls, params: BaseModel) -> bool:
+        return bool(params.store)  # type: ignore[attr-defined]
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         for item in batch:
@@ -122,12 +140,133 @@ class SlowStage(Stage):
         return batch
 
 
+class OutOfMemoryError(RuntimeError):
+    """Named like `torch.OutOfMemoryError`: the engine recognises an out-of-memory error by that name."""
+
+
+class ModelParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("model", description="the name the load/unload log uses")
+    memory_gib: float = Field(1.0, ge=0, description="declared memory need (DeviceNeeds.memory_bytes), GiB")
+    device: str = Field("any", description="declared device kind: cpu, gpu or any")
+    seconds_per_item: float = Field(0.0, ge=0)
+    oom_above: int = Field(0, ge=0, description="raise OutOfMemoryError for batches larger than this (0: never)")
+    oom_on: str | None = Field(None, description="raise OutOfMemoryError for any batch with a text containing this")
+
+
+class ModelStage(Stage):
+    """A fake model stage: declares GPU memory, logs loads and unloads, can run out of memory.
+
+    It never touches a device: placed on "cuda:0" by a fake inventory, it still runs on the CPU.
+    `ModelStage.log` lists ("load", name, device), ("unload", name, "") and ("batch", name, size)
+    events class-wide, in order; clear it with `ModelStage.log.clear()`.
+    """
+
+    type_name = "test.model"
+    description = "fake model stage: declared memory, load/unload log, injected out-of-memory errors"
+    Params = ModelParams
+    inputs = {"text": TEXT}
+    outputs = {"text": TEXT}
+    default_batch_size = 8
+    log: list[tuple[str, str, Any]] = []
+
+    @classmethod
+    def needs(cls, params: BaseModel) -> DeviceNeeds:
+        p: ModelParams = params  # type: ignore[assignment]
+        return DeviceNeeds(kind=p.device, memory_bytes=int(p.memory_gib * GiB))  # type: ignore[arg-type]
+
+    def load(self, device: Device) -> None:
+        ModelStage.log.append(("load", self.params.name, str(device)))  # type: ignore[attr-defined]
+
+    def unload(self) -> None:
+        ModelStage.log.append(("unload", self.params.name, ""))  # type: ignore[attr-defined]
+
+    def process(self, batch: list[StageItem]) -> list[StageItem]:
+        p: ModelParams = self.params  # type: ignore[assignment]
+        ModelStage.log.append(("batch", p.name, len(batch)))
+        needle = p.oom_on
+        if (p.oom_above and len(batch) > p.oom_above) or (needle and any(needle in i.inputs["text"] for i in batch)):
+            raise OutOfMemoryError(f"CUDA out of memory (fake): tried a batch of {len(batch)}")
+        time.sleep(p.seconds_per_item * len(batch))
+        for item in batch:
+            item.outputs["text"] = f"{item.inputs['text']}+{p.name}"
+        return batch
+
+
+class ImageParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    size: int = Field(8, ge=1, le=256, description="width and height in pixels")
+
+
+class ImageStage(Stage):
+    """A `size`x`size` PNG whose colours come from the text and the item's seed (standard library only)."""
+
+    type_name = "test.image"
+    Params = ImageParams
+    inputs = {"text": TEXT}
+    outputs = {"image": IMAGE}
+    default_batch_size = 8
+
+    def process(self, batch: list[StageItem]) -> list[StageItem]:
+        size = self.params.size  # type: ignore[attr-defined]
+        for item in batch:
+            colour = hashlib.blake2b(f"{item.seed}:{item.inputs['text']}".encode(), digest_size=6).digest()
+            pixels = [colour[:3] if (x + y) % 2 else colour[3:] for y in range(size) for x in range(size)]
+            item.outputs["image"] = ArtifactData(png_bytes(size, size, b"".join(pixels)), ".png",
+                                                 {"width": size, "height": size, "seed": item.seed})
+        return batch
+
+
+def png_bytes(width: int, height: int, rgb: bytes) -> bytes:
+    """Encode 8-bit RGB pixels (row-major) as a PNG file."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    stride = width * 3
+    raw = b"".join(b"\x00" + rgb[row * stride : (row + 1) * stride] for row in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+class CrashOnParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    needle: str = Field(description="kill the whole process (SIGKILL) for any text containing this")
+
+
+class CrashOnStage(Stage):
+    """Kills the process when a text contains `needle`, like a segfault in model code (crash recovery tests)."""
+
+    type_name = "test.crash_on"
+    Params = CrashOnParams
+    inputs = {"text": TEXT}
+    outputs = {"text": TEXT}
+    default_batch_size = 4
+
+    def process(self, batch: list[StageItem]) -> list[StageItem]:
+        for item in batch:
+            if self.params.needle in item.inputs["text"]:  # type: ignore[attr-defined]
+                os.kill(os.getpid(), signal.SIGKILL)
+            item.outputs["text"] = item.inputs["text"]
+        return batch
+
+
+FAKE_STAGES: tuple[type[Stage], ...] = (
+    NoopStage, EchoStage, RaiseOnStage, SlowStage, ModelStage, ImageStage, CrashOnStage
+)
+
+
 class FakeStages:
     """A plugin object registering every fake stage."""
 
     @hookimpl
     def aigc_register_stages(self) -> list[type[Stage]]:
-        return [NoopStage, EchoStage, RaiseOnStage, SlowStage]
+        return list(FAKE_STAGES)
+
+
+@hookimpl
+def aigc_register_stages() -> list[type[Stage]]:
+    """This module as a plugin (`--plugin aigc_pipeline.testing`): the fake stages."""
+    return list(FAKE_STAGES)
 
 
 class RecordingPlugin:

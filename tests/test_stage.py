@@ -129,7 +129,7 @@ def test_contract_members_in_the_docstring_exist_on_stage() -> None:
     """The contract is written once, in stage.py's docstring; this keeps it true to the code."""
     documented = set(re.findall(r"^- `(\w+)", stage_module.__doc__ or "", re.MULTILINE))
     assert documented == {"type_name", "Params", "inputs", "needs", "variables", "preflight", "__init__", "load", "process", "reduces",
-                          "unload"}
+                          "unload", "model_identity", "cacheable"}
     for name in documented:
         assert hasattr(Stage, name) or name in Stage.__annotations__
 

@@ -9,12 +9,11 @@ Within a chunk, a stage takes its live items in micro-batches of its own `batch_
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import StageError
-from ..executor import DONE, MODEL_LOAD_LOCK, ItemState, RunPlan, StageRunner
+from ..executor import DONE, ItemState, LazyLoad, RunPlan, StageRunner
 from ..plugin_manager import has_observers, notify
 
 MIN_CHUNK = 64
@@ -94,29 +93,28 @@ class _Flow:
             self.condition.notify_all()
 
     def run_stage(self, stage_id: str) -> None:
+        """Run one stage over every chunk. It loads lazily, on the first micro-batch the run store
+        cannot serve: a stage whose results are all stored loads no model."""
         stage = self.plan.stages[stage_id]
+        load = LazyLoad(stage_id, self.plan)
         try:
-            started = time.perf_counter()
-            with MODEL_LOAD_LOCK:
-                stage.load(self.plan.placement[stage_id])
-            self.plan.stats[stage_id].load_seconds += time.perf_counter() - started
-        except BaseException as exc:  # BaseException too: a thread dying silently would hang collect()
-            reason = f"failed to load: {type(exc).__name__}: {exc}"
-            return self._fail(StageError(stage_id, stage.type_name, reason), exc)
-        try:
-            self._process_chunks(stage_id)
+            self._process_chunks(stage_id, load)
+        except StageError as exc:  # failed to load
+            self._fail(exc, exc.__cause__ or exc)
         except Exception as exc:  # StageRunner isolates a stage's exceptions: this one is the engine's
             self._fail(StageError(stage_id, stage.type_name, f"engine error: {type(exc).__name__}: {exc}"), exc)
         except BaseException as exc:  # SystemExit from a stage: stop the run rather than hang it
             self._fail(StageError(stage_id, stage.type_name, f"stopped the run: {type(exc).__name__}: {exc}"), exc)
         finally:
             try:
-                stage.unload()
+                if load.attempted:
+                    stage.unload()
+                    self.plan.stats[stage_id].unloads += 1
             except Exception as exc:
                 self.plan.warnings.append(f"stage '{stage_id}': unload failed: {type(exc).__name__}: {exc}")
 
-    def _process_chunks(self, stage_id: str) -> None:
-        runner = StageRunner(stage_id, self.plan)
+    def _process_chunks(self, stage_id: str, load: LazyLoad) -> None:
+        runner = StageRunner(stage_id, self.plan, load)
         batch_size = self.plan.batch_sizes[stage_id]
         report = has_observers(self.plan.pm, "aigc_stage_progress")
         seen = 0

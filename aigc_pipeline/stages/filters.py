@@ -241,8 +241,10 @@ class TextFilterStage(Stage):
 
     @classmethod
     def cacheable(cls, params: BaseModel) -> bool:
-        """Not with `dedupe`: whether a text is a duplicate depends on the rows before it in this run."""
-        return params.dedupe is None  # type: ignore[attr-defined]
+        """Only with a classifier (model work worth storing), and never with `dedupe`: whether a text
+        is a duplicate depends on the rows before it in this run. The other checks are regexes,
+        cheaper to redo than to look up."""
+        return params.classifier is not None and params.dedupe is None  # type: ignore[attr-defined]
 
     @classmethod
     def preflight(cls, params: BaseModel) -> None:

@@ -457,6 +457,8 @@ def test_a_retried_batch_is_not_a_duplicate_of_itself(tmp_path: Path, mode: str)
     assert reason(run.results[2]).startswith(("duplicate of row 0", "near-duplicate of row 0"))
 
 
-def test_results_are_cacheable_unless_they_depend_on_earlier_rows() -> None:
-    assert TextFilterStage.cacheable(TextFilterParams.model_validate({"pii": True, "json": True}))
-    assert not TextFilterStage.cacheable(TextFilterParams.model_validate({"dedupe": True}))
+def test_only_classifier_results_are_stored_and_never_dedupe_ones() -> None:
+    classifier = {"model": "some/model", "label": "toxic"}
+    assert TextFilterStage.cacheable(TextFilterParams.model_validate({"classifier": classifier}))
+    assert not TextFilterStage.cacheable(TextFilterParams.model_validate({"pii": True, "json": True}))
+    assert not TextFilterStage.cacheable(TextFilterParams.model_validate({"classifier": classifier, "dedupe": True}))
