@@ -77,11 +77,13 @@ def make_values(rows: int, seed: int = SEED) -> list[int]:
     return [rng.randrange(1_000_000) for _ in range(rows)]
 
 
-def pipeline_yaml(stages: int) -> str:
+def pipeline_yaml(stages: int, store: bool = False) -> str:
+    """No-op stages do not use the run store (recomputing is cheaper); `store` makes them use it."""
     lines = ["name: noop_overhead", "inputs: {value: int}", "stages:"]
     previous = "inputs.value"
+    extra = ", with: {store: true}" if store else ""
     for n in range(1, stages + 1):
-        lines.append(f"  s{n}: {{uses: test.noop, inputs: {{value: {previous}}}}}")
+        lines.append(f"  s{n}: {{uses: test.noop, inputs: {{value: {previous}}}{extra}}}")
         previous = f"s{n}.value"
     return "\n".join(lines) + "\n"
 
@@ -123,7 +125,7 @@ def _prepare() -> None:
 
 
 class EngineArm:
-    def __init__(self, stages: int, work: Path, values: list[int]) -> None:
+    def __init__(self, stages: int, work: Path, values: list[int], store: bool = False) -> None:
         from aigc_pipeline import Engine
         from aigc_pipeline.testing import FakeStages
 
@@ -131,7 +133,7 @@ class EngineArm:
         self.engine = Engine()
         self.engine.register(FakeStages(), name="fakes")
         started = time.perf_counter()
-        self.graph = self.engine.load_text(pipeline_yaml(stages), "<overhead benchmark>")
+        self.graph = self.engine.load_text(pipeline_yaml(stages, store), "<overhead benchmark>")
         self.load_seconds = time.perf_counter() - started
         self.work = work
         self.inputs: dict[int, Path] = {}
@@ -150,7 +152,7 @@ class EngineArm:
         _prepare()
         with GcTimer() as gct:
             cpu0, wall0 = time.process_time(), time.perf_counter()
-            result = self.engine.run(self.graph, input_path, out_dir)
+            result = self.engine.run(self.graph, input_path, out_dir, fresh=True)  # a first run, every repeat
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         summary = result.summary
         self._check(result, rows)
@@ -411,6 +413,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stages", type=int, default=5, help="chained no-op stages (default 5)")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run: 10000 / 2000 rows, 3 repeats")
     parser.add_argument("--engine-only", action="store_true", help="skip the haystack arm")
+    parser.add_argument("--store", action="store_true",
+                        help="no-op stages keep their results in the run store (measures the store's cost)")
     parser.add_argument("--profile", action="store_true", help="also one untimed engine run under cProfile")
     parser.add_argument("--top", type=int, default=15, help="profile lines per table (default 15)")
     parser.add_argument("--target", type=float, default=20.0, help="ratio to meet (default 20)")
@@ -441,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     values = make_values(args.rows)
     try:
-        engine = EngineArm(args.stages, work, values)
+        engine = EngineArm(args.stages, work, values, args.store)
         hs_arm = None if args.engine_only else HaystackArm(args.stages, values)
         # untimed warm-up of each arm (imports, first-call caches)
         engine.run(min(args.rows, 2_000))
