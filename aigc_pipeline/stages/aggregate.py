@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from jinja2 import TemplateSyntaxError, meta
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..content import ANY, RECORD, TEXT, ContentType
 from ..plugin_manager import hookimpl
 from ..stage import Group, Stage, StageItem
-from .template import ENVIRONMENT
+from .template import ENVIRONMENT, template_variables
 
 TEMPLATE_VARIABLES = ("rows", "key", "count")
 ALL = "all"
@@ -34,11 +33,7 @@ class AggregateParams(BaseModel):
     @field_validator("template")
     @classmethod
     def _parses(cls, template: str) -> str:
-        try:
-            names = meta.find_undeclared_variables(ENVIRONMENT.parse(template))
-        except TemplateSyntaxError as exc:
-            raise ValueError(f"template syntax error on line {exc.lineno} of the template: {exc.message}") from None
-        unknown = sorted(set(names) - set(TEMPLATE_VARIABLES) - set(ENVIRONMENT.globals))
+        unknown = sorted(template_variables(template) - set(TEMPLATE_VARIABLES))
         if unknown:
             raise ValueError(f"an aggregate template sees only rows, key and count, not {', '.join(unknown)}; "
                              "read row fields as {% for row in rows %}{{ row.<field> }}{% endfor %}")

@@ -332,6 +332,15 @@ def make_environment() -> GuardedSandbox:
 ENVIRONMENT = make_environment()
 
 
+def template_variables(template: str) -> set[str]:
+    """The variables a template reads (not its globals); ValueError naming the line if it does not parse."""
+    try:
+        names = meta.find_undeclared_variables(ENVIRONMENT.parse(template))
+    except TemplateSyntaxError as exc:
+        raise ValueError(f"template syntax error on line {exc.lineno} of the template: {exc.message}") from None
+    return {name for name in names if name not in ENVIRONMENT.globals}
+
+
 class TemplateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -341,10 +350,7 @@ class TemplateParams(BaseModel):
     @field_validator("template")
     @classmethod
     def _parses(cls, template: str) -> str:
-        try:
-            ENVIRONMENT.parse(template)
-        except TemplateSyntaxError as exc:
-            raise ValueError(f"template syntax error on line {exc.lineno} of the template: {exc.message}") from None
+        template_variables(template)
         return template
 
 
@@ -363,8 +369,7 @@ class TemplateStage(Stage):
 
     @classmethod
     def variables(cls, params: BaseModel) -> set[str]:
-        names = meta.find_undeclared_variables(ENVIRONMENT.parse(params.template))  # type: ignore[attr-defined]
-        return {name for name in names if name not in ENVIRONMENT.globals}
+        return template_variables(params.template)  # type: ignore[attr-defined]
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         for item in batch:
