@@ -8,7 +8,7 @@ One command on a CUDA machine (nothing is downloaded):
 Without CUDA it exits with status 2 and says so. Steps:
 
 1. Build the models once into `--work-dir` (skipped when already there), `save_pretrained` with
-   safetensors, so every arm loads the same files (/work/shared/BENCHMARKING.md, protocol 1):
+   safetensors, so every arm loads the same files (../shared/BENCHMARKING.md, protocol 1):
    - LM: GPT-2-small shape (12 layers, 768 wide, 12 heads, 1024 positions) with the project's tiny
      byte-level BPE tokenizer (`aigc_pipeline.tiny.lm.build_tokenizer`, 512 tokens);
    - Stable Diffusion 1.5 shape: the SD 1.5 UNet (320/640/1280/1280, cross-attention 768), VAE

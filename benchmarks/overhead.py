@@ -13,7 +13,7 @@ Both arms do the same work: 5 chained no-op stages (one input, one output) over 
 Figures are per item-stage (one row through one stage): seconds / (rows x stages).
 Arms are interleaved (engine, haystack, engine, haystack, ...) after one untimed warm-up of each,
 and we report medians, the ratio of medians and the spread (min..max), as
-/work/shared/BENCHMARKING.md asks. CPU time (all threads of this process) is reported beside wall
+../shared/BENCHMARKING.md asks. CPU time (all threads of this process) is reported beside wall
 time, because the shared 2-core machines are noisy.
 
 Haystack is NOT a dependency of the package. Install it into a separate virtual environment that
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "noop-overhead",
         "date": date.isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).as_posix(), *sys.argv]),
+        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),  # no machine paths
         "config": {"stages": args.stages, "rows": args.rows,
                    "haystack_rows": 0 if args.engine_only else args.haystack_rows,
                    "repeats": args.repeats, "seed": SEED, "engine_batch_size": 1024, "warm_up": True,

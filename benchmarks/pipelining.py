@@ -1,6 +1,6 @@
 """Pipelining on the CPU: two stages that do not compete for one resource overlap.
 
-Gate (/work/shared/BENCHMARKING.md): "two stages that do not compete for the same resource:
+Gate (../shared/BENCHMARKING.md): "two stages that do not compete for the same resource:
 wall <= 1.15x the slower stage alone". Each scenario has a CPU stage `a` and a "model" stage `b`
 of similar cost, chained `a -> b`, run three ways over the same rows, interleaved:
 

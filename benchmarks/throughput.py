@@ -20,7 +20,7 @@ Two figures per arm, both in this process:
 
 Arms are interleaved (batched, engine, naive, batched, engine, naive, ...) after one untimed
 warm-up of each; we report medians, the ratio of medians and the spread, as
-/work/shared/BENCHMARKING.md asks. torch's intra-op threads are set once (`--threads`) for all arms.
+../shared/BENCHMARKING.md asks. torch's intra-op threads are set once (`--threads`) for all arms.
 The engine's outputs must equal the batched script's row for row (asserted).
 
     .venv/bin/python benchmarks/throughput.py                 # medium LM, 256 rows, 32 tokens, batch 32
@@ -903,7 +903,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "llm-throughput",
         "date": date.isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).as_posix(), *sys.argv]),
+        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),  # no machine paths
         "config": llm_config(args, bench, chunk),
         "versions": versions(),
         "git": git_state(),
