@@ -68,7 +68,7 @@ def check_column_value(column_type: str, value: Any) -> str | None:
         return f"expected {column_type}, got a boolean"
     if not isinstance(value, allowed):
         return f"expected {column_type}, got {type(value).__name__} {value!r:.60}"
-    if column_type.startswith("list["):
+    if column_type.startswith("list[") and isinstance(value, list):
         inner = column_type[5:-1]
         for element in value:
             reason = check_column_value(inner, element)

@@ -84,7 +84,8 @@ class Engine:
         try:
             params = validate_stage_params(spec, self.registry, locator)
         except PipelineFileError as exc:
-            raise PipelineFileError(exc.problems + [Problem(str(e), file=file, severity="note") for e in broken]) from None
+            notes = [Problem(str(error), file=file, severity="note") for error in broken]
+            raise PipelineFileError(exc.problems + notes) from None
         return build_graph(Pipeline(spec, params, locator, text), self.registry)
 
     def _ensure_plugins(self, named: list[str], stage_types: set[str]) -> list[PluginError]:

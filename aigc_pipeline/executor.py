@@ -1,32 +1,22 @@
-"""Running a checked graph over rows: the run plan, per-item state, isolation, the summary.
+"""Running a checked graph over rows: the run plan, per-item state, phases, the summary.
 
-The flow of one run: read rows (bad rows are rejected with their line) -> place stages -> hand
-the plan to an executor backend (`executors/`) -> write `results.jsonl` in input order, always,
-also when the run stops early, so no finished work is lost.
-
-`StageRunner` is the one place a micro-batch meets a stage: it builds the `StageItem`s, serves
-what the run store (`store.py`) already holds, loads the stage on its first miss (`LazyLoad`:
-a run whose results are all stored loads no model), calls the `aigc_process_batch` hook (plugins
-wrap it) for the rest, and isolates failures: when a batch raises, its items are retried one at
-a time, and only the items that fail alone are marked failed. It records what it computed in the
-store, one commit per micro-batch, after the artifacts are in place.
+The flow of one run: read rows (bad rows are rejected with their line) -> place stages and plan
+residency phases -> hand each phase to an executor backend (`executors/`), which drives
+`stage_runner.StageRunner` over micro-batches -> reducing stages, then the group phase -> write
+`results.jsonl` in input order, always, also when the run stops early, so no work is lost.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import pluggy
 
-from .content import AUDIO, IMAGE, ArtifactData
 from .devices import Device, Inventory, probe_inventory
 from .errors import AigcError, StageError
 from .graph import PipelineGraph
@@ -35,26 +25,17 @@ from .residency import (
     MemoryCap,
     budgets,
     cap_inventory,
-    free_cached_memory,
-    is_out_of_memory,
     oversized,
     plan_phases,
     read_peaks,
     reset_peaks,
     within,
 )
-from .sinks import ArtifactWriter, crash_point
+from .sinks import ArtifactWriter
 from .sources import InputRow
-from .stage import DeviceNeeds, Stage, StageItem, item_seed
+from .stage import DeviceNeeds, Stage, StageItem
 from .store import (
-    QUARANTINE_AFTER,
-    QUARANTINED,
-    NewResult,
     RunStore,
-    decode_outputs,
-    encode_outputs,
-    item_key,
-    stage_prefix,
 )
 
 DONE, FILTERED, FAILED, REJECTED, NOT_RUN = "done", "filtered", "failed", "rejected", "not_run"
@@ -185,286 +166,6 @@ class ExecutorBackend(Protocol):
 def aigc_process_batch(stage: Stage, batch: list[StageItem]) -> list[StageItem]:
     """The engine's own implementation of the stage-call hook: run the stage."""
     return stage.process(batch)
-
-
-class LazyLoad:
-    """Loads a stage the first time it is called (under MODEL_LOAD_LOCK); `attempted` says whether
-    `unload()` is due. A load error is raised as StageError ("failed to load: ..."), chained."""
-
-    def __init__(self, stage_id: str, plan: RunPlan) -> None:
-        self.stage_id, self.plan = stage_id, plan
-        self.attempted = False
-
-    def __call__(self) -> None:
-        if self.attempted:
-            return
-        self.attempted = True
-        stage, stats = self.plan.stages[self.stage_id], self.plan.stats[self.stage_id]
-        started = time.perf_counter()
-        try:
-            with MODEL_LOAD_LOCK:
-                stage.load(self.plan.placement[self.stage_id])
-        except Exception as exc:
-            raise StageError(self.stage_id, stage.type_name, f"failed to load: {type(exc).__name__}: {exc}") from exc
-        stats.loads += 1
-        stats.load_seconds += time.perf_counter() - started
-
-
-class StageRunner:
-    """Runs micro-batches of one stage with per-item isolation, the run store and bookkeeping.
-
-    `load` is called before the first micro-batch the store cannot serve (None: the caller
-    loaded the stage already).
-    """
-
-    def __init__(self, stage_id: str, plan: RunPlan, load: Callable[[], None] | None = None) -> None:
-        graph = plan.graph
-        self.stage_id = stage_id
-        self.stage = plan.stages[stage_id]
-        self.stats = plan.stats[stage_id]
-        self.seed_parts = (graph.pipeline.spec.seed, stage_id)
-        self.inputs = [(port, str(ref)) for port, ref in graph.wiring[stage_id].items()]
-        self.outputs = {port: f"{stage_id}.{port}" for port in type(self.stage).outputs}
-        self.outputs_list = list(self.outputs.items())
-        self.call = plan.pm.hook.aigc_process_batch
-        self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO)]
-        self.artifacts = plan.artifacts
-        self.batch_sizes, self.warnings = plan.batch_sizes, plan.warnings
-        self.max_batch: int | None = None  # set by an out-of-memory error: the size that fits
-        self.load = load
-        self.store = plan.store
-        self.prefix: str | None = None  # the stage's part of every cache key; None: not cached
-        if self.store is not None:
-            cls, params = type(self.stage), graph.pipeline.params[stage_id]
-            if cls.cacheable(params):
-                self.prefix = stage_prefix(cls.type_name, params, cls.model_identity(params))
-
-    def run(self, states: list[ItemState]) -> None:
-        """Process live items of `states` (skipping failed/filtered ones) as one micro-batch."""
-        live = [state for state in states if state.status is None]
-        if not live:
-            return
-        started = time.perf_counter()
-        keys: dict[int, str | None] = {}
-        if self.prefix is not None:
-            live = self._reuse(live, keys)
-        if live:
-            if self.load is not None:
-                self.load()
-            for part in self._parts(live, keys):
-                self._run_part(part, keys)
-            self.stats.batches += 1
-            self.stats.peak_rss_bytes = max(self.stats.peak_rss_bytes, peak_rss())
-        self.stats.seconds += time.perf_counter() - started
-
-    def _run_part(self, states: list[ItemState], keys: dict[int, str | None]) -> None:
-        """Run a sub-batch; with a store, its in-flight markers are committed before it runs and
-        its results (artifacts already in place) with the markers' removal after."""
-        entries = [(key, state.index) for state in states if (key := keys.get(state.index)) is not None]
-        if entries and self.store is not None:
-            self.store.begin(self.stage_id, entries)
-        self._run_isolated(states)
-        crash_point("batch")
-        if entries and self.store is not None:
-            self.store.finish(self.stage_id, self._new_results(states, keys), [key for key, _ in entries])
-
-    def _parts(self, states: list[ItemState], keys: dict[int, str | None]) -> list[list[ItemState]]:
-        """Sub-batches: an item that was in flight when an earlier run died runs alone (a second
-        crash then names it); the rest in batches of at most `max_batch` (after out-of-memory)."""
-        store = self.store
-        if store is not None and any(store.crashes(key) for key in keys.values() if key is not None):
-            suspects = {s.index for s in states if (key := keys.get(s.index)) is not None and store.crashes(key)}
-            parts = [[state] for state in states if state.index in suspects]
-            states = [state for state in states if state.index not in suspects]
-        else:
-            parts = []
-        size = self.max_batch or len(states) or 1
-        return parts + [states[start : start + size] for start in range(0, len(states), size)]
-
-    def _reuse(self, states: list[ItemState], keys: dict[int, str | None]) -> list[ItemState]:
-        """Apply stored results; quarantine items that crashed the process twice; return the rest."""
-        assert self.store is not None and self.prefix is not None
-        run_seed, stage_id = self.seed_parts
-        for state in states:
-            inputs = {port: state.values[key] for port, key in self.inputs}
-            keys[state.index] = item_key(self.prefix, item_seed(run_seed, state.index, stage_id), inputs)
-        stored = self.store.lookup([key for key in keys.values() if key is not None])
-        missing = []
-        for state in states:
-            key = keys[state.index]
-            hit = stored.get(key) if key is not None else None
-            if hit is not None and self._apply(state, *hit):
-                continue
-            if key is not None and self.store.crashes(key) >= QUARANTINE_AFTER:
-                self._record_failure(state, f"{QUARANTINED} (stage '{stage_id}'); run with --fresh to try it again")
-                continue
-            missing.append(state)
-        return missing
-
-    def _apply(self, state: ItemState, verdict: str, reason: str | None, outputs: str, flags: str) -> bool:
-        """Give `state` a stored result; False when one of its artifacts is gone (run it again)."""
-        values = decode_outputs(outputs, self.artifacts.out_dir) if self.artifacts is not None else None
-        if values is None:
-            return False
-        if verdict == FILTERED:
-            state.status, state.stage, state.reason = FILTERED, self.stage_id, reason
-            self.stats.filtered += 1
-        else:
-            for port, key in self.outputs_list:
-                state.values[key] = values[port]
-            self.stats.done += 1
-        reasons = json.loads(flags)
-        if reasons:
-            state.flags.extend({"stage": self.stage_id, "reason": text} for text in reasons)
-            self.stats.flagged += 1
-        self.stats.cached += 1
-        return True
-
-    def _new_results(self, states: list[ItemState], keys: dict[int, str | None]) -> list[NewResult]:
-        """What to store: items that passed (outputs) or were filtered here; never failed ones."""
-        results = []
-        for state in states:
-            key = keys.get(state.index)
-            if key is None or state.status == FAILED:
-                continue
-            flags = [flag["reason"] for flag in state.flags if flag["stage"] == self.stage_id]
-            if state.status is None:
-                encoded = encode_outputs({port: state.values[value_key] for port, value_key in self.outputs_list})
-                if encoded is not None:
-                    results.append(NewResult(key, state.index, DONE, None, encoded, flags))
-            elif state.status == FILTERED and state.stage == self.stage_id:
-                results.append(NewResult(key, state.index, FILTERED, state.reason, "{}", flags))
-        return results
-
-    def items(self, states: list[ItemState]) -> list[StageItem]:
-        return [
-            StageItem(state.index, {port: state.values[key] for port, key in self.inputs}, self.seed_parts)
-            for state in states
-        ]
-
-    def _run_isolated(self, states: list[ItemState]) -> None:
-        items = self.items(states)
-        try:
-            returned = self.call(stage_id=self.stage_id, stage=self.stage, batch=items)
-            if returned is not items:
-                returned = _in_batch_order(items, returned)
-        except Exception as exc:
-            out_of_memory = is_out_of_memory(exc)
-            if len(states) == 1:
-                # The engine's own errors read as sentences; a stage's exception keeps its type name.
-                reason = str(exc) if isinstance(exc, AigcError) else f"{type(exc).__name__}: {exc}"
-                self._record_failure(states[0], reason, exc)
-        else:
-            self._record_all(states, returned)
-            return
-        # Outside the except block: the traceback no longer pins the failed batch's tensors.
-        if out_of_memory:
-            free_cached_memory()
-        if len(states) == 1:
-            return
-        # Out of memory: halve the batch and keep that size. Any other error: find the guilty items alone.
-        if out_of_memory:
-            self._halve(len(states))
-        start = 0
-        while start < len(states):
-            size = (self.max_batch or 1) if out_of_memory else 1  # max_batch may shrink again on the way
-            self._run_isolated(states[start : start + size])
-            start += size
-
-    def _halve(self, failed_size: int) -> None:
-        """After a batch of `failed_size` ran out of memory: half that size, for the rest of the run."""
-        self.stats.oom_retries += 1
-        size = max(1, failed_size // 2)
-        if self.max_batch is None or size < self.max_batch:
-            self.max_batch = self.batch_sizes[self.stage_id] = size
-            self.warnings.append(f"stage '{self.stage_id}': out of GPU memory on a batch of {failed_size}; "
-                                 f"batches of {size} from now on")
-
-    def _record_all(self, states: list[ItemState], items: list[StageItem]) -> None:
-        outputs = self.outputs_list
-        done = 0
-        for state, item in zip(states, items, strict=True):
-            if self.artifact_ports and item.verdict is None and not self._save_artifacts(state, item):
-                continue
-            if item.verdict is None and not item.flags:  # the common case, kept lean
-                try:
-                    values, produced = state.values, item.outputs
-                    for port, key in outputs:
-                        values[key] = produced[port]
-                    done += 1
-                    continue
-                except KeyError:  # a port is missing: take back what was copied, _record fails the item
-                    for _, key in outputs:
-                        values.pop(key, None)
-            self._record(state, item)
-        self.stats.done += done
-
-    def _record(self, state: ItemState, item: StageItem) -> None:
-        if item.flags:
-            state.flags.extend({"stage": self.stage_id, "reason": reason} for reason in item.flags)
-            self.stats.flagged += 1
-        if item.verdict is not None:
-            state.status, state.stage, state.reason = item.verdict, self.stage_id, item.reason
-            if item.verdict == FILTERED:
-                self.stats.filtered += 1
-            else:
-                self.stats.failed += 1
-            return
-        missing = [port for port in self.outputs if port not in item.outputs]
-        if missing:
-            self._record_failure(state, f"stage did not set output port(s) {', '.join(missing)}")
-            return
-        for port, key in self.outputs.items():
-            state.values[key] = item.outputs[port]
-        self.stats.done += 1
-
-    def _save_artifacts(self, state: ItemState, item: StageItem) -> bool:
-        """Write the item's image/audio outputs to the output folder; False if the item failed."""
-        for port in self.artifact_ports:
-            value = item.outputs.get(port)
-            if not isinstance(value, ArtifactData):
-                continue
-            if self.artifacts is None:
-                raise AigcError("this run has no output folder for artifacts")
-            try:
-                item.outputs[port] = self.artifacts.save(self.stage_id, state.index, port, value)
-            except OSError as exc:
-                self._record_failure(state, f"could not write the {port} artifact: {exc}", exc)
-                return False
-            crash_point("artifact")
-        return True
-
-    def _record_failure(self, state: ItemState, reason: str, exc: BaseException | None = None) -> None:
-        state.status, state.stage, state.reason = FAILED, self.stage_id, reason
-        self.stats.failed += 1
-        if exc is not None:
-            state.trace = "".join(traceback.format_exception(exc))
-
-
-def peak_rss() -> int:
-    """The process's peak resident memory in bytes (0 where `resource` is missing)."""
-    try:
-        import resource
-    except ImportError:
-        return 0
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-def _in_batch_order(items: list[StageItem], returned: Any) -> list[StageItem]:
-    """Match what process() returned back to the batch by item id, never by position.
-
-    A stage may return new or reordered items (e.g. sorted by length); pairing by position would
-    attach outputs to the wrong rows, silently.
-    """
-    if not isinstance(returned, list) or len(returned) != len(items):
-        got = f"a list of {len(returned)} items" if isinstance(returned, list) else type(returned).__name__
-        raise AigcError(f"process() returned {got} for a batch of {len(items)}; it must return every item it got")
-    by_id = {getattr(item, "id", None): item for item in returned}
-    try:
-        return [by_id[item.id] for item in items]
-    except KeyError:
-        raise AigcError("process() returned items that are not the ones it was given (item ids differ)") from None
 
 
 def make_plan(

@@ -256,7 +256,8 @@ class _GraphChecker:
         for stage_id in order:
             cls = self._class(stage_id)
             sources = {ref.source: ref for ref in wiring[stage_id].values()}
-            grouped = [src for src in sources if src != INPUTS and (domains[src] == "group" or self._class(src).reduces)]
+            grouped = [src for src in sources
+                       if src != INPUTS and (domains[src] == "group" or self._class(src).reduces)]
             domains[stage_id] = "group" if grouped and not cls.reduces else "row"
             if cls.reduces and grouped:
                 self._error(("stages", stage_id), f"reads '{grouped[0]}', which is already aggregated; "

@@ -225,7 +225,7 @@ def stage_seconds_include_load() -> bool:
     inside its first micro-batch (`StageRunner(..., load=...)`), and times that batch whole."""
     import inspect
 
-    from aigc_pipeline.executor import StageRunner
+    from aigc_pipeline.stage_runner import StageRunner
 
     return "load" in inspect.signature(StageRunner).parameters
 

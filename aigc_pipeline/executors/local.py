@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import StageError
-from ..executor import DONE, ItemState, LazyLoad, RunPlan, StageRunner
+from ..executor import DONE, ItemState, RunPlan
 from ..plugin_manager import has_observers, notify
+from ..stage_runner import LazyLoad, StageRunner
 
 MIN_CHUNK = 64
 
