@@ -32,7 +32,7 @@ from .residency import (
     is_out_of_memory,
 )
 from .sinks import crash_point
-from .stage import StageItem, item_seed
+from .stage import Stage, StageItem, item_seed
 from .store import (
     QUARANTINE_AFTER,
     QUARANTINED,
@@ -57,6 +57,8 @@ class LazyLoad:
             return
         self.attempted = True
         stage, stats = self.plan.stages[self.stage_id], self.plan.stats[self.stage_id]
+        if type(stage).load is Stage.load:  # nothing to load: no lock to wait for, no load to count
+            return
         started = time.perf_counter()
         try:
             with MODEL_LOAD_LOCK:
@@ -107,7 +109,9 @@ class StageRunner:
             live = self._reuse(live, keys)
         if live:
             if self.load is not None:
+                before = time.perf_counter()
                 self.load()
+                started += time.perf_counter() - before  # load time is counted in load_seconds
             for part in self._parts(live, keys):
                 self._run_part(part, keys)
             self.stats.batches += 1
