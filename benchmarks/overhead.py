@@ -40,18 +40,17 @@ import gc
 import io
 import json
 import os
-import platform
 import pstats
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from common import GcTimer, git_state, import_seconds, machine, package_versions, spread
 
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # before haystack is imported: no posthog calls
 
@@ -90,29 +89,6 @@ def pipeline_yaml(stages: int, store: bool = False) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # measuring
-
-
-class GcTimer:
-    """Counts the garbage collector's pauses (per generation) and their total time."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.collections = [0, 0, 0]
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.seconds += time.perf_counter() - self._started
-            self.collections[info["generation"]] += 1
-
-    def __enter__(self) -> GcTimer:
-        gc.callbacks.append(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        gc.callbacks.remove(self)
 
 
 def _prepare() -> None:
@@ -286,74 +262,12 @@ class HaystackArm:
 # reporting
 
 
-def spread(samples: list[float]) -> dict[str, Any]:
-    median = statistics.median(samples)
-    return {
-        "median": median,
-        "min": min(samples),
-        "max": max(samples),
-        "spread_pct": (max(samples) - min(samples)) / median * 100 if median else 0.0,
-        "samples": samples,
-    }
-
-
 def versions() -> dict[str, str | None]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "aigc-pipeline": version("aigc-pipeline"),
-        "pydantic": version("pydantic"),
-        "pydantic-core": version("pydantic_core"),
-        "pluggy": version("pluggy"),
-        "networkx": version("networkx"),
-        "haystack-ai": version("haystack-ai"),
-    }
+    return package_versions(["aigc-pipeline", "pydantic", "pydantic-core", "pluggy", "networkx", "haystack-ai"])
 
 
-def git_state() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no", "--", "aigc_pipeline")
-    return {"commit": git("rev-parse", "HEAD"), "package_modified": bool(status) if status is not None else None}
-
-
-def import_seconds(module: str, repeats: int = 3) -> float | None:
-    """Median wall time of `python -c 'import module'` in a fresh process (whole-process cost)."""
-    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    samples = []
-    for _ in range(repeats):
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={**os.environ, "HAYSTACK_TELEMETRY_ENABLED": "False"})
-        if done.returncode != 0:
-            return None
-        samples.append(float(done.stdout.strip()))
-    return statistics.median(samples)
-
-
-def machine() -> dict[str, Any]:
-    try:
-        nproc = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
-    except (OSError, ValueError):
-        nproc = None
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": nproc, "cpu_count": os.cpu_count(), "cpu_model": cpu_model, "platform": platform.platform()}
+def import_module_seconds(module: str) -> float | None:
+    return import_seconds(f"import {module}", env={"HAYSTACK_TELEMETRY_ENABLED": "False"})
 
 
 def fmt(value: float, unit: str = "") -> str:
@@ -483,11 +397,11 @@ def main(argv: list[str] | None = None) -> int:
                    "repeats": args.repeats, "seed": SEED, "engine_batch_size": 1024, "warm_up": True,
                    "interleaved": "engine, haystack, engine, haystack, ..."},
         "versions": versions(),
-        "git": git_state(),
+        "git": git_state(untracked=False),
         "machine": machine(),
         "gc_threshold": gc.get_threshold(),
         "setup": {"engine_load_text_s": engine.load_seconds,
-                  "import_s": {"aigc_pipeline": import_seconds("aigc_pipeline")}},
+                  "import_s": {"aigc_pipeline": import_module_seconds("aigc_pipeline")}},
         "results": results,
         "runs": runs,
     }
@@ -512,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                             "met_in_engine": results["ratios"]["in_engine"]["median"] >= args.target,
                             "met_whole_run": results["ratios"]["whole_run"]["median"] >= args.target}
         report["setup"]["haystack_build_s"] = hs_arm.build_seconds
-        report["setup"]["import_s"]["haystack"] = import_seconds("haystack")
+        report["setup"]["import_s"]["haystack"] = import_module_seconds("haystack")
         report["haystack"] = {"telemetry": os.environ.get("HAYSTACK_TELEMETRY_ENABLED"),
                               "component": "@component Noop: run(value: int) -> {'value': value}",
                               "call": "Pipeline.run({'s1': {'value': v}}) per row"}

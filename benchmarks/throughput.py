@@ -41,19 +41,18 @@ import gc
 import io
 import json
 import os
-import platform
 import pstats
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from common import GcTimer, git_state, import_seconds, machine, package_versions, spread
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -168,29 +167,6 @@ def parameters(folder: Path) -> int:
                 count *= dim
             total += count
     return total
-
-
-class GcTimer:
-    """Time spent in (and number of) garbage collections while active (gc.callbacks)."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.collections = [0, 0, 0]
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.seconds += time.perf_counter() - self._started
-            self.collections[info["generation"]] += 1
-
-    def __enter__(self) -> GcTimer:
-        gc.callbacks.append(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        gc.callbacks.remove(self)
 
 
 class ProcessTimer:
@@ -557,17 +533,6 @@ def _same_pixels(engine: list[Path], batched: list[Path], naive: list[Path]) -> 
 # reporting
 
 
-def spread(samples: list[float]) -> dict[str, Any]:
-    median = statistics.median(samples)
-    return {
-        "median": median,
-        "min": min(samples),
-        "max": max(samples),
-        "spread_pct": (max(samples) - min(samples)) / median * 100 if median else 0.0,
-        "samples": samples,
-    }
-
-
 def _ratio(reference: list[dict[str, Any]], engine: list[dict[str, Any]], key: str,
            per_row: bool = False) -> dict[str, Any]:
     """reference time / engine time (> 1: the engine is faster): ratio of medians, and per adjacent pair."""
@@ -581,58 +546,14 @@ def _ratio(reference: list[dict[str, Any]], engine: list[dict[str, Any]], key: s
 
 
 def versions() -> dict[str, str | None]:
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {name: version(name) for name in
-            ("aigc-pipeline", "torch", "transformers", "tokenizers", "safetensors", "diffusers", "accelerate",
-             "jinja2", "pydantic", "pluggy")} | {"python": platform.python_version()}
+    return package_versions(["aigc-pipeline", "torch", "transformers", "tokenizers", "safetensors", "diffusers",
+                             "accelerate", "jinja2", "pydantic", "pluggy"])
 
 
-def git_state() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--", "aigc_pipeline")
-    return {"commit": git("rev-parse", "HEAD"), "package_modified": bool(status) if status is not None else None}
-
-
-def import_seconds(code: str, repeats: int = 3) -> float | None:
-    """Median wall time of running `code` (imports) in a fresh process (whole-process cost)."""
-    timed = f"import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)"
-    samples = []
-    for _ in range(repeats):
-        done = subprocess.run([sys.executable, "-c", timed], capture_output=True, text=True)
-        if done.returncode != 0:
-            return None
-        samples.append(float(done.stdout.strip().splitlines()[-1]))
-    return statistics.median(samples)
-
-
-def machine() -> dict[str, Any]:
+def cpu_machine() -> dict[str, Any]:
     import torch
 
-    try:
-        nproc = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
-    except (OSError, ValueError):
-        nproc = None
-    cpu_model = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"device": "cpu", "nproc": nproc, "cpu_count": os.cpu_count(), "cpu_model": cpu_model,
-            "platform": platform.platform(), "cuda_available": torch.cuda.is_available()}
+    return {"device": "cpu", **machine(), "cuda_available": torch.cuda.is_available()}
 
 
 def threads_in_new_thread() -> int:
@@ -907,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": llm_config(args, bench, chunk),
         "versions": versions(),
         "git": git_state(),
-        "machine": machine(),
+        "machine": cpu_machine(),
         "setup": {"build_s": bench.build_s, "engine_load_text_s": bench.engine.load_text_seconds,
                   "import_s": {"torch + transformers": import_seconds(
                       "import torch, transformers; from transformers import AutoModelForCausalLM"),
