@@ -106,6 +106,9 @@ def run(
     if result.groups_path is not None and result.summary.group_counts:
         groups = ", ".join(f"{n} {status}" for status, n in result.summary.group_counts.items() if n)
         out.print(f"groups: {groups} → {result.groups_path}", highlight=False)
+    report_path = result.results_path.parent / "report.html"
+    if report_path.exists():
+        out.print(f"report: {report_path}", highlight=False, markup=False, soft_wrap=True)
     if result.errors_path is not None:
         err.print(f"tracebacks: {result.errors_path}", highlight=False, markup=False)
     if not result.summary.ok:
