@@ -82,6 +82,8 @@ def run(
     gpu_memory: Annotated[Optional[str], typer.Option(help="cap on each GPU's memory for models: e.g. 6GiB, 0.5 (of the total); models that do not fit together run in phases")] = None,  # noqa: UP045, E501
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="discard the results stored in the output folder and run everything")] = False,  # noqa: E501
+    executor: Annotated[Optional[str], typer.Option(help="where stages run: local (this process, the default) or ray")] = None,  # noqa: UP045, E501
+    ray_address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (e.g. auto, ray://head:10001); implies --executor ray")] = None,  # noqa: UP045, E501
 ) -> None:
     """Run a pipeline over every row of an input file.
 
@@ -95,11 +97,12 @@ def run(
         if not quiet:
             engine.register(RichProgress(err), name="aigc-cli-progress")
         cap = MemoryCap.parse(gpu_memory) if gpu_memory else None
+        backend = _backend(executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
-                            gpu_memory=cap, fresh=fresh)
+                            gpu_memory=cap, fresh=fresh, backend=backend)
     except AigcError as exc:
         _fail(exc)
-    except ValueError as exc:  # a bad --device or --gpu-memory
+    except ValueError as exc:  # a bad --device, --gpu-memory or --executor
         err.print(f"error: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(2) from None
     _print_summary(result.summary, result.results_path)
@@ -114,6 +117,20 @@ def run(
     if not result.summary.ok:
         err.print(f"error: the run stopped early: {result.summary.error}", style="red", highlight=False, markup=False)
         raise typer.Exit(1)
+
+
+def _backend(executor: str | None, ray_address: str | None) -> Any:
+    """The executor backend the options ask for (None: the engine's default, local)."""
+    name = executor or ("ray" if ray_address else "local")
+    if name == "local":
+        if ray_address:
+            raise ValueError("--ray-address needs --executor ray (or leave --executor out)")
+        return None
+    if name != "ray":
+        raise ValueError(f"unknown executor {name!r}: choose local or ray")
+    from .executors.ray import RayExecutor
+
+    return RayExecutor(ray_address)
 
 
 def _print_summary(summary: Any, results_path: Path) -> None:

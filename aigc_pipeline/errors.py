@@ -18,6 +18,7 @@ Errors about a single row never escape as exceptions: the executor records them 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class AigcError(Exception):
@@ -89,7 +90,12 @@ class StageError(AigcError):
     def __init__(self, stage_id: str, type_name: str, message: str) -> None:
         self.stage_id = stage_id
         self.type_name = type_name
+        self.message = message
         super().__init__(f"stage '{stage_id}' ({type_name}): {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled with its three parts (Ray workers send it to the driver), not the joined text.
+        return (type(self), (self.stage_id, self.type_name, self.message))
 
 
 class ModelUnavailableError(AigcError):

@@ -172,6 +172,13 @@ class Stage:
         microseconds per item: pure string checks); a resumed run then recomputes it."""
         return True
 
+    @classmethod
+    def run_wide(cls, params: BaseModel) -> bool:
+        """Whether an item's result depends on the other items of the run (default: False), e.g.
+        duplicate detection across the run. Such a stage must see every item in one instance, in
+        input order: it never gets replicas, and on Ray it runs in a single actor."""
+        return False
+
     def load(self, device: Device) -> None:
         """Load models onto `device`. Default: nothing to load."""
 

@@ -25,7 +25,8 @@ alone next time, so a second crash pins the culprit; an item that crashed the pr
 quarantined (failed, "quarantined: crashed the process twice") instead of crashing a third run.
 `--fresh` (or a change of its inputs, params or model) gives it another chance.
 
-One writer connection behind a lock serves every stage thread; WAL mode with synchronous=NORMAL
+One writer connection behind a lock serves every stage thread (Ray workers attach their own,
+see `attach`); WAL mode with synchronous=NORMAL
 survives a killed process (only a power loss can drop the last commits, which then re-run).
 A lock file keeps two runs out of one folder.
 """
@@ -109,13 +110,24 @@ class RunStore:
             if fresh:
                 for suffix in ("", "-wal", "-shm"):
                     (out_dir / (STORE_FILE + suffix)).unlink(missing_ok=True)
-            db = sqlite3.connect(out_dir / STORE_FILE, check_same_thread=False, isolation_level=None)
+            db = _connect(out_dir)
             store = cls(out_dir, db, lock_fd)
             store._setup(identity)
         except BaseException:
             _unlock(lock_fd)
             raise
         remove_stale_temp_files(out_dir)
+        return store
+
+    @classmethod
+    def attach(cls, out_dir: Path) -> RunStore:
+        """Another process's connection to the store a run has open (`open`): Ray workers look up
+        and record results through it. It takes no folder lock (the run holds it) and leaves the
+        crash counts alone (the run counted them when it opened the store)."""
+        db = _connect(out_dir)
+        store = cls(out_dir, db, None)
+        db.execute("PRAGMA synchronous=NORMAL")
+        store._suspects = dict(db.execute("SELECT key, crashes FROM suspects").fetchall())
         return store
 
     def _setup(self, identity: dict[str, Any]) -> None:
@@ -168,7 +180,7 @@ class RunStore:
     def begin(self, stage_id: str, entries: list[tuple[str, int]]) -> None:
         """Mark (key, item) entries in flight: committed before the stage runs them."""
         with self._lock:
-            self._db.execute("BEGIN")
+            self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
                                  [(key, stage_id, item) for key, item in entries])
             self._db.execute("COMMIT")
@@ -178,7 +190,7 @@ class RunStore:
         now = time.time()
         with self._lock:
             db = self._db
-            db.execute("BEGIN")
+            db.execute("BEGIN IMMEDIATE")
             db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs,
                              json.dumps(r.flags, ensure_ascii=False), now) for r in results])
@@ -198,6 +210,13 @@ class RunStore:
             self._db.close()
         _unlock(self._lock_fd)
         self._lock_fd = None
+
+
+def _connect(out_dir: Path) -> sqlite3.Connection:
+    """A connection that waits up to a minute for another writer: a run's Ray workers each have one.
+    Transactions start with BEGIN IMMEDIATE, so a busy store makes a writer wait, never fail at
+    the upgrade from reading to writing."""
+    return sqlite3.connect(out_dir / STORE_FILE, check_same_thread=False, isolation_level=None, timeout=60)
 
 
 def _lock_folder(out_dir: Path) -> int | None:

@@ -152,6 +152,7 @@ class ModelParams(BaseModel):
     seconds_per_item: float = Field(0.0, ge=0)
     oom_above: int = Field(0, ge=0, description="raise OutOfMemoryError for batches larger than this (0: never)")
     oom_on: str | None = Field(None, description="raise OutOfMemoryError for any batch with a text containing this")
+    load_error: str | None = Field(None, description="load() raises OSError with this message (a missing model)")
 
 
 class ModelStage(Stage):
@@ -177,6 +178,8 @@ class ModelStage(Stage):
 
     def load(self, device: Device) -> None:
         ModelStage.log.append(("load", self.params.name, str(device)))  # type: ignore[attr-defined]
+        if self.params.load_error:  # type: ignore[attr-defined]
+            raise OSError(self.params.load_error)  # type: ignore[attr-defined]
 
     def unload(self) -> None:
         ModelStage.log.append(("unload", self.params.name, ""))  # type: ignore[attr-defined]

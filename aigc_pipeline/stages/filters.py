@@ -247,6 +247,11 @@ class TextFilterStage(Stage):
         return params.classifier is not None and params.dedupe is None  # type: ignore[attr-defined]
 
     @classmethod
+    def run_wide(cls, params: BaseModel) -> bool:
+        """With `dedupe`: a text is a duplicate of an earlier row's, so rows must pass in order."""
+        return params.dedupe is not None  # type: ignore[attr-defined]
+
+    @classmethod
     def preflight(cls, params: BaseModel) -> None:
         """With a classifier: the packages are installed, the model resolves to safetensors, the label exists."""
         check = params.classifier  # type: ignore[attr-defined]

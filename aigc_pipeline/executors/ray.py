@@ -1,0 +1,310 @@
+"""The Ray executor: the same run plan on a Ray cluster (`aigc run --executor ray`).
+
+The engine reads and checks the rows on the driver as always (rejected rows keep their line
+numbers), then each live item becomes one record of a Ray Dataset: its index and its whole
+`ItemState`, pickled. Each stage of the phase, in the graph's deterministic topological order,
+is one `map_batches` step over those records, with the stage's own batch size:
+
+- a stage with a model (its `DeviceNeeds` ask for a GPU or declare model memory), or one that
+  must see the whole run in order (`Stage.run_wide`, e.g. a dedupe), runs in an actor pool: each
+  actor builds the stage and loads its model once, on its first batch the store cannot serve.
+  A run-wide stage gets exactly one actor, and the dataset keeps its order, so it sees the rows
+  in input order as it does locally.
+- every other stage (templates, regex filters, ...) runs as plain Ray tasks.
+- a stage placed on a GPU asks Ray for `num_gpus`: its memory estimate as a fraction of the GPU
+  (rounded up to a twentieth), or a whole GPU when the estimate or the GPU size is unknown.
+
+Workers do the per-batch work with the local executor's own `StageRunner` (per-item isolation,
+out-of-memory halving, store lookups, artifacts), so outputs are the same item for item. They
+write artifacts into the output folder and results into its `run.sqlite` (each with its own
+connection, `RunStore.attach`), so a run interrupted on Ray resumes like a local one. On a
+cluster, the output folder must therefore be on storage every node sees.
+
+The driver marks an item done when its record comes out of the last step, and adds up the
+counters each step sends back with its batches (a column per stage).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import pickle
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from .. import hookspecs
+from ..devices import Device, GpuInfo, probe_inventory
+from ..errors import AigcError, StageError
+from ..executor import DONE, ItemState, RunPlan, StageStats
+from ..graph import PipelineGraph
+from ..plugin_manager import PROJECT
+from ..sinks import ArtifactWriter
+from ..stage_runner import LazyLoad, StageRunner
+from ..store import RunStore
+
+INSTALL_HINT = "pip install 'aigc-pipeline[ray]'"
+ROWS_PER_BLOCK = 64  # like the local executor's chunks: an item is marked done a block at a time
+_ADDED = ("done", "filtered", "failed", "flagged", "cached", "batches", "seconds", "load_seconds", "loads",
+          "oom_retries")
+_PEAKS = ("peak_rss_bytes", "peak_memory_bytes")
+
+
+def ray_available() -> bool:
+    return importlib.util.find_spec("ray") is not None
+
+
+class RayExecutor:
+    """Runs a plan on Ray: on the cluster at `address` ("auto", "ray://host:10001", ...), or on a
+    local instance sized to this machine (`num_cpus`: fewer CPUs for it) when there is none.
+    Ray is started on the first `execute` that has work, not before (validation stays light)."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        if not ray_available():
+            raise AigcError(f"--executor ray needs Ray, which is not installed: {INSTALL_HINT}")
+        self.address = address
+        self.num_cpus = num_cpus
+
+    def execute(self, plan: RunPlan, states: list[ItemState], on_finished: Any,
+                stage_ids: list[str] | None = None) -> None:
+        live = [state for state in states if state.status is None]
+        if not live:
+            return
+        ray = _connect(self.address, self.num_cpus)
+        stages = [sid for sid in plan.graph.order if stage_ids is None or sid in stage_ids]
+        records = [{"index": s.index, "state": pickle.dumps(s), "failure": b""} for s in live]
+        dataset = ray.data.from_items(records,
+                                      override_num_blocks=max(1, math.ceil(len(live) / ROWS_PER_BLOCK)))
+        resources = ray.cluster_resources()
+        gpus = probe_inventory().gpus if any(plan.placement[sid].is_gpu for sid in stages) else ()
+        token = uuid.uuid4().hex
+        for stage_id in stages:
+            shape = step_shape(plan, stage_id, len(live), resources, gpus)
+            dataset = _add_step(ray, dataset, plan, stage_id, token, shape)
+        by_index = {state.index: state for state in live}
+        batches = dataset.iter_batches(batch_size=None, batch_format="numpy")
+        try:
+            for batch in batches:
+                _add_stats(plan, batch, stages)
+                _raise_failure(batch)
+                finished = _take_back(batch, by_index)
+                if on_finished is not None:
+                    on_finished(finished)
+        except AigcError:
+            raise
+        except Exception as exc:  # Ray itself failed (a worker died, the cluster went away)
+            raise AigcError(f"the Ray executor failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+            for stage_id in stages:  # the actors, and the models they loaded, end with the dataset
+                plan.stats[stage_id].unloads = plan.stats[stage_id].loads
+
+
+def _connect(address: str | None, num_cpus: int | None) -> Any:
+    """Import Ray and join (or start) an instance once per process; quiet, ordered, no progress bars."""
+    import ray
+    import ray.data
+
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # run-wide stages see rows in input order
+    context.enable_progress_bars = False  # the engine reports progress itself
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    return ray
+
+
+@dataclass
+class _Step:
+    """What a worker needs to run one stage; pickled once per step and shipped to the workers."""
+
+    token: str  # one per executed phase: task workers cache their stage under it
+    stage_id: str
+    graph: PipelineGraph
+    plugins: list[tuple[str, Any]]  # (name, plugin) of plugins that wrap the stage call
+    device: Device
+    batch_size: int
+    out_dir: Path | None
+    use_store: bool
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """How one stage maps to Ray: plain tasks, or a pool of `actors`; `num_gpus` per task/actor."""
+
+    actors: int  # 0: tasks
+    num_gpus: float
+
+
+def step_shape(plan: RunPlan, stage_id: str, rows: int, resources: dict[str, float],
+               gpus: tuple[GpuInfo, ...]) -> StepShape:
+    """Tasks for a stage without a model; else an actor pool: one actor for a run-wide stage, the
+    stage's `replicas:` when the file sets it, else as many as the cluster holds (`_actor_count`)."""
+    cls, params = type(plan.stages[stage_id]), plan.graph.pipeline.params[stage_id]
+    share = gpu_share(plan.stats[stage_id].memory_bytes, gpus) if plan.placement[stage_id].is_gpu else 0.0
+    needs, run_wide = cls.needs(params), cls.run_wide(params)
+    if not run_wide and needs.kind == "cpu" and needs.memory_bytes <= 0:  # no model worth an actor
+        return StepShape(0, share)
+    replicas = plan.graph.pipeline.spec.stages[stage_id].replicas
+    if run_wide:
+        actors = 1
+    elif isinstance(replicas, int):
+        actors = replicas
+    else:
+        actors = _actor_count(share, rows, plan.batch_sizes[stage_id], resources)
+    return StepShape(actors, share)
+
+
+def _add_step(ray: Any, dataset: Any, plan: RunPlan, stage_id: str, token: str, shape: StepShape) -> Any:
+    device = plan.placement[stage_id]
+    step = _Step(token, stage_id, plan.graph, _worker_plugins(plan.pm), Device("cuda", 0) if device.is_gpu else device,
+                 plan.batch_sizes[stage_id], plan.artifacts.out_dir if plan.artifacts is not None else None,
+                 plan.store is not None)
+    common: dict[str, Any] = {"batch_size": plan.batch_sizes[stage_id], "batch_format": "numpy",
+                              "num_gpus": shape.num_gpus or None}
+    if not shape.actors:
+        return dataset.map_batches(_run_task, fn_kwargs={"step": step}, **common)
+    return dataset.map_batches(_StageWorker, fn_constructor_kwargs={"step": step},
+                               compute=ray.data.ActorPoolStrategy(size=shape.actors), **common)
+
+
+def _worker_plugins(pm: pluggy.PluginManager) -> list[tuple[str, Any]]:
+    """The plugins a worker needs: those implementing the stage call (the engine's own and any
+    wrapper). Observers (progress bars, webhooks) stay on the driver, which reports every item."""
+    wrappers = {id(impl.plugin) for impl in pm.hook.aigc_process_batch.get_hookimpls()}
+    return [(name, plugin) for name, plugin in pm.list_name_plugin() if id(plugin) in wrappers]
+
+
+def gpu_share(memory_bytes: int, gpus: tuple[GpuInfo, ...]) -> float:
+    """The share of one GPU a stage asks Ray for: its memory estimate over the smallest GPU's size,
+    rounded up to a twentieth; a whole GPU when either is unknown (no GPU on the driver)."""
+    if memory_bytes <= 0 or not gpus:
+        return 1.0
+    share = memory_bytes / min(gpu.total_bytes for gpu in gpus)
+    return min(1.0, math.ceil(share * 20) / 20)
+
+
+def _actor_count(gpus: float, rows: int, batch_size: int, resources: dict[str, float]) -> int:
+    """Actors for a model stage: as many as the cluster's GPUs hold (GPU stages) or half its CPUs
+    (CPU stages: each actor loads its own copy of the model), never more than there are batches."""
+    batches = max(1, math.ceil(rows / batch_size))
+    if gpus:
+        fit = int(resources.get("GPU", 1) / gpus)
+    else:
+        fit = int(resources.get("CPU", 2) // 2)
+    return max(1, min(fit, batches))
+
+
+class _StageWorker:
+    """One stage inside a Ray worker: a one-stage run plan, a `StageRunner`, a lazy model load."""
+
+    def __init__(self, step: _Step) -> None:
+        graph, stage_id = step.graph, step.stage_id
+        pm = pluggy.PluginManager(PROJECT)
+        pm.add_hookspecs(hookspecs)
+        for name, plugin in step.plugins:
+            pm.register(plugin, name=name)
+        stage = graph.stage_class(stage_id)(graph.pipeline.params[stage_id])
+        stats = StageStats(type(stage).type_name, str(step.device))
+        self.plan = RunPlan(graph, {stage_id: stage}, {stage_id: step.device}, {stage_id: step.batch_size}, pm,
+                            {stage_id: stats})
+        if step.out_dir is not None:
+            self.plan.artifacts = ArtifactWriter(step.out_dir)
+            self.plan.store = RunStore.attach(step.out_dir) if step.use_store else None
+        self.stage_id = stage_id
+        self.runner = StageRunner(stage_id, self.plan, LazyLoad(stage_id, self.plan))
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Run the batch; a stage that fails as a whole (its model does not load) marks the batch
+        failed instead of raising, so the driver gets the engine's own error, not Ray's wrapper."""
+        size = len(batch["state"])
+        empty = {**batch, _stats_column(self.stage_id): [b""] * size}
+        if any(batch["failure"]):  # an upstream stage failed: pass it on untouched
+            return empty
+        states = [pickle.loads(blob) for blob in batch["state"]]
+        stats = self.plan.stats[self.stage_id]
+        before = {name: getattr(stats, name) for name in _ADDED}
+        warned = len(self.plan.warnings)
+        try:
+            self.runner.run(states)
+        except BaseException as exc:  # noqa: BLE001 - the driver raises it, as the local executor would
+            return {**empty, "failure": [pickle.dumps(self._as_stage_error(exc))] * size}
+        change = {name: getattr(stats, name) - before[name] for name in _ADDED}
+        change.update({name: getattr(stats, name) for name in _PEAKS})
+        report = pickle.dumps((change, self.plan.warnings[warned:]))
+        return {**batch, "state": [pickle.dumps(state) for state in states],
+                _stats_column(self.stage_id): [report] + [b""] * (size - 1)}
+
+    def _as_stage_error(self, exc: BaseException) -> StageError:
+        """Like the local executor: a load failure as is, anything else as the engine's error."""
+        if isinstance(exc, StageError):
+            return exc
+        type_name = self.plan.stats[self.stage_id].type_name
+        what = "engine error" if isinstance(exc, Exception) else "stopped the run"
+        return StageError(self.stage_id, type_name, f"{what}: {type(exc).__name__}: {exc}")
+
+
+_TASK_WORKERS: dict[str, _StageWorker] = {}  # per worker process: the stages of the latest phases
+
+
+def _run_task(batch: dict[str, Any], step: _Step) -> dict[str, Any]:
+    """A stage without a model, as a Ray task: the worker process builds it once per phase."""
+    key = f"{step.token}/{step.stage_id}"
+    worker = _TASK_WORKERS.get(key)
+    if worker is None:
+        if len(_TASK_WORKERS) > 64:  # stages of runs long finished
+            _TASK_WORKERS.clear()
+        worker = _TASK_WORKERS[key] = _StageWorker(step)
+    return worker(batch)
+
+
+def _stats_column(stage_id: str) -> str:
+    return f"stats:{stage_id}"
+
+
+def _take_back(batch: dict[str, Any], by_index: dict[int, ItemState]) -> list[ItemState]:
+    """Copy what the workers did to each item onto the driver's own state; mark passers done."""
+    finished = []
+    for blob in batch["state"]:
+        remote: ItemState = pickle.loads(blob)
+        state = by_index[remote.index]
+        state.values, state.status, state.stage = remote.values, remote.status, remote.stage
+        state.reason, state.flags, state.trace = remote.reason, remote.flags, remote.trace
+        if state.status is None:
+            state.status = DONE
+        finished.append(state)
+    return finished
+
+
+def _add_stats(plan: RunPlan, batch: dict[str, Any], stages: list[str]) -> None:
+    for stage_id in stages:
+        stats = plan.stats[stage_id]
+        for blob in batch.get(_stats_column(stage_id), ()):
+            if not blob:
+                continue
+            change, warnings = pickle.loads(blob)
+            for name in _ADDED:
+                setattr(stats, name, getattr(stats, name) + change[name])
+            for name in _PEAKS:
+                setattr(stats, name, max(getattr(stats, name), change[name]))
+            plan.warnings.extend(warnings)
+
+
+def _raise_failure(batch: dict[str, Any]) -> None:
+    for blob in batch["failure"]:
+        if blob:
+            raise pickle.loads(blob)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # Ray colours its task names
+    return text.splitlines()[0] if text else ""
+
