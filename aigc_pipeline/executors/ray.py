@@ -43,7 +43,7 @@ from ..devices import Device, GpuInfo, probe_inventory
 from ..errors import AigcError, StageError
 from ..executor import DONE, ItemState, RunPlan, StageStats
 from ..graph import PipelineGraph
-from ..plugin_manager import PROJECT
+from ..plugin_manager import PROJECT, has_observers, notify
 from ..sinks import ArtifactWriter
 from ..stage_runner import LazyLoad, StageRunner
 from ..store import RunStore
@@ -77,34 +77,50 @@ class RayExecutor:
             return
         ray = _connect(self.address, self.num_cpus)
         stages = [sid for sid in plan.graph.order if stage_ids is None or sid in stage_ids]
-        records = [{"index": s.index, "state": pickle.dumps(s), "failure": b""} for s in live]
-        dataset = ray.data.from_items(records,
-                                      override_num_blocks=max(1, math.ceil(len(live) / ROWS_PER_BLOCK)))
-        resources = ray.cluster_resources()
-        gpus = probe_inventory().gpus if any(plan.placement[sid].is_gpu for sid in stages) else ()
-        token = uuid.uuid4().hex
-        for stage_id in stages:
-            shape = step_shape(plan, stage_id, len(live), resources, gpus)
-            dataset = _add_step(ray, dataset, plan, stage_id, token, shape)
-        by_index = {state.index: state for state in live}
-        batches = dataset.iter_batches(batch_size=None, batch_format="numpy")
+        batches = _dataset(ray, plan, live, stages).iter_batches(batch_size=None, batch_format="numpy")
         try:
-            for batch in batches:
-                _add_stats(plan, batch, stages)
-                _raise_failure(batch)
-                finished = _take_back(batch, by_index)
-                if on_finished is not None:
-                    on_finished(finished)
+            _drain(batches, plan, live, stages, on_finished)
         except AigcError:
             raise
         except Exception as exc:  # Ray itself failed (a worker died, the cluster went away)
             raise AigcError(f"the Ray executor failed: {type(exc).__name__}: {_first_line(exc)}") from exc
         finally:
             close = getattr(batches, "close", None)
-            if close is not None:
+            if close is not None:  # stops the dataset's execution when the run stops early
                 close()
             for stage_id in stages:  # the actors, and the models they loaded, end with the dataset
                 plan.stats[stage_id].unloads = plan.stats[stage_id].loads
+
+
+def _dataset(ray: Any, plan: RunPlan, live: list[ItemState], stages: list[str]) -> Any:
+    """The live items as records in blocks of ROWS_PER_BLOCK, then one step per stage."""
+    records = [{"index": s.index, "state": pickle.dumps(s), "failure": b""} for s in live]
+    dataset = ray.data.from_items(records, override_num_blocks=max(1, math.ceil(len(live) / ROWS_PER_BLOCK)))
+    resources = ray.cluster_resources()
+    gpus = probe_inventory().gpus if any(plan.placement[sid].is_gpu for sid in stages) else ()
+    token = uuid.uuid4().hex
+    for stage_id in stages:
+        shape = step_shape(plan, stage_id, len(live), resources, gpus)
+        dataset = _add_step(ray, dataset, plan, stage_id, token, shape)
+    return dataset
+
+
+def _drain(batches: Any, plan: RunPlan, live: list[ItemState], stages: list[str], on_finished: Any) -> None:
+    """Take each finished batch back: counters, a stage failure (raised), item states, progress."""
+    by_index = {state.index: state for state in live}
+    report = has_observers(plan.pm, "aigc_stage_progress")
+    seen = 0
+    for batch in batches:
+        _add_stats(plan, batch, stages)
+        _raise_failure(batch)
+        finished = _take_back(batch, by_index)
+        seen += len(finished)
+        if report:  # the driver sees items once they passed every stage of the phase
+            for stage_id in stages:
+                notify(plan.pm, "aigc_stage_progress", plan.warnings.append,
+                       stage_id=stage_id, done=seen, total=len(live))
+        if on_finished is not None:
+            on_finished(finished)
 
 
 def _connect(address: str | None, num_cpus: int | None) -> Any:
