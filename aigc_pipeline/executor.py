@@ -25,6 +25,7 @@ from .residency import (
     MemoryCap,
     budgets,
     cap_inventory,
+    fit_replicas,
     oversized,
     plan_phases,
     read_peaks,
@@ -147,6 +148,8 @@ class RunPlan:
     artifacts: ArtifactWriter | None = None  # set by execute() once the output folder is known
     store: RunStore | None = None  # set by execute() when the run reuses and records results
     residency: list[list[str]] = field(default_factory=list)  # stages whose models are resident together
+    # Every stage's devices, `placement[sid]` first; more than one: copies of it share its rows.
+    replicas: dict[str, list[Device]] = field(default_factory=dict)
 
 
 class ExecutorBackend(Protocol):
@@ -179,7 +182,7 @@ def make_plan(
 
     `gpu_memory` caps what the run may use on each GPU (placement and residency both see the cap).
     """
-    from .device_scheduler import place_stages
+    from .device_scheduler import place_stages, plan_replicas
 
     spec = graph.pipeline.spec
     stages: dict[str, Stage] = {}
@@ -201,12 +204,24 @@ def make_plan(
     placement = place_stages(requests, inventory, pm)
     batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).default_batch_size for sid in graph.order}
     memory = {sid: needs.memory_bytes for sid, needs in needs_of.items()}
-    stats = {sid: StageStats(type(stages[sid]).type_name, str(placement[sid]), memory_bytes=memory[sid])
+    budget = budgets(inventory)
+    residency = _residency(graph, placement, memory, budget)
+    asked = {sid: None if (count := spec.stages[sid].replicas) == "auto" else count for sid in graph.order}
+    splittable = [sid for sid in graph.order if _splittable(graph, sid)]
+    wanted = plan_replicas(requests, placement, inventory, asked, splittable)
+    replicas, dropped = fit_replicas(residency, placement, wanted, memory, budget)
+    stats = {sid: StageStats(type(stages[sid]).type_name, "+".join(map(str, replicas[sid])), memory_bytes=memory[sid])
              for sid in graph.order}
-    plan = RunPlan(graph, stages, placement, batch_sizes, pm, stats)
-    plan.residency = _residency(graph, placement, memory, budgets(inventory))
-    plan.warnings.extend(oversized(placement, memory, budgets(inventory)))
+    plan = RunPlan(graph, stages, placement, batch_sizes, pm, stats, residency=residency, replicas=replicas)
+    plan.warnings.extend(oversized(placement, memory, budget) + dropped)
     return plan
+
+
+def _splittable(graph: PipelineGraph, stage_id: str) -> bool:
+    """Whether copies of the stage may share its rows: each item's result depends on that item alone
+    (a stage says otherwise by being run-wide, not cacheable, or reducing)."""
+    cls, params = graph.stage_class(stage_id), graph.pipeline.params[stage_id]
+    return cls.cacheable(params) and not cls.run_wide(params) and not cls.reduces
 
 
 def _residency(

@@ -6,6 +6,10 @@ When they do not, the stages are split into *residency phases*: every pending ro
 the stages of phase 1 (their models resident), then those models unload and phase 2 loads —
 a swap per phase, never a swap per row.
 
+A stage that runs as copies on several GPUs (replicas) takes its memory on each of them, in
+its phase. A copy that does not fit there next to that phase's models is dropped: copies are
+there to go faster, and a phase of their own would mean a swap, which costs more than they gain.
+
 The budget of a GPU is its free memory when the run starts, capped by `--gpu-memory` (bytes such
 as "6GiB", or a fraction of the device's total such as "0.5" or "50%"). Memory estimates are the
 stages' `DeviceNeeds.memory_bytes`; an unknown estimate (0) never forces a swap.
@@ -118,6 +122,36 @@ def plan_phases(
             used[phase][device] = used[phase].get(device, 0) + need
         phase_of[stage_id] = phase
     return [[sid for sid in stage_ids if phase_of[sid] == p] for p in range(len(used))]
+
+
+def fit_replicas(
+    phases: list[list[str]],
+    placement: Mapping[str, Device],
+    replicas: Mapping[str, list[Device]],
+    memory: Mapping[str, int],
+    budget: Mapping[Device, int],
+) -> tuple[dict[str, list[Device]], list[str]]:
+    """The copies of each stage that fit in their GPU's budget in the stage's phase, and a warning per dropped one.
+
+    `replicas` maps a stage to its devices, its placement first. In each phase the stages' own
+    placements are counted first, then the extra copies in stage order, each where it still fits.
+    """
+    kept = {stage_id: devices[:1] for stage_id, devices in replicas.items()}
+    warnings = []
+    for phase in phases:
+        used: dict[Device, int] = {}
+        for stage_id in phase:
+            used[placement[stage_id]] = used.get(placement[stage_id], 0) + memory.get(stage_id, 0)
+        for stage_id in phase:
+            need = memory.get(stage_id, 0)
+            for device in replicas.get(stage_id, [])[1:]:
+                if need and used.get(device, 0) + need > budget.get(device, 0):
+                    warnings.append(f"stage '{stage_id}': no room for a copy on {device} (it needs about "
+                                    f"{format_bytes(need)} next to the models there); it runs without that copy")
+                    continue
+                kept[stage_id].append(device)
+                used[device] = used.get(device, 0) + need
+    return kept, warnings
 
 
 def oversized(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from .content import COLUMN_TYPES
 from .devices import Device
@@ -42,7 +42,17 @@ class StageSpec(BaseModel):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the stage type's params")
     device: str | None = Field(None, description="'cpu', 'cuda' or 'cuda:N'; default: the scheduler decides")
     batch_size: int | None = Field(None, ge=1, le=100_000, description="items per micro-batch")
+    replicas: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="copies of a GPU stage, one per GPU, sharing its rows; 'auto': the scheduler decides")
     description: str = ""
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _one_replicas_message(cls, value: Any) -> Any:
+        # Checked here, once: the union alone would report one error per member ("not an int", "not 'auto'").
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("must be 'auto' or a whole number, at least 1 (one copy per GPU)")
 
 
 class PipelineSpec(BaseModel):

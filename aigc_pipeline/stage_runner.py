@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .content import AUDIO, IMAGE, ArtifactData
+from .devices import Device
 from .errors import AigcError, StageError
 from .executor import (
     DONE,
@@ -26,6 +27,7 @@ from .executor import (
     MODEL_LOAD_LOCK,
     ItemState,
     RunPlan,
+    StageStats,
 )
 from .residency import (
     free_cached_memory,
@@ -46,23 +48,33 @@ from .store import (
 
 class LazyLoad:
     """Loads a stage the first time it is called (under MODEL_LOAD_LOCK); `attempted` says whether
-    `unload()` is due. A load error is raised as StageError ("failed to load: ..."), chained."""
+    `unload()` is due. A load error is raised as StageError ("failed to load: ..."), chained.
 
-    def __init__(self, stage_id: str, plan: RunPlan) -> None:
-        self.stage_id, self.plan = stage_id, plan
+    By default it loads the plan's instance of the stage on its placement and counts in its stats;
+    a copy of a replicated stage passes its own instance, device and stats.
+    """
+
+    def __init__(
+        self, stage_id: str, plan: RunPlan, stage: Stage | None = None, device: Device | None = None,
+        stats: StageStats | None = None,
+    ) -> None:
+        self.stage_id = stage_id
+        self.stage = plan.stages[stage_id] if stage is None else stage
+        self.device = plan.placement[stage_id] if device is None else device
+        self.stats = plan.stats[stage_id] if stats is None else stats
         self.attempted = False
 
     def __call__(self) -> None:
         if self.attempted:
             return
         self.attempted = True
-        stage, stats = self.plan.stages[self.stage_id], self.plan.stats[self.stage_id]
+        stage, stats = self.stage, self.stats
         if type(stage).load is Stage.load:  # nothing to load: no lock to wait for, no load to count
             return
         started = time.perf_counter()
         try:
             with MODEL_LOAD_LOCK:
-                stage.load(self.plan.placement[self.stage_id])
+                stage.load(self.device)
         except Exception as exc:
             raise StageError(self.stage_id, stage.type_name, f"failed to load: {type(exc).__name__}: {exc}") from exc
         stats.loads += 1
@@ -73,14 +85,17 @@ class StageRunner:
     """Runs micro-batches of one stage with per-item isolation, the run store and bookkeeping.
 
     `load` is called before the first micro-batch the store cannot serve (None: the caller
-    loaded the stage already).
+    loaded the stage already). A copy of a replicated stage passes its own `stage` and `stats`.
     """
 
-    def __init__(self, stage_id: str, plan: RunPlan, load: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, stage_id: str, plan: RunPlan, load: Callable[[], None] | None = None, stage: Stage | None = None,
+        stats: StageStats | None = None,
+    ) -> None:
         graph = plan.graph
         self.stage_id = stage_id
-        self.stage = plan.stages[stage_id]
-        self.stats = plan.stats[stage_id]
+        self.stage = plan.stages[stage_id] if stage is None else stage
+        self.stats = plan.stats[stage_id] if stats is None else stats
         self.seed_parts = (graph.pipeline.spec.seed, stage_id)
         self.inputs = [(port, str(ref)) for port, ref in graph.wiring[stage_id].items()]
         self.outputs = {port: f"{stage_id}.{port}" for port in type(self.stage).outputs}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pluggy
 import pytest
 
 from aigc_pipeline import hookimpl
-from aigc_pipeline.device_scheduler import place_stages
+from aigc_pipeline.device_scheduler import bottleneck, place_stages, plan_replicas
 from aigc_pipeline.devices import CPU, Device, Inventory
 from aigc_pipeline.engine import Engine
 from aigc_pipeline.errors import PlacementError
@@ -225,3 +226,98 @@ def test_make_plan_caps_gpu_memory_plans_phases_and_warns_about_a_model_too_big(
         "and may run out of memory (its batch then halves)"
     ]
     assert (capped.stats["copy"].memory_bytes, capped.stats["hero"].memory_bytes) == (5 * GiB, 12 * GiB)
+
+
+
+# ------------------------------------------------------------------ replicas: copies of a stage on several GPUs
+
+
+def replicas(
+    stages: dict[str, tuple[str, DeviceNeeds, Device | None]],
+    inventory: Inventory,
+    asked: dict[str, int] | None = None,
+    splittable: set[str] | None = None,
+) -> dict[str, list[Device]]:
+    placement = place_stages(stages, inventory, get_plugin_manager())
+    wanted = {sid: (asked or {}).get(sid) for sid in stages}
+    return plan_replicas(stages, placement, inventory, wanted, set(stages) if splittable is None else splittable)
+
+
+def llm_and_sd(llm_gib: float = 30, sd_gib: float = 10, kind: str = "any") -> dict[str, Any]:
+    return {"llm": ("test.model", needs(llm_gib, kind), None), "check": ("test.echo", needs(0, "cpu"), None),
+            "sd": ("test.model", needs(sd_gib, kind), None)}
+
+
+def test_the_bottleneck_gets_a_copy_on_every_other_gpu_where_it_fits() -> None:
+    # llm (the largest model) on cuda:1, sd on cuda:0, which has 60 GiB left: llm gets a copy there
+    assert replicas(llm_and_sd(), TWO_GPUS_80GB) == {"llm": [CUDA1, CUDA0], "check": [CPU], "sd": [CUDA0]}
+
+
+@pytest.mark.parametrize("inventory", [ONE_GPU_8GB, CPU_ONLY], ids=["one-gpu-8gib", "cpu-only"])
+def test_one_gpu_or_none_means_no_copies(inventory: Inventory) -> None:
+    devices = replicas(llm_and_sd(3, 2), inventory)
+    assert all(len(copies) == 1 for copies in devices.values())
+    assert devices["llm"] == [CUDA0 if inventory.has_gpu else CPU]
+
+
+def test_the_bottleneck_is_the_largest_known_model_on_a_gpu_the_earliest_of_equals() -> None:
+    placement = {"a": CUDA0, "b": CUDA1, "c": CUDA0, "cpu": CPU}
+    stages = {"a": ("test.model", needs(5), None), "b": ("test.model", needs(9), None),
+              "c": ("test.model", needs(9), None), "cpu": ("test.model", needs(50), None)}
+    assert bottleneck(stages, placement) == "b"  # 'cpu' is bigger, but not on a GPU; 'c' ties with 'b', later
+    assert bottleneck({"u": ("test.slow", needs(0), None)}, {"u": CUDA0}) is None  # unknown size: never copied
+
+
+def test_a_copy_goes_only_where_the_model_still_fits() -> None:
+    # llm takes 60 of cuda:1's 79 GiB; sd goes to cuda:0 and leaves 10 GiB there: no room for a copy of llm
+    assert replicas(llm_and_sd(60, 60), TWO_GPUS_80GB)["llm"] == [CUDA1]
+
+
+def test_a_stage_whose_items_depend_on_each_other_is_never_copied() -> None:
+    devices = replicas(llm_and_sd(), TWO_GPUS_80GB, splittable={"check", "sd"})
+    assert devices["llm"] == [CUDA1] and devices["sd"] == [CUDA0]  # nor is the next largest copied instead
+    with pytest.raises(PlacementError) as caught:
+        replicas(llm_and_sd(), TWO_GPUS_80GB, asked={"llm": 2}, splittable={"check", "sd"})
+    assert str(caught.value) == (
+        "stage 'llm' (test.model) cannot run as copies: an item's result there depends on other items "
+        "(e.g. a dedupe across the run), so its rows cannot be shared; remove its 'replicas: 2'")
+
+
+def test_replicas_1_turns_copies_off_and_n_asks_for_them() -> None:
+    assert replicas(llm_and_sd(), TWO_GPUS_80GB, asked={"llm": 1})["llm"] == [CUDA1]
+    asked = replicas(llm_and_sd(), TWO_GPUS_80GB, asked={"sd": 2})
+    assert asked["sd"] == [CUDA0, CUDA1]
+    assert asked["llm"] == [CUDA1, CUDA0]  # llm (auto) still gets its copy: cuda:0 has 70 - 10 GiB left
+
+
+def test_an_asked_for_copy_is_placed_even_where_it_may_not_fit() -> None:
+    # residency.fit_replicas decides, phase by phase, whether it fits (it drops it with a warning)
+    assert replicas(llm_and_sd(60, 60), TWO_GPUS_80GB, asked={"llm": 2})["llm"] == [CUDA1, CUDA0]
+
+
+def test_a_stage_pinned_to_one_gpu_gets_no_automatic_copy() -> None:
+    stages = llm_and_sd()
+    stages["llm"] = ("test.model", needs(30), CUDA1)
+    assert replicas(stages, TWO_GPUS_80GB)["llm"] == [CUDA1]
+    assert replicas(stages, TWO_GPUS_80GB, asked={"llm": 2})["llm"] == [CUDA1, CUDA0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "inventory", "count", "message"),
+    [
+        ("any", TWO_GPUS_80GB, 3, "stage 'llm' (test.model) asks for 3 replicas, one per GPU, and this machine has 2 "
+         "(cuda:0 Fake GPU 80 GiB (70.0 GiB free), cuda:1 Fake GPU 80 GiB (79.0 GiB free)); use at most 2, "
+         "or 'replicas: auto'"),
+        ("any", ONE_GPU_8GB, 2, "asks for 2 replicas, one per GPU, and this machine has 1 (cuda:0 Fake GPU 8 GiB"),
+        ("any", CPU_ONLY, 2, "stage 'llm' (test.model) asks for 2 replicas, one per GPU, but it runs on 'cpu' "
+         "(cpu only (no CUDA device found)); remove its 'replicas: 2'"),
+        ("cpu", TWO_GPUS_80GB, 2, "stage 'llm' (test.model) runs on the CPU only, and replicas are copies on GPUs, "
+         "one per GPU; remove its 'replicas: 2'"),
+    ],
+)
+def test_replicas_that_cannot_be_had_are_an_error_saying_why(
+    kind: str, inventory: Inventory, count: int, message: str
+) -> None:
+    with pytest.raises(PlacementError) as caught:
+        replicas(llm_and_sd(1, 1, kind), inventory, asked={"llm": count})
+    assert message in str(caught.value)

@@ -16,7 +16,7 @@ from aigc_pipeline.cli import app
 from aigc_pipeline.devices import CPU, Device, GpuInfo, Inventory
 from aigc_pipeline.executor import RunInfo
 from aigc_pipeline.progress import placement_lines
-from aigc_pipeline.residency import GiB, MemoryCap, cap_inventory, oversized, plan_phases, within
+from aigc_pipeline.residency import GiB, MemoryCap, cap_inventory, fit_replicas, oversized, plan_phases, within
 from aigc_pipeline.testing import ONE_GPU_8GB, TWO_GPUS_80GB, ModelStage, RecordingPlugin, fake_engine, run_text
 
 CUDA0, CUDA1 = Device("cuda", 0), Device("cuda", 1)
@@ -105,6 +105,34 @@ def test_a_model_larger_than_its_budget_runs_alone_with_a_warning() -> None:
 def test_within_restricts_phases_to_one_part_of_the_run() -> None:
     assert within([["a", "b"], ["c"], ["d"]], ["b", "d"]) == [["b"], ["d"]]
     assert within([["a"]], []) == [[]]
+
+
+def test_a_copy_counts_its_memory_on_its_gpu_in_its_phase_and_is_dropped_where_it_does_not_fit() -> None:
+    placement = {"copy": CUDA0, "hero": CUDA1, "voice": CUDA1}
+    memory = {"copy": 5 * GiB, "hero": 4 * GiB, "voice": 2 * GiB}
+    budget = {CUDA0: 8 * GiB, CUDA1: 8 * GiB}
+    wanted = {"copy": [CUDA0, CUDA1], "hero": [CUDA1, CUDA0], "voice": [CUDA1]}
+    # one phase: cuda:1 holds hero + voice (6 GiB), no room for copy's 5; cuda:0 then holds copy + hero's copy (9 > 8)
+    kept, warnings = fit_replicas([["copy", "hero", "voice"]], placement, wanted, memory, budget)
+    assert kept == {"copy": [CUDA0], "hero": [CUDA1], "voice": [CUDA1]}
+    assert warnings == [
+        "stage 'copy': no room for a copy on cuda:1 (it needs about 5.0 GiB next to the models there); "
+        "it runs without that copy",
+        "stage 'hero': no room for a copy on cuda:0 (it needs about 4.0 GiB next to the models there); "
+        "it runs without that copy",
+    ]
+    # in phases, a copy only meets the models of its own phase: both copies fit
+    kept, warnings = fit_replicas([["copy"], ["hero", "voice"]], placement, wanted, memory, budget)
+    assert kept == wanted and warnings == []
+
+
+def test_copies_never_add_a_phase() -> None:
+    placement = {"copy": CUDA0, "hero": CUDA1}
+    memory = {"copy": 5 * GiB, "hero": 5 * GiB}
+    phases = plan_phases(["copy", "hero"], {}, placement, memory, {CUDA0: 8 * GiB, CUDA1: 8 * GiB})
+    kept, _ = fit_replicas(phases, placement, {"copy": [CUDA0, CUDA1], "hero": [CUDA1]}, memory,
+                           {CUDA0: 8 * GiB, CUDA1: 8 * GiB})
+    assert phases == [["copy", "hero"]] and kept["copy"] == [CUDA0]
 
 
 # ------------------------------------------------------------------ runs on fake inventories

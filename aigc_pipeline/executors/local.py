@@ -4,17 +4,27 @@ Rows are cut into chunks; every stage walks the chunks in order and starts chunk
 of its upstream stages have finished chunk k. So independent branches run at the same time, and a
 model stage works on chunk k while CPU stages work on chunk k+1 (model libraries release the GIL).
 Within a chunk, a stage takes its live items in micro-batches of its own `batch_size`.
+
+A stage with replicas (`RunPlan.replicas`: copies on several GPUs) runs one thread per copy, each
+with its own instance loaded on its own device. The copies share the stage's work: its chunks
+are cut into micro-batches, in order, onto one queue, and whichever copy is free takes the next.
+The stage has finished chunk k when every micro-batch of it is done, by whichever copy. Each copy
+counts in its own `StageStats`, added to the stage's when it stops, so the counts add up.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..devices import Device
 from ..errors import StageError
-from ..executor import DONE, ItemState, RunPlan
+from ..executor import DONE, ItemState, RunPlan, StageStats
 from ..plugin_manager import has_observers, notify
+from ..stage import Stage
 from ..stage_runner import LazyLoad, StageRunner
 
 MIN_CHUNK = 64
@@ -39,10 +49,7 @@ class LocalExecutor:
         stages = plan.graph.order if stage_ids is None else stage_ids
         size = self.chunk_size or max([MIN_CHUNK, *(plan.batch_sizes[sid] for sid in stages)])
         flow = _Flow(plan, [live[i : i + size] for i in range(0, len(live), size)], stages)
-        workers = [
-            threading.Thread(target=flow.run_stage, args=(stage_id,), name=f"aigc-{stage_id}", daemon=True)
-            for stage_id in stages
-        ]
+        workers = [worker for stage_id in stages for worker in _workers(flow, stage_id)]
         for worker in workers:
             worker.start()
         try:
@@ -54,6 +61,30 @@ class LocalExecutor:
             flow.collect(on_finished)  # chunks that every stage finished while stopping are done too
         if flow.error is not None:
             raise flow.error
+
+
+def _workers(flow: _Flow, stage_id: str) -> list[threading.Thread]:
+    """The stage's thread, or one thread per copy of a replicated stage (the plan's instance first)."""
+    devices = flow.plan.replicas.get(stage_id, ())
+    if len(devices) < 2:
+        return [threading.Thread(target=flow.run_stage, args=(stage_id,), name=f"aigc-{stage_id}", daemon=True)]
+    stage, params = flow.plan.stages[stage_id], flow.plan.graph.pipeline.params[stage_id]
+    instances = [stage, *(type(stage)(params) for _ in devices[1:])]
+    return [
+        threading.Thread(target=flow.run_copy, args=(stage_id, instance, device), name=f"aigc-{stage_id}@{device}",
+                         daemon=True)
+        for instance, device in zip(instances, devices, strict=True)
+    ]
+
+
+@dataclass
+class _SharedWork:
+    """The micro-batches of a replicated stage, handed to whichever copy asks next."""
+
+    queue: deque[tuple[int, list[ItemState]]] = field(default_factory=deque)  # (chunk, micro-batch) not taken
+    opened: int = 0  # chunks cut into micro-batches so far (in order)
+    unfinished: list[int] = field(default_factory=list)  # per opened chunk: its micro-batches not done yet
+    seen: int = 0  # rows of the chunks the stage has finished
 
 
 class _Flow:
@@ -71,6 +102,7 @@ class _Flow:
         self.condition = threading.Condition()
         self.cancelled = False
         self.error: BaseException | None = None
+        self.shared = {sid: _SharedWork() for sid in stages if len(plan.replicas.get(sid, ())) > 1}
 
     def cancel(self) -> None:
         with self.condition:
@@ -96,10 +128,26 @@ class _Flow:
     def run_stage(self, stage_id: str) -> None:
         """Run one stage over every chunk. It loads lazily, on the first micro-batch the run store
         cannot serve: a stage whose results are all stored loads no model."""
-        stage = self.plan.stages[stage_id]
         load = LazyLoad(stage_id, self.plan)
+        self._guarded(stage_id, load, lambda: self._process_chunks(stage_id, load))
+
+    def run_copy(self, stage_id: str, stage: Stage, device: Device) -> None:
+        """Run one copy of a replicated stage: micro-batches from the shared queue, on `device`."""
+        total = self.plan.stats[stage_id]
+        stats = StageStats(total.type_name, total.device, memory_bytes=total.memory_bytes)
+        load = LazyLoad(stage_id, self.plan, stage, device, stats)
+        runner = StageRunner(stage_id, self.plan, load, stage, stats)
         try:
-            self._process_chunks(stage_id, load)
+            self._guarded(stage_id, load, lambda: self._process_shared(stage_id, runner))
+        finally:
+            with self.condition:
+                _add_stats(total, stats)
+
+    def _guarded(self, stage_id: str, load: LazyLoad, work: Callable[[], None]) -> None:
+        """Do a stage thread's `work`; any error stops the run; the stage unloads if it loaded."""
+        stage = load.stage
+        try:
+            work()
         except StageError as exc:  # failed to load
             self._fail(exc, exc.__cause__ or exc)
         except Exception as exc:  # StageRunner isolates a stage's exceptions: this one is the engine's
@@ -110,7 +158,7 @@ class _Flow:
             try:
                 if load.attempted:
                     stage.unload()
-                    self.plan.stats[stage_id].unloads += 1
+                    load.stats.unloads += 1
             except Exception as exc:
                 self.plan.warnings.append(f"stage '{stage_id}': unload failed: {type(exc).__name__}: {exc}")
 
@@ -130,6 +178,62 @@ class _Flow:
                 notify(self.plan.pm, "aigc_stage_progress", self.plan.warnings.append,
                        stage_id=stage_id, done=seen, total=self.total)
             self._complete(stage_id)
+
+    def _process_shared(self, stage_id: str, runner: StageRunner) -> None:
+        while (taken := self._take(stage_id)) is not None:
+            chunk, batch = taken
+            runner.run(batch)
+            self._batch_done(stage_id, chunk)
+
+    def _take(self, stage_id: str) -> tuple[int, list[ItemState]] | None:
+        """The next micro-batch of a replicated stage, with its chunk; None once all are taken, or on a stop.
+
+        The next chunk is cut into micro-batches once its upstream stages have finished it, by
+        whichever copy gets there first, so its live items are read once, before any copy runs them.
+        """
+        work = self.shared[stage_id]
+        with self.condition:
+            while not self.cancelled:
+                if work.queue:
+                    return work.queue.popleft()
+                if work.opened == len(self.chunks):
+                    return None
+                if all(self.completed[up] > work.opened for up in self.upstream[stage_id]):
+                    self._open_chunk(stage_id, work)
+                else:
+                    self.condition.wait()
+            return None
+
+    def _open_chunk(self, stage_id: str, work: _SharedWork) -> None:
+        """Queue the next chunk's micro-batches (with the condition held)."""
+        index, size = work.opened, self.plan.batch_sizes[stage_id]
+        live = [state for state in self.chunks[index] if state.status is None]
+        work.queue.extend((index, live[start : start + size]) for start in range(0, len(live), size))
+        work.unfinished.append(-(-len(live) // size))
+        work.opened += 1
+        self._finish_chunks(stage_id, work)  # a chunk with no live item is finished at once
+
+    def _batch_done(self, stage_id: str, chunk: int) -> None:
+        work = self.shared[stage_id]
+        with self.condition:
+            work.unfinished[chunk] -= 1
+            self._finish_chunks(stage_id, work)
+
+    def _finish_chunks(self, stage_id: str, work: _SharedWork) -> None:
+        """Count the leading chunks whose micro-batches are all done as finished (with the condition held).
+
+        Progress is reported here, under the condition, so a stage's reports never go backwards.
+        """
+        finished = self.completed[stage_id]
+        while finished < work.opened and work.unfinished[finished] == 0:
+            work.seen += len(self.chunks[finished])
+            finished += 1
+            if has_observers(self.plan.pm, "aigc_stage_progress"):
+                notify(self.plan.pm, "aigc_stage_progress", self.plan.warnings.append,
+                       stage_id=stage_id, done=work.seen, total=self.total)
+        if finished != self.completed[stage_id]:
+            self.completed[stage_id] = finished
+            self.condition.notify_all()
 
     def _fail(self, error: BaseException, cause: BaseException) -> None:
         error.__cause__ = cause
@@ -156,3 +260,14 @@ class _Flow:
             self.collected = count  # after marking: a Ctrl-C half-way leaves this chunk for the next call
             if on_finished is not None:
                 on_finished(chunk)
+
+
+def _add_stats(total: StageStats, part: StageStats) -> None:
+    """Add one copy's counts to its stage's: counts and seconds add up, peaks take the larger;
+    the rest (names, the memory estimate) is the stage's own."""
+    for item in fields(StageStats):
+        name = item.name
+        if name.startswith("peak_"):
+            setattr(total, name, max(getattr(total, name), getattr(part, name)))
+        elif name != "memory_bytes" and isinstance(getattr(total, name), int | float):
+            setattr(total, name, getattr(total, name) + getattr(part, name))
