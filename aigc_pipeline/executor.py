@@ -116,7 +116,8 @@ class RunInfo:
     placement: dict[str, str]
     devices: str
     memory: dict[str, int] = field(default_factory=dict)  # stage -> estimated bytes, where known
-    phases: list[list[str]] = field(default_factory=list)  # residency phases; more than one: models swap
+    phases: list[list[str]] = field(default_factory=list)  # residency phases (row stages, then group stages)
+    swaps: bool = False  # models do not fit together: some stages unload for others between phases
 
 
 @dataclass
@@ -282,9 +283,12 @@ def execute(
     states = [ItemState(row, column_keys) for row in rows]
     groups: list[Any] = []
     keys = result_keys(graph)
+    phases = split_phases(graph)
+    # A run with an aggregate always has a row phase and a group phase; more than that is a swap.
+    swaps = len(plan.residency) > sum(1 for part in (phases.rows, phases.groups) if part)
     info = RunInfo(graph.pipeline.spec.name, graph.pipeline.file, len(rows), str(out_dir),
-                   {sid: str(dev) for sid, dev in plan.placement.items()}, _devices(plan),
-                   {sid: s.memory_bytes for sid, s in plan.stats.items() if s.memory_bytes}, plan.residency)
+                   {sid: "+".join(map(str, _devices_of(plan, sid))) for sid in plan.placement}, _devices(plan),
+                   {sid: s.memory_bytes for sid, s in plan.stats.items() if s.memory_bytes}, plan.residency, swaps)
     started = time.perf_counter()
     notify(pm, "aigc_run_start", plan.warnings.append, run=info)
     error: str | None = None
@@ -295,7 +299,6 @@ def execute(
             notify(pm, "aigc_item_finished", plan.warnings.append, result=item_result(state, keys))
 
     runner = backend or LocalExecutor()
-    phases = split_phases(graph)
     try:
         run_in_phases(runner, plan, states, finished if _observed(pm) else None, phases.rows)
         if phases.reducers:
@@ -326,7 +329,7 @@ def run_in_phases(
     parts = within(plan.residency, stage_ids)
     for number, part in enumerate(parts):
         last = number == len(parts) - 1
-        gpus = {plan.placement[sid] for sid in part if plan.placement[sid].is_gpu}
+        gpus = {device for sid in part for device in _devices_of(plan, sid) if device.is_gpu}
         reset_peaks(gpus)
         try:
             runner.execute(plan, states, on_finished if last else _pending_again(on_finished), part)
@@ -338,7 +341,8 @@ def run_in_phases(
             peaks = read_peaks(gpus)
             for sid in part:
                 stats = plan.stats[sid]
-                stats.peak_memory_bytes = max(stats.peak_memory_bytes, peaks.get(plan.placement[sid], 0))
+                peak = max(peaks.get(device, 0) for device in _devices_of(plan, sid))
+                stats.peak_memory_bytes = max(stats.peak_memory_bytes, peak)
 
 
 def _pending_again(on_finished: Any) -> Any:
@@ -357,8 +361,13 @@ def _observed(pm: pluggy.PluginManager) -> bool:
     return bool(pm.hook.aigc_item_finished.get_hookimpls())
 
 
+def _devices_of(plan: RunPlan, stage_id: str) -> list[Device]:
+    """Where a stage runs: its device, then those of its copies (replicas), if any."""
+    return plan.replicas.get(stage_id) or [plan.placement[stage_id]]
+
+
 def _devices(plan: RunPlan) -> str:
-    return ", ".join(sorted({str(device) for device in plan.placement.values()})) or "cpu"
+    return ", ".join(sorted({str(device) for sid in plan.placement for device in _devices_of(plan, sid)})) or "cpu"
 
 
 def _counts(results: list[ItemResult]) -> dict[str, int]:

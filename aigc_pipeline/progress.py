@@ -19,7 +19,7 @@ def placement_lines(run: RunInfo) -> list[str]:
         for sid, device in run.placement.items()
     )
     lines = [f"placement: {stages}"]
-    if len(run.phases) > 1:
+    if run.swaps:
         steps = " then ".join("[" + ", ".join(phase) + "]" for phase in run.phases)
         lines.append(f"models do not fit in GPU memory together: {len(run.phases)} phases, each over all rows: {steps}")
     return lines

@@ -6,6 +6,8 @@ test_residency.py, and runs with copies in executors/test_local_replicas.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import BaseModel
 
@@ -14,8 +16,18 @@ from aigc_pipeline.devices import CPU, Device, GpuInfo, Inventory
 from aigc_pipeline.engine import Engine
 from aigc_pipeline.errors import PipelineFileError, PlacementError
 from aigc_pipeline.executor import RunPlan, make_plan
+from aigc_pipeline.progress import placement_lines
 from aigc_pipeline.stage import Stage
-from aigc_pipeline.testing import CPU_ONLY, ONE_GPU_8GB, TWO_GPUS_80GB, GiB, ModelStage, fake_engine
+from aigc_pipeline.testing import (
+    CPU_ONLY,
+    ONE_GPU_8GB,
+    TWO_GPUS_80GB,
+    GiB,
+    ModelStage,
+    RecordingPlugin,
+    fake_engine,
+    run_text,
+)
 
 CUDA0, CUDA1 = Device("cuda", 0), Device("cuda", 1)
 
@@ -113,3 +125,13 @@ def test_a_copy_that_does_not_fit_is_dropped_with_a_warning_and_adds_no_phase() 
     assert dropped.residency == [["prep", "llm", "sd"]]
     assert dropped.warnings == ["stage 'llm': no room for a copy on cuda:1 (it needs about 5.0 GiB next to the "
                                 "models there); it runs without that copy"]
+
+
+def test_the_run_announces_each_copy_in_its_placement(tmp_path: Path) -> None:
+    recorder = RecordingPlugin()
+    text = PIPELINE.replace("MODEL", "test.model").replace("REPLICAS", "")
+    run_text(text, [{"text": "a"}], tmp_path / "out", fake_engine(recorder), inventory=TWO_GPUS_80GB)
+    run = recorder.started[0]
+    assert run.placement == {"prep": "cpu", "llm": "cuda:1+cuda:0", "sd": "cuda:0"}
+    assert run.devices == "cpu, cuda:0, cuda:1"
+    assert placement_lines(run)[0].startswith("placement: prep → cpu, llm → cuda:1+cuda:0 (~10.0 GiB)")

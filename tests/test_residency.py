@@ -234,11 +234,32 @@ def test_a_later_phase_that_fails_to_load_leaves_rows_not_run(tmp_path: Path, mo
 
 def test_the_run_prints_placement_with_estimates_and_phases() -> None:
     info = RunInfo("p", "p.yaml", 10, "out", {"copy": "cuda:0", "check": "cpu", "hero": "cuda:0"}, "cpu, cuda:0",
-                   {"copy": 5 * GiB, "hero": 3 * GiB // 2}, [["copy", "check"], ["hero"]])
+                   {"copy": 5 * GiB, "hero": 3 * GiB // 2}, [["copy", "check"], ["hero"]], swaps=True)
     assert placement_lines(info) == [
         "placement: copy → cuda:0 (~5.0 GiB), check → cpu, hero → cuda:0 (~1.5 GiB)",
         "models do not fit in GPU memory together: 2 phases, each over all rows: [copy, check] then [hero]",
     ]
+
+
+def test_an_aggregate_alone_is_not_reported_as_a_swap(tmp_path: Path) -> None:
+    """Row stages, then group stages, are two phases by nature; only more than that means models swap."""
+    pipeline = """
+name: digest
+inputs: {topic: str, text: str}
+stages:
+  copy: {uses: test.model, inputs: {text: inputs.text}, with: {name: a, memory_gib: 5}}
+  digest: {uses: aggregate, inputs: {line: copy.text}, with: {group_by: topic, template: "{{ count }}"}}
+  intro: {uses: test.model, inputs: {text: digest.text}, with: {name: b, memory_gib: 5}}
+"""
+    rows = [{"topic": "x", "text": "a"}, {"topic": "y", "text": "b"}]
+    fits, swapped = RecordingPlugin(), RecordingPlugin()
+    run_text(pipeline, rows, tmp_path / "fits", fake_engine(fits), inventory=ONE_GPU_8GB)
+    run_text(pipeline.replace("name: b, memory_gib: 5", "name: b, memory_gib: 5}}\n  more: {uses: test.model, "
+                              "inputs: {text: intro.text}, with: {name: c, memory_gib: 5"), rows, tmp_path / "swaps",
+             fake_engine(swapped), inventory=ONE_GPU_8GB)
+    assert fits.started[0].phases == [["copy"], ["intro"]] and not fits.started[0].swaps
+    assert len(placement_lines(fits.started[0])) == 1
+    assert swapped.started[0].swaps and len(swapped.started[0].phases) == 3
 
 
 def test_cli_gpu_memory_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
