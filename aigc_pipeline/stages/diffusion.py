@@ -5,7 +5,11 @@ One pipeline call per micro-batch. Every item gets its own generator seeded with
 not depend on which other rows share its batch. The pixels are not guaranteed bit-identical
 across batch sizes: batched convolution kernels (oneDNN on CPU, cuDNN on GPU) round differently
 for different batch sizes, so a few pixel values may differ by one level; the same batch size on
-the same machine gives identical bytes.
+the same machine gives identical bytes. `batch_invariant: true` makes one pipeline call per item
+instead (same loaded pipeline, same arguments), so every batch size gives the bytes of batch
+size 1. No torch setting does that cheaply: oneDNN off, deterministic algorithms and one thread
+all still differ; float64 hid the difference on the tiny model only because its errors are
+smaller, not gone.
 
 Each image is returned as PNG bytes (`ArtifactData`); the engine writes the file. The PNG text
 chunks record what made it: prompt, negative prompt, seed, model, steps, guidance, scheduler,
@@ -60,6 +64,11 @@ class DiffusionParams(BaseModel):
     scheduler: SchedulerName | None = Field(None, description="noise scheduler class; default: the model's own")
     trust_remote_code: bool = Field(False, description="allow a model folder's own Python code to run")
     allow_pickle: bool = Field(False, description="allow pickle weights (.bin, .ckpt): they can run code")
+    batch_invariant: bool = Field(
+        False, description="run the denoising loop one image at a time inside the micro-batch, so an image's "
+                           "bytes do not depend on its batch neighbours, at the cost of batching speed; "
+                           "the model still loads once",
+    )
 
 
 class DiffusionImageStage(Stage):
@@ -104,25 +113,31 @@ class DiffusionImageStage(Stage):
         self.note = RANDOM_WEIGHTS_NOTE if says_random_weights(folder) else None
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
+        groups = [[item] for item in batch] if self.p.batch_invariant else [batch]
+        for group in groups:
+            self._generate(group)
+        return batch
+
+    def _generate(self, items: list[StageItem]) -> None:
+        """One pipeline call for `items`: each gets its image, and a flag if the safety checker fired."""
         import torch
 
         p = self.p
         kwargs: dict[str, Any] = {}
         if p.negative_prompt is not None:
-            kwargs["negative_prompt"] = [p.negative_prompt] * len(batch)
-        generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch]
+            kwargs["negative_prompt"] = [p.negative_prompt] * len(items)
+        generators = [torch.Generator("cpu").manual_seed(item.seed) for item in items]
         with torch.inference_mode():
             result = self.pipe(
-                prompt=[item.inputs["prompt"] for item in batch], num_inference_steps=p.steps,
+                prompt=[item.inputs["prompt"] for item in items], num_inference_steps=p.steps,
                 guidance_scale=p.guidance, width=p.width, height=p.height, generator=generators,
                 output_type="pil", **kwargs,
             )
-        blocked = getattr(result, "nsfw_content_detected", None) or [False] * len(batch)
-        for item, image, nsfw in zip(batch, result.images, blocked, strict=True):
+        blocked = getattr(result, "nsfw_content_detected", None) or [False] * len(items)
+        for item, image, nsfw in zip(items, result.images, blocked, strict=True):
             item.outputs["image"] = self._artifact(image, item)
             if nsfw:
                 item.flag("the model's safety checker found NSFW content and blacked the image out")
-        return batch
 
     def _artifact(self, image: Any, item: StageItem) -> ArtifactData:
         p = self.p

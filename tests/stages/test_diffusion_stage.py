@@ -1,6 +1,6 @@
 """The `diffusion.image` stage on the tiny Stable-Diffusion-style model: end to end through the
-CLI (template -> diffusion.image -> filter.image), seeds, PNG metadata, checked params, pickle
-weights refused, and the memory estimate."""
+CLI (template -> diffusion.image -> filter.image), seeds, batch sizes, PNG metadata, checked
+params, pickle weights refused, and the memory estimate."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ pytest.importorskip("diffusers")
 Image = pytest.importorskip("PIL.Image")
 pytestmark = pytest.mark.slow
 
-PRODUCTS = ["red running shoe", "espresso machine", "wool sweater", "olive oil", "headphones", "desk lamp"]
+PRODUCTS = ["red running shoe", "espresso machine", "wool sweater", "olive oil", "headphones", "desk lamp",
+            "leather wallet", "green teapot"]
 PIPELINE = """\
 name: hero_images
 inputs: {product: str}
@@ -32,7 +33,7 @@ seed: 11
 stages:
   prompt: {uses: template, with: {template: "a studio photo of {{ product }}"}}
   hero: {uses: diffusion.image, inputs: {prompt: prompt.text}, batch_size: BATCH,
-         with: {model: MODEL, steps: 2, width: 64, height: 48, negative_prompt: blurry}}
+         with: {model: MODEL, steps: 2, width: 64, height: 48, negative_prompt: blurry, batch_invariant: INVARIANT}}
   checked: {uses: filter.image, inputs: {image: hero.image},
             with: {min_width: 64, classifier: {model: CLASSIFIER, label: nsfw, threshold: 0.0}, on_fail: flag}}
 outputs: {image: checked.image, prompt: prompt.text}
@@ -41,6 +42,11 @@ outputs: {image: checked.image, prompt: prompt.text}
 
 def aigc(*args: str) -> Any:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def pipeline_text(batch: int, model: str, classifier: str, invariant: bool = False) -> str:
+    text = PIPELINE.replace("BATCH", str(batch)).replace("MODEL", model).replace("CLASSIFIER", classifier)
+    return text.replace("INVARIANT", str(invariant).lower())
 
 
 def flat(text: str) -> str:
@@ -60,14 +66,15 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tiny_model: Any, rows: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Three CLI runs of the same pipeline: batch size 4 twice, then batch size 1."""
+    """CLI runs of the same pipeline over the 8 rows: batch size 8 twice, then batch size 1; and with
+    `batch_invariant` at batch sizes 8 and 1."""
     base = tmp_path_factory.mktemp("diffusion-runs")
     model, classifier = str(tiny_model("sd")), str(tiny_model("image-classifier"))
     outs = {}
-    for name, batch in (("first", 4), ("again", 4), ("one_by_one", 1)):
+    for name, batch, invariant in (("first", 8, False), ("again", 8, False), ("one_by_one", 1, False),
+                                   ("invariant", 8, True), ("invariant_one_by_one", 1, True)):
         pipeline = base / f"{name}.yaml"
-        text = PIPELINE.replace("BATCH", str(batch)).replace("MODEL", model).replace("CLASSIFIER", classifier)
-        pipeline.write_text(text, encoding="utf-8")
+        pipeline.write_text(pipeline_text(batch, model, classifier, invariant), encoding="utf-8")
         outs[name] = base / name
         result = aigc("run", str(pipeline), "-i", str(rows), "-o", str(outs[name]), "--device", "cpu", "-q")
         assert result.exit_code == 0, result.output
@@ -106,14 +113,29 @@ def test_the_same_seed_gives_the_same_bytes_in_another_run(runs: dict[str, Path]
 
 
 def test_batch_size_does_not_change_an_image_beyond_rounding(runs: dict[str, Path]) -> None:
-    """Each item has its own generator, so its noise and image do not depend on its batch; batched
-    convolution kernels round differently per batch size, so a pixel value may differ by one."""
+    """By default the 8 rows go through one pipeline call at batch size 8 and through 8 calls at
+    batch size 1. Each item has its own generator, so its noise does not depend on its batch, but
+    batched kernels (oneDNN here) round differently per batch size: after the VAE a pixel value
+    may land one level apart, on a tiny fraction of the pixels. Identical bytes take
+    `batch_invariant` (below)."""
     for row in range(len(PRODUCTS)):
         with Image.open(png(runs["first"], row)) as a, Image.open(png(runs["one_by_one"], row)) as b:
             assert a.text == b.text
             differ = [abs(x - y) for x, y in zip(a.tobytes(), b.tobytes(), strict=True) if x != y]
         assert max(differ, default=0) <= 1, row
         assert len(differ) <= 0.001 * 64 * 48 * 3, row
+
+
+def test_batch_invariant_gives_the_same_bytes_at_batch_sizes_8_and_1(runs: dict[str, Path]) -> None:
+    """One pipeline call per image inside the micro-batch: the PNG files, pixels and settings are
+    those of a batch-size-1 run, with or without the flag (it changes nothing else)."""
+    for row in range(len(PRODUCTS)):
+        batched = png(runs["invariant"], row).read_bytes()
+        assert batched == png(runs["invariant_one_by_one"], row).read_bytes(), row
+        assert batched == png(runs["one_by_one"], row).read_bytes(), row
+        with Image.open(png(runs["invariant"], row)) as a, Image.open(png(runs["one_by_one"], row)) as b:
+            assert a.tobytes() == b.tobytes() and a.text == b.text, row
+    assert results(runs["invariant"]) == results(runs["one_by_one"])
 
 
 # ----------------------------------------------------------------- params, checked before anything loads
@@ -155,7 +177,7 @@ def test_pickle_only_weights_are_refused_before_any_row(tiny_model: Any, rows: P
     unet = folder / "unet" / "diffusion_pytorch_model.safetensors"
     unet.rename(unet.with_suffix(".bin"))
     pipeline = tmp_path / "p.yaml"
-    pipeline.write_text(PIPELINE.replace("BATCH", "4").replace("MODEL", str(folder)).replace("CLASSIFIER", str(folder)))
+    pipeline.write_text(pipeline_text(4, str(folder), str(folder)))
     result = aigc("run", str(pipeline), "-i", str(rows), "-o", str(tmp_path / "out"))
     assert result.exit_code == 2
     assert "stage 'hero' (diffusion.image): model" in flat(result.output)
