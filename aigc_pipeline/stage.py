@@ -13,6 +13,8 @@ A stage type is a subclass of `Stage` with:
   (default: every `model` param, with its `revision` and a fingerprint of its local files);
 - `cacheable(params)`: False when an item's result depends on more than its own inputs (e.g. a
   dedupe across the run): the run store then never reuses its results. Default: True;
+- `run_wide(params)`: True when an item's result depends on the rows before it (a dedupe): the
+  stage then sees every row in one instance, in input order (no replicas; one actor on Ray);
 - `__init__(params)`: cheap, stores configuration only;
 - `load(device)`: loads models once, on the device the scheduler chose;
 - `process(batch) -> batch`: a list of `StageItem` in, the same items out, each with its outputs

@@ -88,3 +88,17 @@ class TinyModels:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     """`tiny_model("lm")` -> the folder of a tiny random-weight model (built once per session)."""
     return TinyModels(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture
+def models_dir(tiny_model: TinyModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working folder whose models/tiny/* are the session's tiny models (the paths the example
+    pipelines in pipelines/ use); the test runs in it."""
+    import shutil
+
+    for kind in ("lm", "sd"):
+        target = tmp_path / "models" / "tiny" / kind
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(tiny_model(kind), target)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import wave
 from pathlib import Path
 
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -24,17 +22,6 @@ def run(*args: str) -> None:
 
 def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-@pytest.fixture
-def models_dir(tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working folder whose models/tiny/* are the session's tiny models (the paths the pipelines use)."""
-    for kind in ("lm", "sd"):
-        target = tmp_path / "models" / "tiny" / kind
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(tiny_model(kind), target)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_marketing_pipeline(models_dir: Path) -> None:

@@ -128,8 +128,8 @@ def test_abstract_classes_skip_the_check_and_their_subclasses_do_not() -> None:
 def test_contract_members_in_the_docstring_exist_on_stage() -> None:
     """The contract is written once, in stage.py's docstring; this keeps it true to the code."""
     documented = set(re.findall(r"^- `(\w+)", stage_module.__doc__ or "", re.MULTILINE))
-    assert documented == {"type_name", "Params", "inputs", "needs", "variables", "preflight", "__init__", "load", "process", "reduces",
-                          "unload", "model_identity", "cacheable"}
+    assert documented == {"type_name", "Params", "inputs", "needs", "variables", "preflight", "__init__", "load",
+                          "process", "reduces", "unload", "model_identity", "cacheable", "run_wide"}
     for name in documented:
         assert hasattr(Stage, name) or name in Stage.__annotations__
 

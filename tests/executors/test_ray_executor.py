@@ -8,7 +8,6 @@ so the runs here are few and small.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,17 +46,6 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def models_dir(tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working folder whose models/tiny/* are the session's tiny models (the paths the pipelines use)."""
-    for kind in ("lm", "sd"):
-        target = tmp_path / "models" / "tiny" / kind
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(tiny_model(kind), target)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def cli_run(*args: str) -> None:

@@ -142,7 +142,8 @@ def test_a_reducing_stage_must_implement_reduce() -> None:
 def test_cli_prints_the_groups_file(tmp_path: Path) -> None:
     pipeline = tmp_path / "digest.yaml"
     pipeline.write_text(DIGEST.replace("test.echo", "template").replace(
-        'inputs: {text: digest.text}, with: {prefix: "NEWS: "}', "inputs: {d: digest.text}, with: {template: 'N: {{ d }}'}"
+        'inputs: {text: digest.text}, with: {prefix: "NEWS: "}',
+        "inputs: {d: digest.text}, with: {template: 'N: {{ d }}'}",
     ))
     rows = tmp_path / "facts.jsonl"
     rows.write_text("".join(json.dumps(row) + "\n" for row in FACTS))

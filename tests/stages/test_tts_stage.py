@@ -100,7 +100,8 @@ def test_stub_length_follows_the_text_and_is_identical_for_any_batch_size(tmp_pa
     durations = [info.duration_s for info, _ in audio1]
     assert durations[LINES.index(LONG)] > durations[LINES.index(SHORT)]
     for r1, r4 in zip(results1, results4, strict=True):
-        assert (out1 / r1["outputs"]["audio"]["path"]).read_bytes() == (out4 / r4["outputs"]["audio"]["path"]).read_bytes()
+        path1, path4 = out1 / r1["outputs"]["audio"]["path"], out4 / r4["outputs"]["audio"]["path"]
+        assert path1.read_bytes() == path4.read_bytes()
     assert len({pcm[:4000] for _, pcm in audio1}) == len(LINES)  # the pitch differs per row (its seed)
 
 
@@ -161,7 +162,8 @@ def test_espeak_missing_stops_the_run_before_any_row(tmp_path: Path, monkeypatch
     done, out, results = run_cli(tmp_path, {"backend": "espeak"})
     assert done.exit_code == 2
     message = flat(done.stderr)
-    assert "stage 'voice' (tts): the tts stage's 'espeak' backend needs the program 'espeak-ng', which is not on PATH; install it: apt-get" in message
+    assert ("stage 'voice' (tts): the tts stage's 'espeak' backend needs the program 'espeak-ng', "
+            "which is not on PATH; install it: apt-get") in message
     assert "apt-get install espeak-ng" in message and "backend: stub" in message
     assert results == [] and not (out / "artifacts").exists()
 
@@ -192,7 +194,8 @@ def test_transformers_tiny_vits_is_reproducible_for_any_batch_size(tmp_path: Pat
         assert info.sample_rate == 16000 and info.duration_s > 0
         assert pcm == pcm2
     for r1, r2 in zip(results1[:3], results2[:3], strict=True):
-        assert (out1 / r1["outputs"]["audio"]["path"]).read_bytes() == (out2 / r2["outputs"]["audio"]["path"]).read_bytes()
+        path1, path2 = out1 / r1["outputs"]["audio"]["path"], out2 / r2["outputs"]["audio"]["path"]
+        assert path1.read_bytes() == path2.read_bytes()
     assert audio1[0][1] != audio1[1][1]
 
 
