@@ -8,6 +8,7 @@ unknown after that; then both validation phases and the graph checks run, before
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from .residency import MemoryCap
 from .sinks import GROUPS_FILE, write_error_log, write_results
 from .sources import InputRow, read_rows
 from .spec import Pipeline, check_plugin_names, parse_pipeline, read_pipeline_file, validate_stage_params
+from .stage import Stage
 from .store import RunStore
 
 
@@ -135,7 +137,7 @@ class Engine:
         if limit is not None and limit < 0:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
-        with fewer_gc_pauses():
+        with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)):
             rows = read_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
             plan = make_plan(graph, self.pm, device, inventory, cap)
             spec = graph.pipeline.spec
@@ -188,3 +190,41 @@ def fewer_gc_pauses(young_threshold: int = 50_000) -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*previous)
+
+
+# Seconds; see quicker_gil_handoffs. Measured in benchmarks/README.md ("pipelining.py").
+RUN_SWITCH_INTERVAL = 0.0005
+
+
+def beside_a_model(graph: PipelineGraph) -> bool:
+    """Whether a stage that loads a model (so spends long calls in native code, GIL released) may
+    run beside another stage: the runs where the GIL's hand-off latency costs something."""
+    classes = [graph.stage_class(stage_id) for stage_id in graph.order]
+    return len(classes) > 1 and any(cls.load is not Stage.load for cls in classes)
+
+
+@contextmanager
+def quicker_gil_handoffs(enabled: bool = True, interval: float | None = None) -> Iterator[None]:
+    """Let a thread that waits for the GIL get it sooner during a run (`sys.setswitchinterval`).
+
+    Every stage runs in its own thread. A model stage lets go of the GIL inside each torch call
+    (and again when torch frees a tensor) and must take it back after; while another stage runs
+    pure Python, CPython makes it wait a whole switch interval (5 ms by default) before the busy
+    thread is asked to let go. benchmarks/pipelining.py, torch scenario (7-13 ms matmuls beside a
+    busy Python stage, 2-core CPU): GIL wait per call 3.2-4.8 ms at 5 ms, 0.7-2.6 ms at 0.5 ms,
+    under 0.2 alone; a -> b 1.35-1.60x the slower stage alone at 5 ms, 1.07-1.31x at 0.5 ms (five
+    runs). A model of many small torch ops would wait up to an interval per op.
+
+    Threads that all run Python gain nothing and hand the GIL over more often (3x the context
+    switches in overhead.py's no-op pipeline), so `Engine.run` enables it only `beside_a_model`.
+    Never raises an interval a caller set lower; the previous value comes back afterwards, also
+    when the run raises. Two overlapping runs in one process may restore it early or leave it
+    lowered (as with the GC thresholds in `fewer_gc_pauses`): that costs speed, not correctness.
+    """
+    previous = sys.getswitchinterval()
+    if enabled:
+        sys.setswitchinterval(min(RUN_SWITCH_INTERVAL if interval is None else interval, previous))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)

@@ -4,16 +4,22 @@ Gate (../shared/BENCHMARKING.md): "two stages that do not compete for the same r
 wall <= 1.15x the slower stage alone". Each scenario has a CPU stage `a` and a "model" stage `b`
 of similar cost, chained `a -> b`, run three ways over the same rows, interleaved:
 
-    a alone, b alone, a -> b          (then again, --repeats times)
+    a alone, b alone, a -> b, [a -> b under each --compare-interval], two plain threads x2
+                                      (then again, --repeats times)
 
 and reports ratio = median(a -> b) / max(median(a alone), median(b alone)); 1.0 is perfect
-overlap, 2.0 is none (the sum).
+overlap, 2.0 is none (the sum). The torch scenario also runs a -> b with the engine's run switch
+interval (`aigc_pipeline.engine.RUN_SWITCH_INTERVAL`) set to each `--compare-interval` (default
+5 ms: Python's default, what the engine ran under before it lowered it), and the two stages'
+work in two plain threads (no engine) under Python's interval and under the engine's.
 
 Scenarios:
 - `sleep`:  both stages sleep per item (`test.slow`): the floor, pure engine scheduling.
 - `torch`:  `a` is pure Python holding the GIL (a busy loop: templating/filtering-like work);
             `b` is a torch matmul loop on one thread (torch releases the GIL while it computes),
             standing in for a model stage. Needs 2 cores and torch; skipped without torch.
+            `b` also clocks its matmul calls (`ThreadClock`): per call, the time spent waiting
+            for the GIL and for a core, and torch's thread count in its thread.
 
 Time is `summary.seconds` (in-engine: first stage call to last row done) and the whole
 `engine.run` (read input, run, write results). Rows are cut into chunks of 64 by the local
@@ -21,7 +27,7 @@ executor, so the overlap costs about one chunk of the slower stage.
 
     .venv/bin/python benchmarks/pipelining.py                 # 1024 rows, 5 repeats, both scenarios
     .venv/bin/python benchmarks/pipelining.py --quick         # 256 rows, 3 repeats
-Results: stdout and benchmarks/results/pipelining-<date>[-quick].json.
+Results: stdout and benchmarks/results/pipelining-<date>[-quick][-<label>].json.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -81,14 +89,50 @@ class BusyPython(Stage):
         return batch
 
 
+class ThreadClock:
+    """The calling thread's CPU time (`time.thread_time`) and its time spent waiting for a core
+    (runnable, not running: `run_delay` in Linux's `/proc/thread-self/schedstat`; nan elsewhere).
+
+    Both are read without letting go of the GIL (`ctypes.PyDLL` calls keep it; a Python `open()`
+    would not), since taking it back is exactly the wait being measured. The CPU time does not
+    come from schedstat, whose figure for a running thread lags by up to a scheduler tick. A matmul
+    on one torch thread does not sleep, so its wall time less both figures is the time it slept
+    waiting to take the GIL back (plus any time the hypervisor took the CPU away: steal).
+    """
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.buffer = ctypes.create_string_buffer(128)
+        self.libc = ctypes.PyDLL(None) if os.path.exists("/proc/thread-self/schedstat") else None
+
+    def read(self) -> tuple[float, float]:
+        if self.libc is None:
+            return time.thread_time(), float("nan")
+        handle = self.libc.open(b"/proc/thread-self/schedstat", os.O_RDONLY)
+        size = self.libc.read(handle, self.buffer, len(self.buffer) - 1)
+        self.libc.close(handle)
+        return time.thread_time(), int(self.buffer.raw[:size].split()[1]) / 1e9
+
+
+THREAD_CLOCK = ThreadClock()
+
+
 class TorchMatmul(Stage):
-    """A stand-in model stage: matmuls on one torch thread (the GIL is released while they compute)."""
+    """A stand-in model stage: matmuls on one torch thread (the GIL is released while they compute).
+
+    It keeps a clock of its matmul calls (`ThreadClock`): wall time, time on a CPU, time waiting
+    for a core, and the rest: waiting to take the GIL back, twice per call (when `torch.mm`
+    returns, and when the discarded result is freed: `THPVariable_clear` lets go of the GIL too).
+    `TorchMatmul.last` is the instance most recently loaded (the engine creates one per run).
+    """
 
     type_name = "bench.torch_matmul"
     Params = WorkParams
     inputs = {"text": TEXT}
     outputs = {"text": TEXT}
     default_batch_size = 16
+    last: TorchMatmul | None = None
 
     @classmethod
     def needs(cls, params: BaseModel) -> DeviceNeeds:
@@ -102,18 +146,43 @@ class TorchMatmul(Stage):
         generator = torch.Generator().manual_seed(0)
         self.a = torch.randn(size, size, generator=generator)
         self.b = torch.randn(size, size, generator=generator)
+        self.owed = 0.5  # matmuls owed but not yet run: rounds the total, not each batch
+        self.clock = {"calls": 0, "wall_s": 0.0, "cpu_s": 0.0, "core_wait_s": 0.0, "torch_threads": 0,
+                      "switch_interval_s": 0.0}
+        TorchMatmul.last = self
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         import torch
 
         p: WorkParams = self.params  # type: ignore[assignment]
-        count = max(1, round(p.ms_per_item * len(batch) / p.matmul_ms))  # a few large calls per batch
+        # A few large calls per batch. The fraction is carried over: rounding each batch instead
+        # made a 16-row batch of 1 ms rows one 10.9 ms matmul but two 10.6 ms ones (b's cost x2).
+        self.owed += p.ms_per_item * len(batch) / p.matmul_ms
+        count, self.owed = int(self.owed), self.owed % 1
+        clock = self.clock
+        clock["torch_threads"] = torch.get_num_threads()  # in the stage's thread: 1, as load() set it
+        clock["switch_interval_s"] = sys.getswitchinterval()  # what the engine runs stages under
+        cpu, core_wait = THREAD_CLOCK.read()
+        wall = time.perf_counter()
         with torch.inference_mode():
             for _ in range(count):
                 torch.mm(self.a, self.b)
+        clock["wall_s"] += time.perf_counter() - wall
+        cpu_after, core_wait_after = THREAD_CLOCK.read()
+        clock["cpu_s"] += cpu_after - cpu
+        clock["core_wait_s"] += core_wait_after - core_wait
+        clock["calls"] += count
         for item in batch:
             item.outputs["text"] = item.inputs["text"]
         return batch
+
+    def clock_report(self) -> dict[str, float]:
+        clock = dict(self.clock)
+        calls = max(1, int(clock["calls"]))
+        clock["wall_ms_per_call"] = clock["wall_s"] / calls * 1000
+        clock["core_wait_ms_per_call"] = clock["core_wait_s"] / calls * 1000
+        clock["gil_wait_ms_per_call"] = (clock["wall_s"] - clock["cpu_s"] - clock["core_wait_s"]) / calls * 1000
+        return clock
 
 
 class BenchStages:
@@ -153,29 +222,58 @@ def calibrate(size: int) -> float:
     a, b = torch.randn(size, size), torch.randn(size, size)
     for _ in range(20):
         torch.mm(a, b)
-    started, count = time.perf_counter(), 50
-    for _ in range(count):
-        torch.mm(a, b)
-    return (time.perf_counter() - started) / count * 1000
+    blocks, count = [], 10
+    for _ in range(7):  # the median of 7 blocks: one noisy block (a shared machine) does not set it
+        started = time.perf_counter()
+        for _ in range(count):
+            torch.mm(a, b)
+        blocks.append((time.perf_counter() - started) / count * 1000)
+    return statistics.median(blocks)
 
 
-def timed_run(engine: Any, text: str, rows_path: Path, work: Path, label: str) -> dict[str, float]:
+@contextmanager
+def engine_switch_interval(seconds: float | None) -> Iterator[None]:
+    """Run the engine under `seconds` instead of its own run switch interval (None: its own)."""
+    import aigc_pipeline.engine as engine_module
+
+    if seconds is None:
+        yield
+        return
+    if not hasattr(engine_module, "RUN_SWITCH_INTERVAL"):
+        raise SystemExit("--compare-interval: this engine has no RUN_SWITCH_INTERVAL to override")
+    previous = engine_module.RUN_SWITCH_INTERVAL
+    engine_module.RUN_SWITCH_INTERVAL = seconds
+    try:
+        yield
+    finally:
+        engine_module.RUN_SWITCH_INTERVAL = previous
+
+
+def timed_run(
+    engine: Any, text: str, rows_path: Path, work: Path, label: str, interval: float | None = None
+) -> dict[str, Any]:
     graph = engine.load_text(text, "<bench>")
     out = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=work))
     options = {"cache": False} if "cache" in inspect.signature(engine.run).parameters else {}
+    TorchMatmul.last = None
     gc.collect()
-    started = time.perf_counter()
-    result = engine.run(graph, rows_path, out, **options)
-    whole = time.perf_counter() - started
+    with engine_switch_interval(interval):
+        started = time.perf_counter()
+        result = engine.run(graph, rows_path, out, **options)
+        whole = time.perf_counter() - started
     statuses = {r.status for r in result.results}
     if statuses != {"done"}:
         raise SystemExit(f"{label}: not every row done: {statuses} ({result.summary.error})")
-    return {"in_engine": result.summary.seconds, "whole": whole}
+    sample: dict[str, Any] = {"in_engine": result.summary.seconds, "whole": whole}
+    if TorchMatmul.last is not None:
+        sample["b_clock"] = TorchMatmul.last.clock_report()
+    return sample
 
 
-def threads_reference(engine: Any, text: str, rows: int) -> float:
-    """Both stages' work in two plain threads, no engine and no dependency between them: the best
-    overlap this machine allows right now (a shared 2-core machine may not give a second core)."""
+def threads_reference(engine: Any, text: str, rows: int, interval: float) -> dict[str, Any]:
+    """Both stages' work in two plain threads, no engine and no dependency between them, under the
+    switch interval `interval`: the best overlap this machine allows right now (a shared 2-core
+    machine may not give a second core)."""
     import threading
 
     graph = engine.load_text(text, "<bench>")
@@ -188,38 +286,101 @@ def threads_reference(engine: Any, text: str, rows: int) -> float:
             stage.process([StageItem(i, {"text": "x"}, (0, "s")) for i in range(start, min(rows, start + 16))])
 
     threads = [threading.Thread(target=work, args=(stage,)) for stage in stages]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(interval)
+    try:
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - started
+    finally:
+        sys.setswitchinterval(previous)
+    sample: dict[str, Any] = {"seconds": seconds}
+    if isinstance(stages[1], TorchMatmul):
+        sample["b_clock"] = stages[1].clock_report()
+    return sample
 
 
-def measure(name: str, a: str, b: str, rows_path: Path, repeats: int, work: Path, rows: int) -> dict[str, Any]:
+def run_interval() -> float:
+    """The switch interval the engine runs stages under (the process's own for an older engine)."""
+    import aigc_pipeline.engine as engine_module
+
+    return min(getattr(engine_module, "RUN_SWITCH_INTERVAL", 1.0), sys.getswitchinterval())
+
+
+def measure(
+    name: str, a: str, b: str, rows_path: Path, repeats: int, work: Path, rows: int, compare: list[float]
+) -> dict[str, Any]:
+    """Interleaved repeats of: a alone, b alone, a -> b, a -> b under each `compare` interval,
+    then the plain-threads reference under the process's switch interval and under the engine's."""
     engine = fake_engine(BenchStages())
-    arms = {"a_alone": pipeline(a, None), "b_alone": pipeline(None, b), "a_then_b": pipeline(a, b)}
-    for arm, text in arms.items():  # untimed warm-up of each arm
-        timed_run(engine, text, rows_path, work, f"{name}-{arm}-warmup")
-    samples: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
-    reference: list[float] = []
+    both = pipeline(a, b)
+    arms: dict[str, tuple[str, float | None]] = {
+        "a_alone": (pipeline(a, None), None),
+        "b_alone": (pipeline(None, b), None),
+        "a_then_b": (both, None),
+        **{f"a_then_b_at_{seconds * 1000:g}ms": (both, seconds) for seconds in compare},
+    }
+    references = {"threads_reference": sys.getswitchinterval(), "threads_reference_at_run_interval": run_interval()}
+    for arm, (text, interval) in arms.items():  # untimed warm-up of each arm
+        timed_run(engine, text, rows_path, work, f"{name}-{arm}-warmup", interval)
+    samples: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
+    threads: dict[str, list[dict[str, Any]]] = {ref: [] for ref in references}
     for _ in range(repeats):
-        for arm, text in arms.items():
-            samples[arm].append(timed_run(engine, text, rows_path, work, f"{name}-{arm}"))
-        reference.append(threads_reference(engine, arms["a_then_b"], rows))
-    report: dict[str, Any] = {"samples": samples, "threads_reference_s": reference}
+        for arm, (text, interval) in arms.items():
+            samples[arm].append(timed_run(engine, text, rows_path, work, f"{name}-{arm}", interval))
+        for ref, interval in references.items():
+            threads[ref].append(threads_reference(engine, both, rows, interval))
+    report: dict[str, Any] = {
+        "samples": samples,
+        "threads_reference_s": [t["seconds"] for t in threads["threads_reference"]],
+        "threads_samples": threads,
+        "intervals_s": {"process": references["threads_reference"], "engine_run": references[
+            "threads_reference_at_run_interval"], "compare": compare},
+    }
+    reference = {ref: statistics.median(t["seconds"] for t in found) for ref, found in threads.items()}
     for figure in ("in_engine", "whole"):
         medians = {arm: statistics.median(s[figure] for s in samples[arm]) for arm in arms}
         slower = max(medians["a_alone"], medians["b_alone"])
         report[figure] = {
             "medians_s": medians,
-            "spread_s": {arm: [min(s[figure] for s in samples[arm]), max(s[figure] for s in samples[arm])]
-                         for arm in arms},
+            "spread_s": {arm: [min(s[figure] for s in found), max(s[figure] for s in found)]
+                         for arm, found in samples.items()},
             "ratio_to_slower_alone": medians["a_then_b"] / slower,
             "ratio_to_sum": medians["a_then_b"] / (medians["a_alone"] + medians["b_alone"]),
-            "ratio_to_threads_reference": medians["a_then_b"] / statistics.median(reference),
+            "ratio_to_threads_reference": medians["a_then_b"] / reference["threads_reference"],
+            "compare_ratio_to_slower_alone": {arm: medians[arm] / slower for arm in arms if "_at_" in arm},
+            "threads_ratio_to_slower_alone": {ref: seconds / slower for ref, seconds in reference.items()},
         }
+    report["threads_median_s"] = reference
+    clocks = {key: [s["b_clock"] for s in found if "b_clock" in s] for key, found in {**samples, **threads}.items()}
+    for part in ("wall", "gil_wait", "core_wait"):
+        report[f"b_{part}_ms_per_call"] = {
+            key: statistics.median(c[f"{part}_ms_per_call"] for c in found) for key, found in clocks.items() if found
+        }
+    report["b_torch_threads"] = sorted({int(c["torch_threads"]) for found in clocks.values() for c in found})
     return report
+
+
+def print_report(name: str, report: dict[str, Any]) -> None:
+    figure = report["in_engine"]
+    m = figure["medians_s"]
+    threads = report["threads_median_s"]
+    print(f"{name:6} a alone {m['a_alone']:.3f}s  b alone {m['b_alone']:.3f}s  a->b {m['a_then_b']:.3f}s  "
+          f"ratio to slower {figure['ratio_to_slower_alone']:.3f} (target <= {TARGET}), "
+          f"to sum {figure['ratio_to_sum']:.3f}; whole run ratio {report['whole']['ratio_to_slower_alone']:.3f}")
+    for arm, ratio in figure["compare_ratio_to_slower_alone"].items():
+        print(f"       {arm}: {m[arm]:.3f}s, ratio to slower {ratio:.3f}")
+    for ref, seconds in threads.items():
+        print(f"       two plain threads ({ref}): {seconds:.3f}s, "
+              f"ratio to slower {figure['threads_ratio_to_slower_alone'][ref]:.3f}")
+    for key, wall in report["b_wall_ms_per_call"].items():
+        print(f"       b's matmuls, {key}: {wall:.2f} ms per call, of which waiting for the GIL "
+              f"{report['b_gil_wait_ms_per_call'][key]:.2f}, for a core {report['b_core_wait_ms_per_call'][key]:.2f}")
+    if report["b_torch_threads"]:
+        print(f"       torch threads in b's thread: {report['b_torch_threads']}")
 
 
 def versions() -> dict[str, str]:
@@ -250,7 +411,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=768, help="torch scenario: matrix size")
     parser.add_argument("--only", choices=["sleep", "torch"], help="run one scenario")
     parser.add_argument("--quick", action="store_true", help="256 rows, 3 repeats")
+    parser.add_argument("--compare-interval", type=float, nargs="*", default=[0.005], metavar="SECONDS",
+                        help="torch scenario: also a -> b with the engine's run switch interval set to each of "
+                             "these (default 0.005: Python's default, the engine before it lowered it; none: skip)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--label", default="", help="result file pipelining-<date>-<label>.json")
     args = parser.parse_args()
     if args.quick:
         args.rows, args.repeats = 256, 3
@@ -258,28 +423,26 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="aigc-pipelining-"))
     rows_path = write_jsonl(work / "rows.jsonl", [{"text": f"row {i}"} for i in range(args.rows)])
     results: dict[str, Any] = {}
+    load_before = os.getloadavg()
     for name, (a, b) in scenarios(args.ms_per_item, matmul_ms, args.size).items():
         if args.only and name != args.only:
             continue
-        results[name] = measure(name, a, b, rows_path, args.repeats, work, args.rows)
-        figure = results[name]["in_engine"]
-        m = figure["medians_s"]
-        print(f"{name:6} a alone {m['a_alone']:.3f}s  b alone {m['b_alone']:.3f}s  a->b {m['a_then_b']:.3f}s  "
-              f"ratio to slower {figure['ratio_to_slower_alone']:.3f} (target <= {TARGET}), "
-              f"to sum {figure['ratio_to_sum']:.3f}; "
-              f"whole run ratio {results[name]['whole']['ratio_to_slower_alone']:.3f}; "
-              f"two plain threads {statistics.median(results[name]['threads_reference_s']):.3f}s "
-              f"(a->b / threads {figure['ratio_to_threads_reference']:.3f})")
+        compare = args.compare_interval if name == "torch" else []
+        results[name] = measure(name, a, b, rows_path, args.repeats, work, args.rows, compare)
+        print_report(name, results[name])
     record = {
         "benchmark": "pipelining", "date": dt.date.today().isoformat(), "commit": git_commit(),
         "config": {"rows": args.rows, "repeats": args.repeats, "ms_per_item": args.ms_per_item, "size": args.size,
-                   "matmul_ms": matmul_ms, "switch_interval_s": sys.getswitchinterval(), "batch_size": 16,
-                   "chunk": 64},
-        "machine": {"nproc": os.cpu_count(), "platform": platform.platform(), "loadavg": os.getloadavg()},
+                   "matmul_ms": matmul_ms, "switch_interval_s": sys.getswitchinterval(),
+                   "engine_run_switch_interval_s": run_interval(), "compare_intervals_s": args.compare_interval,
+                   "batch_size": 16, "chunk": 64},
+        "machine": {"nproc": os.cpu_count(), "platform": platform.platform(), "loadavg_before": load_before,
+                    "loadavg": os.getloadavg()},
         "versions": versions(), "target": TARGET, "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"pipelining-{record['date']}{'-quick' if args.quick else ''}.json"
+    suffix = ("-quick" if args.quick else "") + (f"-{args.label}" if args.label else "")
+    path = args.out / f"pipelining-{record['date']}{suffix}.json"
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(f"-> {path}")
 

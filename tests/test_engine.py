@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,11 @@ import pytest
 from aigc_pipeline import hookimpl
 from aigc_pipeline.content import TEXT
 from aigc_pipeline.devices import Device
-from aigc_pipeline.engine import Engine
+from aigc_pipeline.engine import RUN_SWITCH_INTERVAL, Engine
 from aigc_pipeline.errors import InputDataError, PlacementError
 from aigc_pipeline.executors.local import LocalExecutor
 from aigc_pipeline.sinks import ERRORS_FILE
-from aigc_pipeline.stage import Stage, StageItem
+from aigc_pipeline.stage import DeviceNeeds, Stage, StageItem
 from aigc_pipeline.testing import ONE_GPU_8GB, TWO_GPUS_80GB, fake_engine, run_text, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,3 +168,75 @@ def test_a_device_that_does_not_exist_fails_before_the_run(tmp_path: Path) -> No
             engine.load_text(SLOW_ANY), rows, tmp_path / "out", device=Device("cuda", 3), inventory=TWO_GPUS_80GB
         )
     assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+class SeesSwitchInterval(Stage):
+    """Records the GIL switch interval its thread runs under (pure Python: loads nothing)."""
+
+    type_name = "test.sees_switch_interval"
+    inputs = {"text": TEXT}
+    outputs = {"text": TEXT}
+    seen: list[float] = []
+
+    def process(self, batch: list[StageItem]) -> list[StageItem]:
+        SeesSwitchInterval.seen.append(sys.getswitchinterval())
+        for item in batch:
+            item.outputs["text"] = item.inputs["text"]
+        return batch
+
+
+class ModelSeesSwitchInterval(SeesSwitchInterval):
+    """The same, as a model stage: it loads something, and may be placed on a GPU."""
+
+    type_name = "test.model_sees_switch_interval"
+
+    @classmethod
+    def needs(cls, params: Any) -> DeviceNeeds:
+        return DeviceNeeds(kind="any")
+
+    def load(self, device: Device) -> None:
+        pass
+
+
+class SwitchIntervalStages:
+    @hookimpl
+    def aigc_register_stages(self) -> list[type[Stage]]:
+        return [SeesSwitchInterval, ModelSeesSwitchInterval]
+
+
+def about(seconds: float) -> Any:
+    return pytest.approx(seconds, abs=2e-6)  # CPython keeps the interval in whole microseconds
+
+
+def beside(stage_type: str) -> str:
+    return f"""
+name: interval
+inputs: {{text: str}}
+stages:
+  say: {{uses: test.echo, inputs: {{text: inputs.text}}, with: {{prefix: "> "}}}}
+  look: {{uses: {stage_type}, inputs: {{text: say.text}}}}
+"""
+
+
+def test_a_model_stage_beside_another_runs_under_a_short_switch_interval_restored_after(tmp_path: Path) -> None:
+    engine = fake_engine(SwitchIntervalStages())
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"text": "a"}])
+    model = engine.load_text(beside("test.model_sees_switch_interval"))
+    python_only = engine.load_text(beside("test.sees_switch_interval"))
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(0.0123)  # an odd value: a reset to Python's default would show too
+    try:
+        SeesSwitchInterval.seen = []
+        engine.run(model, rows, tmp_path / "model")
+        engine.run(python_only, rows, tmp_path / "python")  # no model stage: nothing to gain, left alone
+        assert SeesSwitchInterval.seen == [about(RUN_SWITCH_INTERVAL), about(0.0123)]
+        assert sys.getswitchinterval() == about(0.0123)
+        with pytest.raises(PlacementError):  # raised inside the run, after the interval was lowered
+            engine.run(model, rows, tmp_path / "raises", device=Device("cuda", 3), inventory=TWO_GPUS_80GB)
+        assert sys.getswitchinterval() == about(0.0123)
+        sys.setswitchinterval(0.0001)  # a caller's lower interval is kept, never raised
+        SeesSwitchInterval.seen = []
+        engine.run(model, rows, tmp_path / "lower")
+        assert SeesSwitchInterval.seen == [about(0.0001)]
+    finally:
+        sys.setswitchinterval(previous)
