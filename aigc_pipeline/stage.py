@@ -51,6 +51,12 @@ class DeviceNeeds:
     memory_bytes: int = 0
     dtype: str | None = None
 
+    @property
+    def model_work(self) -> bool:
+        """Whether the stage does model work (it may use a GPU, or declares model memory): slow per
+        item, worth its own Ray actor and small chunks locally; the rest is cheap CPU work."""
+        return self.kind != "cpu" or self.memory_bytes > 0
+
 
 class NoParams(BaseModel):
     """Params model for stages that take none."""

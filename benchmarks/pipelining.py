@@ -22,8 +22,8 @@ Scenarios:
             for the GIL and for a core, and torch's thread count in its thread.
 
 Time is `summary.seconds` (in-engine: first stage call to last row done) and the whole
-`engine.run` (read input, run, write results). Rows are cut into chunks of 64 by the local
-executor, so the overlap costs about one chunk of the slower stage.
+`engine.run` (read input, run, write results). The local executor cuts rows into chunks of the
+model stage's micro-batch (16), so the overlap costs about one micro-batch of the slower stage.
 
     .venv/bin/python benchmarks/pipelining.py                 # 1024 rows, 5 repeats, both scenarios
     .venv/bin/python benchmarks/pipelining.py --quick         # 256 rows, 3 repeats
@@ -435,7 +435,7 @@ def main() -> None:
         "config": {"rows": args.rows, "repeats": args.repeats, "ms_per_item": args.ms_per_item, "size": args.size,
                    "matmul_ms": matmul_ms, "switch_interval_s": sys.getswitchinterval(),
                    "engine_run_switch_interval_s": run_interval(), "compare_intervals_s": args.compare_interval,
-                   "batch_size": 16, "chunk": 64},
+                   "batch_size": 16, "chunk": 16},
         "machine": {"nproc": os.cpu_count(), "platform": platform.platform(), "loadavg_before": load_before,
                     "loadavg": os.getloadavg()},
         "versions": versions(), "target": TARGET, "results": results,

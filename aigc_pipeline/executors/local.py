@@ -31,7 +31,7 @@ MIN_CHUNK = 64
 
 
 class LocalExecutor:
-    """Runs a plan in this process. `chunk_size` defaults to the largest batch size (at least 64)."""
+    """Runs a plan in this process; `chunk_size` (rows per chunk) defaults to `chunk_size(...)`."""
 
     def __init__(self, chunk_size: int | None = None) -> None:
         self.chunk_size = chunk_size
@@ -47,7 +47,7 @@ class LocalExecutor:
         if not live:  # every row rejected, or --limit 0: loading models would be wasted
             return
         stages = plan.graph.order if stage_ids is None else stage_ids
-        size = self.chunk_size or max([MIN_CHUNK, *(plan.batch_sizes[sid] for sid in stages)])
+        size = self.chunk_size or chunk_size(plan, stages)
         flow = _Flow(plan, [live[i : i + size] for i in range(0, len(live), size)], stages)
         workers = [worker for stage_id in stages for worker in _workers(flow, stage_id)]
         for worker in workers:
@@ -61,6 +61,19 @@ class LocalExecutor:
             flow.collect(on_finished)  # chunks that every stage finished while stopping are done too
         if flow.error is not None:
             raise flow.error
+
+
+def chunk_size(plan: RunPlan, stages: list[str]) -> int:
+    """Rows per chunk. A stage starts chunk k once the stages before it have finished it, so it
+    trails them by a chunk, to the end of the run. With model stages, a chunk is their largest
+    micro-batch: two slow stages then overlap to within one micro-batch (benchmarks/pipelining.py:
+    chunks of 64 rows cost 6-12% there), and cheap stages take a model stage's pace anyway.
+    Without one, chunks of at least MIN_CHUNK keep the hand-off per chunk cheap next to stages
+    that take microseconds per row (benchmarks/overhead.py)."""
+    params = plan.graph.pipeline.params
+    models = [plan.batch_sizes[sid] for sid in stages
+              if type(plan.stages[sid]).needs(params[sid]).model_work]
+    return max(models) if models else max([MIN_CHUNK, *(plan.batch_sizes[sid] for sid in stages)])
 
 
 def _workers(flow: _Flow, stage_id: str) -> list[threading.Thread]:

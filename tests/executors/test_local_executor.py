@@ -11,9 +11,10 @@ import pytest
 from aigc_pipeline import hookimpl
 from aigc_pipeline.content import TEXT
 from aigc_pipeline.devices import Device
-from aigc_pipeline.executors.local import LocalExecutor
+from aigc_pipeline.executor import make_plan
+from aigc_pipeline.executors.local import LocalExecutor, chunk_size
 from aigc_pipeline.stage import Stage, StageItem
-from aigc_pipeline.testing import BatchCall, BatchLog, RecordingPlugin, fake_engine, run_text
+from aigc_pipeline.testing import CPU_ONLY, BatchCall, BatchLog, RecordingPlugin, fake_engine, run_text
 
 BRANCHES = """
 name: branches
@@ -216,3 +217,27 @@ def test_a_chunk_that_finishes_while_the_run_stops_is_still_done(tmp_path: Path)
     assert result.summary.error == "stage 'up' (test.stops_on_second_batch): stopped the run: SystemExit: stop"
     assert [r.status for r in result.results] == ["done", "done", "not_run", "not_run"]
     assert result.results[1].outputs == {"down.text": "boom"}
+
+
+SIZES = """
+name: sizes
+inputs: {text: str}
+stages:
+  prompt: {uses: test.echo, inputs: {text: inputs.text}, batch_size: 256}
+  model: {uses: test.model, inputs: {text: prompt.text}, with: {device: any}, batch_size: 16}
+  image: {uses: test.model, inputs: {text: model.text}, with: {name: image, device: cpu, memory_gib: 1}, batch_size: 4}
+  check: {uses: test.echo, inputs: {text: image.text}, batch_size: 128}
+"""
+
+
+def test_chunks_are_a_micro_batch_of_the_model_stages_and_larger_for_cheap_stages() -> None:
+    """A stage trails the one before it by a chunk: beside models a chunk is their largest batch
+    (16 here, not the template-like stages' 256); cheap stages alone keep chunks of 64 or more."""
+    engine = fake_engine()
+    plan = make_plan(engine.load_text(SIZES), engine.pm, inventory=CPU_ONLY)
+    assert chunk_size(plan, plan.graph.order) == 16
+    assert chunk_size(plan, ["image", "check"]) == 4  # a residency phase with one model
+    assert chunk_size(plan, ["prompt", "check"]) == 256
+    cheap = make_plan(engine.load_text(SIZES.replace("batch_size: 256", "batch_size: 8")), engine.pm,
+                      inventory=CPU_ONLY)
+    assert chunk_size(cheap, ["prompt"]) == 64
