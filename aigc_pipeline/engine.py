@@ -161,7 +161,8 @@ def _run_plan(
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
     from .report import write_report
 
-    manifest = start_manifest(graph, plan, input_path, len(rows))
+    executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
+    manifest = start_manifest(graph, plan, input_path, len(rows), executor)
     write_manifest(out, manifest)
     summary, results, groups = execute(plan, rows, out, backend, store)
     path = write_results(out, (result.as_dict() for result in results))

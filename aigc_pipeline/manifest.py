@@ -29,8 +29,9 @@ PACKAGES = ("aigc-pipeline", "torch", "transformers", "diffusers", "accelerate",
             "pluggy")
 
 
-def start_manifest(graph: PipelineGraph, plan: RunPlan, input_path: Path, rows: int) -> dict[str, Any]:
-    """The manifest of a run about to start."""
+def start_manifest(graph: PipelineGraph, plan: RunPlan, input_path: Path, rows: int,
+                   executor: str = "local") -> dict[str, Any]:
+    """The manifest of a run about to start; `executor` says which backend runs it."""
     spec, text = graph.pipeline.spec, graph.pipeline.source_text
     return {
         "manifest_version": 1,
@@ -43,8 +44,12 @@ def start_manifest(graph: PipelineGraph, plan: RunPlan, input_path: Path, rows: 
         "params": {sid: params.model_dump(mode="json") for sid, params in graph.pipeline.params.items()},
         "versions": {"python": platform.python_version(), **package_versions()},
         "models": _models(graph),
-        "devices": sorted({str(device) for device in plan.placement.values()}) or ["cpu"],
+        "devices": sorted({str(device) for sid, first in plan.placement.items()
+                           for device in plan.replicas.get(sid) or [first]}) or ["cpu"],
         "placement": {sid: str(device) for sid, device in plan.placement.items()},
+        "replicas": {sid: [str(device) for device in devices]
+                     for sid, devices in plan.replicas.items() if len(devices) > 1},
+        "executor": executor,
         "phases": plan.residency,
         "started_at": _now(),
         "ended_at": None,

@@ -31,6 +31,7 @@ def test_the_manifest_records_the_run(tmp_path: Path) -> None:
     assert manifest["seed"] == 11 and manifest["input"]["rows"] == 2 and manifest["input"]["columns"] == {"text": "str"}
     assert manifest["versions"]["aigc-pipeline"] and manifest["versions"]["python"].count(".") == 2
     assert manifest["placement"] == {"say": "cpu", "picture": "cpu"} and manifest["devices"] == ["cpu"]
+    assert manifest["executor"] == "local" and manifest["replicas"] == {}
     assert manifest["counts"]["done"] == 2 and manifest["started_at"] <= manifest["ended_at"]
     picture = manifest["stages"]["picture"]
     assert picture["done"] == 2 and picture["seconds"] >= 0 and picture["load_seconds"] >= 0

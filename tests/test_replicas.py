@@ -6,6 +6,7 @@ test_residency.py, and runs with copies in executors/test_local_replicas.py.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,5 @@ def test_the_run_announces_each_copy_in_its_placement(tmp_path: Path) -> None:
     assert run.placement == {"prep": "cpu", "llm": "cuda:1+cuda:0", "sd": "cuda:0"}
     assert run.devices == "cpu, cuda:0, cuda:1"
     assert placement_lines(run)[0].startswith("placement: prep → cpu, llm → cuda:1+cuda:0 (~10.0 GiB)")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["replicas"] == {"llm": ["cuda:1", "cuda:0"]} and manifest["devices"] == ["cpu", "cuda:0", "cuda:1"]

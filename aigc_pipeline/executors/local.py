@@ -33,6 +33,8 @@ MIN_CHUNK = 64
 class LocalExecutor:
     """Runs a plan in this process; `chunk_size` (rows per chunk) defaults to `chunk_size(...)`."""
 
+    description = "local"  # what the manifest records as the run's executor
+
     def __init__(self, chunk_size: int | None = None) -> None:
         self.chunk_size = chunk_size
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import os
 import pickle
 import re
 import uuid
@@ -69,6 +70,11 @@ class RayExecutor:
             raise AigcError(f"--executor ray needs Ray, which is not installed: {INSTALL_HINT}")
         self.address = address
         self.num_cpus = num_cpus
+
+    @property
+    def description(self) -> str:
+        """What the manifest records as the run's executor."""
+        return f"ray (cluster at {self.address})" if self.address else "ray (a local instance)"
 
     def execute(self, plan: RunPlan, states: list[ItemState], on_finished: Any,
                 stage_ids: list[str] | None = None) -> None:
@@ -148,8 +154,9 @@ class _Step:
     plugins: list[tuple[str, Any]]  # (name, plugin) of plugins that wrap the stage call
     device: Device
     batch_size: int
-    out_dir: Path | None
+    out_dir: Path | None  # absolute
     use_store: bool
+    cwd: str  # the driver's working folder: relative model paths in the file mean the same there
 
 
 @dataclass(frozen=True)
@@ -180,9 +187,9 @@ def step_shape(plan: RunPlan, stage_id: str, rows: int, resources: dict[str, flo
 
 def _add_step(ray: Any, dataset: Any, plan: RunPlan, stage_id: str, token: str, shape: StepShape) -> Any:
     device = plan.placement[stage_id]
+    out_dir = plan.artifacts.out_dir.resolve() if plan.artifacts is not None else None
     step = _Step(token, stage_id, plan.graph, _worker_plugins(plan.pm), Device("cuda", 0) if device.is_gpu else device,
-                 plan.batch_sizes[stage_id], plan.artifacts.out_dir if plan.artifacts is not None else None,
-                 plan.store is not None)
+                 plan.batch_sizes[stage_id], out_dir, plan.store is not None, os.getcwd())
     common: dict[str, Any] = {"batch_size": plan.batch_sizes[stage_id], "batch_format": "numpy",
                               "num_gpus": shape.num_gpus or None}
     if not shape.actors:
@@ -223,6 +230,8 @@ class _StageWorker:
 
     def __init__(self, step: _Step) -> None:
         graph, stage_id = step.graph, step.stage_id
+        if os.path.isdir(step.cwd):  # on another node it may not exist: paths there must be absolute
+            os.chdir(step.cwd)
         pm = pluggy.PluginManager(PROJECT)
         pm.add_hookspecs(hookspecs)
         for name, plugin in step.plugins:

@@ -74,7 +74,8 @@ def artifact_files(out: Path) -> list[Path]:
 def test_example_pipelines_give_the_local_executors_outputs(models_dir: Path, pipeline: str, data: str) -> None:
     args = [str(PIPELINES / pipeline), "-i", str(PIPELINES / "data" / data)]
     cli_run(*args, "-o", str(models_dir / "local"))
-    cli_run(*args, "-o", str(models_dir / "ray"), "--executor", "ray")
+    # Relative paths (the file's models/tiny/..., this -o) mean the driver's folder on the workers too.
+    cli_run(*args, "-o", "ray", "--executor", "ray")
     results = [json.loads(line) for line in (models_dir / "ray" / "results.jsonl").read_text().splitlines()]
     assert len(results) == 8 and {r["status"] for r in results} == {"done"}
     same_folders(models_dir / "local", models_dir / "ray")
@@ -104,6 +105,8 @@ def test_a_row_that_raises_fails_alone(tmp_path: Path) -> None:
     assert (stats["risky"].done, stats["risky"].failed, stats["model"].done) == (11, 1, 11)
     assert stats["model"].loads == 1  # one actor on 2 CPUs (each CPU model actor holds its own copy)
     assert "ValueError" in (tmp_path / "ray" / "errors.log").read_text()
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert manifest["executor"] == "ray (a local instance)" and manifest["counts"]["failed"] == 1
 
 
 class StopAfter:
