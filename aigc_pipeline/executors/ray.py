@@ -135,8 +135,12 @@ def _connect(address: str | None, num_cpus: int | None) -> Any:
     import ray.data
 
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.WARNING)
+        except Exception as exc:  # no cluster at that address, or Ray could not start here
+            where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+            raise AigcError(f"could not {where}: {type(exc).__name__}: {_first_line(exc)}") from exc
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # run-wide stages see rows in input order
     context.enable_progress_bars = False  # the engine reports progress itself

@@ -222,3 +222,15 @@ def test_how_stages_map_to_ray_tasks_actors_and_gpu_shares() -> None:
     assert shape("cpu_model") == StepShape(actors=8, num_gpus=0.0)  # half the CPUs: each holds a copy
     assert shape("unique") == StepShape(actors=1, num_gpus=0.0)  # run-wide: one actor, rows in order
     assert gpu_share(8 * GiB, ()) == 1.0  # the driver sees no GPU: ask for whole ones
+
+
+def test_no_cluster_at_the_address_is_a_clear_error(tmp_path: Path) -> None:
+    """`auto` joins a cluster started with `ray start`; there is none here."""
+    import ray
+
+    if ray.is_initialized():  # this module's local instance would be reused instead
+        ray.shutdown()
+    result = run_text(CHAIN, [{"text": "a"}], tmp_path / "out", backend=RayExecutor("auto"), inventory=CPU_ONLY)
+    assert result.summary.error is not None
+    assert result.summary.error.startswith("could not join the Ray cluster at auto: ConnectionError")
+    assert [r.status for r in result.results] == ["not_run"]
