@@ -18,6 +18,11 @@ instance, one per run). "Earlier" means processed earlier: rows in input order w
 executor's chunks; the first occurrence passes and later ones name its row. A text dropped for
 another reason is not remembered. The classifier model loads in `load`; torch and transformers
 are imported only there.
+
+Regex rules run on the `regex` package (the `re` syntax) with a time limit per search
+(RULE_TIMEOUT_S): a pattern that backtracks catastrophically on some text, such as `(a|aa)+$`,
+would otherwise hang the run. A rule that runs out of time fails the text, with a reason saying
+so: a gate does not pass a text it could not check.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..content import TEXT
@@ -38,6 +44,7 @@ from ..stage import DeviceNeeds, Stage, StageItem
 from . import text_checks as checks
 
 PiiKind = Literal["email", "phone", "card"]
+RULE_TIMEOUT_S = 1.0  # per regex rule and text; generous for any sane pattern on generated text
 
 
 def _all_kinds() -> list[PiiKind]:
@@ -56,7 +63,8 @@ class RegexRule(BaseModel):
     def _compiles(cls, pattern: str) -> str:
         try:
             re.compile(pattern)
-        except re.error as exc:
+            regex.compile(pattern)  # what runs it; accepts what `re` accepts, nearly always
+        except (re.error, regex.error) as exc:
             raise ValueError(f"invalid regular expression: {exc}") from None
         return pattern
 
@@ -219,7 +227,7 @@ class TextFilterStage(Stage):
         self.p = params
         terms = sorted(params.blocklist, key=len, reverse=True)
         self.blocked = re.compile("|".join(map(_term_pattern, terms)), re.I) if terms else None
-        self.rules = [(re.compile(rule.pattern), rule) for rule in params.rules]
+        self.rules = [(regex.compile(rule.pattern), rule) for rule in params.rules]
         self.pii_action = (params.pii.action or params.on_fail) if params.pii else None
         dedupe = params.dedupe
         self.duplicates = checks.DuplicateIndex(dedupe.mode, dedupe.threshold, dedupe.shingles) if dedupe else None
@@ -295,7 +303,13 @@ class TextFilterStage(Stage):
             if hits:
                 found.append("blocked term(s): " + ", ".join(hits))
         for pattern, rule in self.rules:
-            if bool(pattern.search(text)) != rule.must_match:
+            try:
+                matched = bool(pattern.search(text, timeout=RULE_TIMEOUT_S))
+            except TimeoutError:
+                found.append(f"rule /{rule.pattern}/ gave up after {RULE_TIMEOUT_S:g} s on this text "
+                             "(the pattern backtracks too much: simplify it)")
+                continue
+            if matched != rule.must_match:
                 verb = "does not match" if rule.must_match else "matches"
                 found.append(rule.reason or f"{verb} /{rule.pattern}/")
         return found

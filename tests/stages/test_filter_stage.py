@@ -21,6 +21,7 @@ from aigc_pipeline.errors import PipelineFileError
 from aigc_pipeline.executor import ItemResult
 from aigc_pipeline.plugin_manager import hookimpl
 from aigc_pipeline.stage import DeviceNeeds
+from aigc_pipeline.stages import filters
 from aigc_pipeline.stages.filters import TextFilterParams, TextFilterStage
 from aigc_pipeline.testing import CPU_ONLY, FakeStages, fake_engine, run_text
 
@@ -156,6 +157,19 @@ def test_regex_rules_must_match_and_must_not_match(engine: Engine, tmp_path: Pat
     assert reason(results[1]) == r"does not match /\d/"
     assert reason(results[2]) == "matches /(?i)click here/"
     assert reason(results[3]) == "no links"
+
+
+def test_a_rule_that_backtracks_forever_gives_up_on_that_text_only(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`(a|aa)+$` on 'aaa...a!' backtracks for longer than anyone waits (with `re`, for good):
+    the rule stops at its time limit and fails that text; other texts are checked as usual."""
+    monkeypatch.setattr(filters, "RULE_TIMEOUT_S", 0.2)
+    results = gate(engine, tmp_path, {"rules": [{"pattern": "(a|aa)+$"}]}, ["a" * 40 + "!", "fine", "aaa"])
+    assert statuses(results) == ["filtered", "done", "filtered"]
+    assert reason(results[0]) == "rule /(a|aa)+$/ gave up after 0.2 s on this text (the pattern backtracks " \
+                                 "too much: simplify it)"
+    assert reason(results[2]) == "matches /(a|aa)+$/"
 
 
 # ----------------------------------------------------------------- drop vs flag
