@@ -151,6 +151,7 @@ class RunPlan:
     residency: list[list[str]] = field(default_factory=list)  # stages whose models are resident together
     # Every stage's devices, `placement[sid]` first; more than one: copies of it share its rows.
     replicas: dict[str, list[Device]] = field(default_factory=dict)
+    needs: dict[str, DeviceNeeds] = field(default_factory=dict)  # each stage's, as make_plan read them once
 
 
 class ExecutorBackend(Protocol):
@@ -213,7 +214,8 @@ def make_plan(
     replicas, dropped = fit_replicas(residency, placement, wanted, memory, budget)
     stats = {sid: StageStats(type(stages[sid]).type_name, "+".join(map(str, replicas[sid])), memory_bytes=memory[sid])
              for sid in graph.order}
-    plan = RunPlan(graph, stages, placement, batch_sizes, pm, stats, residency=residency, replicas=replicas)
+    plan = RunPlan(graph, stages, placement, batch_sizes, pm, stats, residency=residency, replicas=replicas,
+                   needs=needs_of)
     plan.warnings.extend(oversized(placement, memory, budget) + dropped)
     return plan
 

@@ -72,9 +72,7 @@ def chunk_size(plan: RunPlan, stages: list[str]) -> int:
     chunks of 64 rows cost 6-12% there), and cheap stages take a model stage's pace anyway.
     Without one, chunks of at least MIN_CHUNK keep the hand-off per chunk cheap next to stages
     that take microseconds per row (benchmarks/overhead.py)."""
-    params = plan.graph.pipeline.params
-    models = [plan.batch_sizes[sid] for sid in stages
-              if type(plan.stages[sid]).needs(params[sid]).model_work]
+    models = [plan.batch_sizes[sid] for sid in stages if plan.needs[sid].model_work]
     return max(models) if models else max([MIN_CHUNK, *(plan.batch_sizes[sid] for sid in stages)])
 
 

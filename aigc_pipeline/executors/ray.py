@@ -177,7 +177,7 @@ def step_shape(plan: RunPlan, stage_id: str, rows: int, resources: dict[str, flo
     stage's `replicas:` when the file sets it, else as many as the cluster holds (`_actor_count`)."""
     cls, params = type(plan.stages[stage_id]), plan.graph.pipeline.params[stage_id]
     share = gpu_share(plan.stats[stage_id].memory_bytes, gpus) if plan.placement[stage_id].is_gpu else 0.0
-    if not cls.run_wide(params) and not cls.needs(params).model_work:  # no model worth an actor
+    if not cls.run_wide(params) and not plan.needs[stage_id].model_work:  # no model worth an actor
         return StepShape(0, share)
     replicas = plan.graph.pipeline.spec.stages[stage_id].replicas
     if cls.run_wide(params):
