@@ -99,7 +99,7 @@ def run(
         cap = MemoryCap.parse(gpu_memory) if gpu_memory else None
         backend = _backend(executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
-                            gpu_memory=cap, fresh=fresh, backend=backend)
+                            gpu_memory=cap, fresh=fresh, backend=backend, keep_results=False)
     except AigcError as exc:
         _fail(exc)
     except ValueError as exc:  # a bad --device, --gpu-memory or --executor

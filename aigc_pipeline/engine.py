@@ -31,8 +31,9 @@ from .plugin_manager import (
 )
 from .registry import StageRegistry
 from .residency import MemoryCap
-from .sinks import GROUPS_FILE, write_error_log, write_results
-from .sources import InputRow, read_rows
+from .results_writer import ResultsWriter
+from .sinks import GROUPS_FILE, write_results
+from .sources import InputRow, RowStream, stream_rows
 from .spec import Pipeline, check_plugin_names, parse_pipeline, read_pipeline_file, validate_stage_params
 from .stage import Stage
 from .store import RunStore
@@ -122,6 +123,7 @@ class Engine:
         gpu_memory: MemoryCap | str | None = None,
         fresh: bool = False,
         cache: bool = True,
+        keep_results: bool = True,
     ) -> RunResult:
         """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops.
 
@@ -132,18 +134,22 @@ class Engine:
         The output folder's run store (`run.sqlite`, see `store.py`) makes a re-run resume: stored
         results are reused and only what is missing runs. `fresh` discards the store first;
         `cache=False` runs without one. `manifest.json` and `report.html` are written too.
+
+        Rows stream from the input file to results.jsonl in a bounded window (see streaming.py);
+        `keep_results=False` also keeps no result in memory (`RunResult.results` is then empty:
+        read results.jsonl), so memory does not grow with the number of rows.
         """
         out = Path(out_dir)
         if limit is not None and limit < 0:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
         with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)):
-            rows = read_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
+            rows = stream_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
             plan = make_plan(graph, self.pm, device, inventory, cap)
             spec = graph.pipeline.spec
             store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None
             try:
-                return _run_plan(graph, plan, rows, Path(input_path), out, backend, store)
+                return _run_plan(graph, plan, rows, Path(input_path), out, backend, store, keep_results)
             finally:
                 if store is not None:
                     store.close()
@@ -152,11 +158,12 @@ class Engine:
 def _run_plan(
     graph: PipelineGraph,
     plan: Any,
-    rows: list[InputRow],
+    rows: RowStream | list[InputRow],
     input_path: Path,
     out: Path,
     backend: ExecutorBackend | None,
     store: RunStore | None,
+    keep_results: bool = True,
 ) -> RunResult:
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
     from .report import write_report
@@ -164,10 +171,18 @@ def _run_plan(
     executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
     write_manifest(out, manifest)
-    summary, results, groups = execute(plan, rows, out, backend, store)
-    path = write_results(out, (result.as_dict() for result in results))
+    writer = ResultsWriter(out, keep_results)
+    try:
+        summary, _, groups = execute(plan, rows, out, backend, store, sink=writer, total=len(rows))
+        for group in groups:
+            if group.trace:
+                writer.trace(group)
+        path, errors_path, _ = writer.commit(summary)
+    except BaseException:
+        writer.discard()
+        raise
+    results = writer.kept or []
     groups_path = write_results(out, (g.as_dict() for g in groups), GROUPS_FILE) if groups else None
-    errors_path = write_error_log(out, [*results, *groups], summary)
     write_manifest(out, finish_manifest(manifest, summary))
     try:
         write_report(out)
