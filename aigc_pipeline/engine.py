@@ -160,6 +160,7 @@ def _run_plan(
 ) -> RunResult:
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
     from .report import write_report
+    from .review.results import annotate_results
 
     executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
@@ -170,6 +171,8 @@ def _run_plan(
     errors_path = write_error_log(out, [*results, *groups], summary)
     write_manifest(out, finish_manifest(manifest, summary))
     try:
+        if store is not None:
+            annotate_results(out)  # review decisions and takes, once the run has any
         write_report(out)
     except Exception as exc:  # the results are safe on disk; a report bug must not hide them
         summary.warnings.append(f"could not write report.html: {type(exc).__name__}: {exc}")
