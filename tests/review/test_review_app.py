@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -40,7 +41,7 @@ def _client(out: Path) -> tuple[ReviewApp, TestClient]:
     return app, TestClient(app.asgi(), base_url=BASE)
 
 
-def _post(client: TestClient, app: ReviewApp, body: dict, **headers: str) -> object:
+def _post(client: TestClient, app: ReviewApp, body: dict[str, Any], **headers: str) -> Any:
     return client.post("/api/decision", json=body, headers={TOKEN_HEADER: app.token, "Origin": BASE, **headers})
 
 
@@ -57,9 +58,9 @@ def test_decisions_are_stored_escaped_and_written_to_results(out: Path) -> None:
     reviews = [json.loads(line)["review"] for line in (out / "results.jsonl").read_text().splitlines()]
     assert reviews == ["approved", "rejected", "pending"]
     again, client2 = _client(out)  # a restart: the decisions are in the run store
-    page = client2.get("/").text
-    assert page.count("data-review=\"approved\" tabindex") == 1 and page.count("data-review=\"rejected\" tabindex") == 1
-    assert "&lt;b&gt;fine&lt;/b&gt;" in page
+    text = client2.get("/").text
+    assert text.count('data-review="approved" tabindex') == 1 and text.count('data-review="rejected" tabindex') == 1
+    assert "&lt;b&gt;fine&lt;/b&gt;" in text
 
 
 def test_requests_from_elsewhere_are_refused(out: Path) -> None:
