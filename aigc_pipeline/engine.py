@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +56,7 @@ class Engine:
     loaded on demand (`entry_points=None` loads them all at once, e.g. to list stages).
     """
 
-    def __init__(self, plugins: list[str] | None = None, entry_points: list[str] | None = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, plugins: list[str] | None = None, entry_points: Sequence[str] | None = ()) -> None:
         self.pm: pluggy.PluginManager = get_plugin_manager(entry_points, plugins or [])
         self._registry: StageRegistry | None = None
 
