@@ -17,13 +17,10 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .content import Artifact, ArtifactData
 from .safe_paths import checked_path, real_folder
-
-if TYPE_CHECKING:
-    from .executor import ItemResult, RunSummary
 
 RESULTS_FILE = "results.jsonl"
 GROUPS_FILE = "groups.jsonl"
@@ -100,28 +97,6 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, Artifact):
         return {"path": value.relpath, **value.metadata}
     return str(value)
-
-
-def write_error_log(out_dir: Path, results: Iterable[ItemResult], summary: RunSummary) -> Path | None:
-    """Write errors.log: one block per failed row with a traceback, plus why the run stopped.
-
-    Without any traceback the file is removed, so a stale log of an earlier run never misleads.
-    """
-    path = out_dir / ERRORS_FILE
-    blocks = [_error_block(result) for result in results if result.trace]
-    if summary.trace:
-        blocks.insert(0, f"the run stopped early: {summary.error}\n{summary.trace}")
-    if not blocks:
-        path.unlink(missing_ok=True)
-        return None
-    write_atomic(path, (block.rstrip("\n") + "\n\n" for block in blocks))
-    return path
-
-
-def _error_block(result: ItemResult) -> str:
-    error = result.error or {}
-    where = f"row {result.row}, line {result.line}, stage '{error.get('stage', '?')}'"
-    return f"{where}: {result.status}: {error.get('reason', '')}\n{result.trace}"
 
 
 class ArtifactWriter:

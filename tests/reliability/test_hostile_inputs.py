@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from reliability_support import TEXT_PIPELINE, aigc
+from reliability_support import TEXT_PIPELINE, aigc, small_tmpfs
 
 from aigc_pipeline.limits import MAX_CELL_CHARS, MAX_NESTING
 
@@ -111,12 +111,10 @@ def test_an_output_folder_that_is_a_file_is_an_error(tmp_path: Path) -> None:
     assert code == 2 and "is a file, not a folder" in output
 
 
-def test_a_read_only_output_folder_is_an_error(tmp_path: Path, small_tmpfs: Path) -> None:
-    import subprocess
-
-    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+def test_a_read_only_output_folder_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(TEXT_PIPELINE)
     (tmp_path / "rows.jsonl").write_text('{"text": "a"}\n')
-    code, output = aigc("run", str(tmp_path / "p.yaml"), "-i", str(tmp_path / "rows.jsonl"), "-o",
-                        str(small_tmpfs / "out"), "-q")
+    with small_tmpfs(tmp_path, read_only=True) as folder:
+        code, output = aigc("run", str(tmp_path / "p.yaml"), "-i", str(tmp_path / "rows.jsonl"), "-o",
+                            str(folder / "out"), "-q")
     assert code == 2 and "cannot write in the output folder" in output and "Read-only" in output
