@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from .plugin_manager import (
 from .records import ExecutorBackend, ItemResult, RunSummary
 from .registry import StageRegistry
 from .residency import MemoryCap
+from .safe_paths import prepare_output_folder
 from .sinks import ERRORS_FILE, GROUPS_FILE, write_atomic, write_results
 from .sources import InputRow, read_rows
 from .spec import Pipeline, check_plugin_names, parse_pipeline, read_pipeline_file, validate_stage_params
@@ -56,7 +57,7 @@ class Engine:
     loaded on demand (`entry_points=None` loads them all at once, e.g. to list stages).
     """
 
-    def __init__(self, plugins: list[str] | None = None, entry_points: list[str] | None = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, plugins: list[str] | None = None, entry_points: Sequence[str] | None = ()) -> None:
         self.pm: pluggy.PluginManager = get_plugin_manager(entry_points, plugins or [])
         self._registry: StageRegistry | None = None
 
@@ -140,6 +141,7 @@ class Engine:
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
         with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)):
             rows = read_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
+            prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
             plan = make_plan(graph, self.pm, device, inventory, cap)
             spec = graph.pipeline.spec
             store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None

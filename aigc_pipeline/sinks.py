@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .content import Artifact, ArtifactData
+from .safe_paths import checked_path, real_folder
 
 RESULTS_FILE = "results.jsonl"
 GROUPS_FILE = "groups.jsonl"
@@ -47,7 +48,10 @@ def crash_point(point: str) -> None:
 def remove_stale_temp_files(out_dir: Path) -> int:
     """Delete the temporary files a killed run left (`.<name>.*.tmp`); they are never referenced."""
     removed = 0
-    for folder in (out_dir, *(p for p in (out_dir / "artifacts").glob("*") if p.is_dir())):
+    artifacts = out_dir / "artifacts"
+    # Never through a link: a linked folder's temp-looking files are someone else's.
+    stage_folders = [p for p in artifacts.iterdir() if real_folder(p)] if real_folder(artifacts) else []
+    for folder in (out_dir, *stage_folders):
         for temp in folder.glob(".*.tmp"):
             temp.unlink(missing_ok=True)
             removed += 1
@@ -112,7 +116,7 @@ class ArtifactWriter:
     def save(self, stage_id: str, row: int, port: str, artifact: ArtifactData) -> Artifact:
         suffix = artifact.suffix if _SAFE_SUFFIX.match(artifact.suffix) else ".bin"
         relpath = f"artifacts/{stage_id}/{row:06d}.{port}{suffix}"
-        path = self.out_dir / relpath
+        path = checked_path(self.out_dir, relpath)
         write_atomic(path, [artifact.data])
         digest = hashlib.sha256(artifact.data).hexdigest()
         return Artifact(relpath, path.resolve(), dict(artifact.metadata), digest)
