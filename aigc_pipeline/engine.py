@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ import pluggy
 
 from .devices import Device, Inventory
 from .errors import InputDataError, PipelineFileError, PluginError, Problem
-from .executor import ExecutorBackend, ItemResult, RunSummary, execute, make_plan
+from .executor import execute, make_plan
 from .graph import PipelineGraph, build_graph
 from .manifest import finish_manifest, start_manifest, write_manifest
 from .plugin_manager import (
@@ -29,10 +29,12 @@ from .plugin_manager import (
     load_entry_points,
     load_module_plugin,
 )
+from .records import ExecutorBackend, ItemResult, RunSummary
 from .registry import StageRegistry
 from .residency import MemoryCap
-from .results_writer import ResultsWriter
-from .sinks import GROUPS_FILE, write_results
+from .results_writer import ResultsWriter, error_block
+from .safe_paths import prepare_output_folder
+from .sinks import ERRORS_FILE, GROUPS_FILE, write_atomic, write_results
 from .sources import InputRow, RowStream, stream_rows
 from .spec import Pipeline, check_plugin_names, parse_pipeline, read_pipeline_file, validate_stage_params
 from .stage import Stage
@@ -56,7 +58,7 @@ class Engine:
     loaded on demand (`entry_points=None` loads them all at once, e.g. to list stages).
     """
 
-    def __init__(self, plugins: list[str] | None = None, entry_points: list[str] | None = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, plugins: list[str] | None = None, entry_points: Sequence[str] | None = ()) -> None:
         self.pm: pluggy.PluginManager = get_plugin_manager(entry_points, plugins or [])
         self._registry: StageRegistry | None = None
 
@@ -145,6 +147,7 @@ class Engine:
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
         with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)):
             rows = stream_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
+            prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
             plan = make_plan(graph, self.pm, device, inventory, cap)
             spec = graph.pipeline.spec
             store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None
@@ -167,6 +170,7 @@ def _run_plan(
 ) -> RunResult:
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
     from .report import write_report
+    from .review.results import annotate_results
 
     executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
@@ -185,10 +189,28 @@ def _run_plan(
     groups_path = write_results(out, (g.as_dict() for g in groups), GROUPS_FILE) if groups else None
     write_manifest(out, finish_manifest(manifest, summary))
     try:
+        if store is not None:
+            annotate_results(out)  # review decisions and takes, once the run has any
         write_report(out)
     except Exception as exc:  # the results are safe on disk; a report bug must not hide them
         summary.warnings.append(f"could not write report.html: {type(exc).__name__}: {exc}")
     return RunResult(summary, results, path, errors_path, groups, groups_path)
+
+
+def write_error_log(out_dir: Path, results: Iterable[ItemResult], summary: RunSummary) -> Path | None:
+    """Write errors.log: one block per failed row with a traceback, plus why the run stopped.
+
+    Without any traceback the file is removed, so a stale log of an earlier run never misleads.
+    """
+    path = out_dir / ERRORS_FILE
+    blocks = [error_block(result) for result in results if result.trace]
+    if summary.trace:
+        blocks.insert(0, f"the run stopped early: {summary.error}\n{summary.trace}")
+    if not blocks:
+        path.unlink(missing_ok=True)
+        return None
+    write_atomic(path, (block.rstrip("\n") + "\n\n" for block in blocks))
+    return path
 
 
 @contextmanager

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .sinks import ERRORS_FILE, RESULTS_FILE, _error_block, _json_value, crash_point
+from .sinks import ERRORS_FILE, RESULTS_FILE, _json_value, crash_point
 
 if TYPE_CHECKING:
-    from .executor import ItemResult, RunSummary
+    from .records import ItemResult, RunSummary
 
 
 class ResultsWriter:
@@ -48,7 +48,7 @@ class ResultsWriter:
         """Add a row's (or group's) traceback to errors.log."""
         if self._errors is None:
             self._errors = _temp(self.out_dir, ERRORS_FILE)
-        self._errors.write(_error_block(result).rstrip("\n") + "\n\n")
+        self._errors.write(error_block(result).rstrip("\n") + "\n\n")
 
     def commit(self, summary: RunSummary) -> tuple[Path, Path | None, list[Path]]:
         """Put results.jsonl (and errors.log, other formats) in place: (results, errors or None, others)."""
@@ -85,6 +85,13 @@ class ResultsWriter:
                 _close_and_remove(handle)
         for sink in self.extra:
             sink.discard()
+
+
+def error_block(result: ItemResult) -> str:
+    """One row's block of errors.log: where, why, and the traceback."""
+    error = result.error or {}
+    where = f"row {result.row}, line {result.line}, stage '{error.get('stage', '?')}'"
+    return f"{where}: {result.status}: {error.get('reason', '')}\n{result.trace}"
 
 
 def _temp(out_dir: Path, name: str) -> IO[str]:
