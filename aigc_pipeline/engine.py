@@ -33,6 +33,7 @@ from .records import ExecutorBackend, ItemResult, RunSummary
 from .registry import StageRegistry
 from .residency import MemoryCap
 from .safe_paths import prepare_output_folder
+from .signals import interruptible, received, stop_on_signals
 from .sinks import ERRORS_FILE, GROUPS_FILE, write_atomic, write_results
 from .sources import InputRow, read_rows
 from .spec import Pipeline, check_plugin_names, parse_pipeline, read_pipeline_file, validate_stage_params
@@ -124,6 +125,7 @@ class Engine:
         gpu_memory: MemoryCap | str | None = None,
         fresh: bool = False,
         cache: bool = True,
+        retry_quarantined: bool = False,
     ) -> RunResult:
         """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops.
 
@@ -133,22 +135,26 @@ class Engine:
 
         The output folder's run store (`run.sqlite`, see `store.py`) makes a re-run resume: stored
         results are reused and only what is missing runs. `fresh` discards the store first;
-        `cache=False` runs without one. `manifest.json` and `report.html` are written too.
+        `cache=False` runs without one; `retry_quarantined` gives quarantined rows another
+        chance. `manifest.json` and `report.html` are written too.
         """
         out = Path(out_dir)
         if limit is not None and limit < 0:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
-        with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)):
+        with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)), stop_on_signals(out):
             rows = read_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
             prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
             plan = make_plan(graph, self.pm, device, inventory, cap)
             spec = graph.pipeline.spec
-            store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None
+            identity = {"pipeline": spec.name, "inputs": dict(spec.inputs)}
+            store = RunStore.open(out, identity, fresh, retry_quarantined) if cache else None
             try:
                 return _run_plan(graph, plan, rows, Path(input_path), out, backend, store)
             finally:
                 if store is not None:
+                    if received() is not None:
+                        store.release_in_flight()
                     store.close()
 
 
@@ -167,7 +173,8 @@ def _run_plan(
     executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
     write_manifest(out, manifest)
-    summary, results, groups = execute(plan, rows, out, backend, store)
+    with interruptible():  # a stop signal stops the execution; what follows always runs
+        summary, results, groups = execute(plan, rows, out, backend, store)
     path = write_results(out, (result.as_dict() for result in results))
     groups_path = write_results(out, (g.as_dict() for g in groups), GROUPS_FILE) if groups else None
     errors_path = write_error_log(out, [*results, *groups], summary)

@@ -172,7 +172,8 @@ class StageRunner:
             if hit is not None and self._apply(state, *hit):
                 continue
             if key is not None and self.store.crashes(key) >= QUARANTINE_AFTER:
-                self._record_failure(state, f"{QUARANTINED} (stage '{stage_id}'); run with --fresh to try it again")
+                self._record_failure(state, f"{QUARANTINED} (stage '{stage_id}'); "
+                                     "run with --retry-quarantined to try it again")
                 continue
             missing.append(state)
         return missing
