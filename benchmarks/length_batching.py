@@ -1,8 +1,8 @@
 """Length-aware generate calls in `llm.text` on mixed-length prompts (a section of throughput.py).
 
-Prompts of widely varied length (seeded: 2 to 36 words, about 10 to 150 tokens of the tiny BPE). Three arms of the same engine pipeline
-(`inputs.prompt -> llm.text`), the same model folder, greedy, min_new_tokens == max_new_tokens,
-interleaved after one untimed warm-up of each, medians of `--repeats`:
+Prompts of widely varied length (seeded: 2 to 36 words, 12 to ~170 tokens of the tiny BPE). Three
+arms of the same engine pipeline (`inputs.prompt -> llm.text`), the same model folder, greedy,
+min_new_tokens == max_new_tokens, interleaved after one untimed warm-up of each, medians of `--repeats`:
 
 - off:   `batch_size: B`, one `generate` call per batch of B rows in input order (the default);
 - on:    `batch_size: K*B, generate_batch: B`: each batch of K*B rows sorted by prompt length and

@@ -50,7 +50,12 @@ def test_in_length_order_sorts_cuts_and_puts_results_back_in_input_order() -> No
 
 def test_in_length_order_makes_one_call_in_input_order_when_the_batch_fits() -> None:
     calls: list[list[int]] = []
-    assert in_length_order([[1, 1], [1]], None, lambda rows: calls.append(rows) or rows) == [0, 1]
+
+    def run(rows: list[int]) -> list[int]:
+        calls.append(rows)
+        return rows
+
+    assert in_length_order([[1, 1], [1]], None, run) == [0, 1]
     assert calls == [[0, 1]]
 
 
