@@ -88,7 +88,7 @@ class DiffusionParams(BaseModel):
                                              "first batch takes minutes; later ones run faster)")
 
 
-class DiffusionImageStage(Stage):
+class DiffusionImageStage(Stage[DiffusionParams]):
     type_name = "diffusion.image"
     description = "Text-to-image with a diffusers pipeline (Stable Diffusion); PNG with its settings."
     Params = DiffusionParams
@@ -98,17 +98,16 @@ class DiffusionImageStage(Stage):
 
     def __init__(self, params: DiffusionParams) -> None:
         super().__init__(params)
-        self.p = params
         self.pipe: Any = None
         self.note: str | None = None
         self.encoders: ThreadPoolExecutor | None = None
 
     @classmethod
-    def preflight(cls, params: DiffusionParams) -> None:  # type: ignore[override]
+    def preflight(cls, params: DiffusionParams) -> None:
         resolve_model(params.model, params.revision, allow_pickle=params.allow_pickle)
 
     @classmethod
-    def needs(cls, params: DiffusionParams) -> DeviceNeeds:  # type: ignore[override]
+    def needs(cls, params: DiffusionParams) -> DeviceNeeds:
         memory = weights_memory(params.model, params.revision, DTYPE_BYTES[params.dtype])
         return DeviceNeeds("any", int(memory * ACTIVATION_OVERHEAD), None if params.dtype == "auto" else params.dtype)
 
@@ -117,7 +116,7 @@ class DiffusionImageStage(Stage):
         from diffusers import AutoPipelineForText2Image
 
         _quiet_progress_bars()
-        p = self.p
+        p = self.params
         folder = resolve_model(p.model, p.revision, allow_pickle=p.allow_pickle)
         dtype = torch.float16 if p.dtype == "auto" and device.is_gpu else getattr(torch, p.dtype, torch.float32)
         pipe = AutoPipelineForText2Image.from_pretrained(
@@ -133,7 +132,7 @@ class DiffusionImageStage(Stage):
         self.note = RANDOM_WEIGHTS_NOTE if says_random_weights(folder) else None
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
-        size = 1 if self.p.batch_invariant else self.p.pipeline_batch or len(batch) or 1
+        size = 1 if self.params.batch_invariant else self.params.pipeline_batch or len(batch) or 1
         if self.encoders is None:
             self.encoders = ThreadPoolExecutor(ENCODER_THREADS, thread_name_prefix="png-encode")
         encoding: list[Future[None]] = []
@@ -150,7 +149,7 @@ class DiffusionImageStage(Stage):
         """One pipeline call for `items`; their PNGs are encoded on the pool (the futures returned)."""
         import torch
 
-        p = self.p
+        p = self.params
         kwargs: dict[str, Any] = {}
         if p.negative_prompt is not None:
             kwargs["negative_prompt"] = [p.negative_prompt] * len(items)
@@ -171,7 +170,7 @@ class DiffusionImageStage(Stage):
             item.flag("the model's safety checker found NSFW content and blacked the image out")
 
     def _artifact(self, image: Any, item: StageItem) -> ArtifactData:
-        p = self.p
+        p = self.params
         metadata: dict[str, Any] = {
             "prompt": item.inputs["prompt"], "negative_prompt": p.negative_prompt or "", "seed": item.seed,
             "model": p.model, "steps": p.steps, "guidance": p.guidance,
