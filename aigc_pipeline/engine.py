@@ -31,6 +31,7 @@ from .plugin_manager import (
 )
 from .registry import StageRegistry
 from .residency import MemoryCap
+from .row_identity import identify_rows
 from .sinks import GROUPS_FILE, write_error_log, write_results
 from .sources import InputRow, read_rows
 from .spec import Pipeline, check_plugin_names, parse_pipeline, read_pipeline_file, validate_stage_params
@@ -138,9 +139,9 @@ class Engine:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
         with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)):
-            rows = read_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
-            plan = make_plan(graph, self.pm, device, inventory, cap)
             spec = graph.pipeline.spec
+            rows = list(identify_rows(read_rows(input_path, dict(spec.inputs), limit), spec.key))
+            plan = make_plan(graph, self.pm, device, inventory, cap)
             store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None
             try:
                 return _run_plan(graph, plan, rows, Path(input_path), out, backend, store)
