@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ import pluggy
 
 from .devices import Device, Inventory
 from .errors import InputDataError, PipelineFileError, PluginError, Problem
-from .executor import ExecutorBackend, ItemResult, RunSummary, execute, make_plan
+from .executor import execute, make_plan
 from .graph import PipelineGraph, build_graph
 from .manifest import finish_manifest, start_manifest, write_manifest
 from .plugin_manager import (
@@ -29,10 +29,12 @@ from .plugin_manager import (
     load_entry_points,
     load_module_plugin,
 )
+from .records import ExecutorBackend, ItemResult, RunSummary
 from .registry import StageRegistry
 from .residency import MemoryCap
 from .row_identity import identify_rows
-from .sinks import GROUPS_FILE, write_error_log, write_results
+from .safe_paths import prepare_output_folder
+from .sinks import ERRORS_FILE, GROUPS_FILE, write_atomic, write_results
 from .sources import InputRow, read_rows
 from .spec import Pipeline, check_plugin_names, parse_pipeline, read_pipeline_file, validate_stage_params
 from .stage import Stage
@@ -141,6 +143,7 @@ class Engine:
         with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)):
             spec = graph.pipeline.spec
             rows = list(identify_rows(read_rows(input_path, dict(spec.inputs), limit), spec.key))
+            prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
             plan = make_plan(graph, self.pm, device, inventory, cap)
             store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None
             try:
@@ -175,6 +178,28 @@ def _run_plan(
     except Exception as exc:  # the results are safe on disk; a report bug must not hide them
         summary.warnings.append(f"could not write report.html: {type(exc).__name__}: {exc}")
     return RunResult(summary, results, path, errors_path, groups, groups_path)
+
+
+def write_error_log(out_dir: Path, results: Iterable[ItemResult], summary: RunSummary) -> Path | None:
+    """Write errors.log: one block per failed row with a traceback, plus why the run stopped.
+
+    Without any traceback the file is removed, so a stale log of an earlier run never misleads.
+    """
+    path = out_dir / ERRORS_FILE
+    blocks = [_error_block(result) for result in results if result.trace]
+    if summary.trace:
+        blocks.insert(0, f"the run stopped early: {summary.error}\n{summary.trace}")
+    if not blocks:
+        path.unlink(missing_ok=True)
+        return None
+    write_atomic(path, (block.rstrip("\n") + "\n\n" for block in blocks))
+    return path
+
+
+def _error_block(result: ItemResult) -> str:
+    error = result.error or {}
+    where = f"row {result.row}, line {result.line}, stage '{error.get('stage', '?')}'"
+    return f"{where}: {result.status}: {error.get('reason', '')}\n{result.trace}"
 
 
 @contextmanager

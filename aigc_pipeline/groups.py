@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import StageError
-from .executor import DONE, MODEL_LOAD_LOCK, ItemResult, ItemState, RunPlan, item_result
 from .graph import PipelineGraph
+from .records import DONE, MODEL_LOAD_LOCK, ItemResult, ItemState, RunPlan, item_result
 from .row_identity import group_identity
 from .sources import InputRow
 from .stage import Group

@@ -20,8 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .executor import RunPlan, RunSummary
 from .graph import PipelineGraph
+from .records import RunPlan, RunSummary
 from .sinks import write_atomic
 
 MANIFEST_FILE = "manifest.json"

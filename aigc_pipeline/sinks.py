@@ -17,12 +17,10 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .content import Artifact, ArtifactData
-
-if TYPE_CHECKING:
-    from .executor import ItemResult, RunSummary
+from .safe_paths import checked_path, real_folder
 
 RESULTS_FILE = "results.jsonl"
 GROUPS_FILE = "groups.jsonl"
@@ -50,7 +48,10 @@ def crash_point(point: str) -> None:
 def remove_stale_temp_files(out_dir: Path) -> int:
     """Delete the temporary files a killed run left (`.<name>.*.tmp`); they are never referenced."""
     removed = 0
-    for folder in (out_dir, *(p for p in (out_dir / "artifacts").glob("*") if p.is_dir())):
+    artifacts = out_dir / "artifacts"
+    # Never through a link: a linked folder's temp-looking files are someone else's.
+    stage_folders = [p for p in artifacts.iterdir() if real_folder(p)] if real_folder(artifacts) else []
+    for folder in (out_dir, *stage_folders):
         for temp in folder.glob(".*.tmp"):
             temp.unlink(missing_ok=True)
             removed += 1
@@ -98,28 +99,6 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-def write_error_log(out_dir: Path, results: Iterable[ItemResult], summary: RunSummary) -> Path | None:
-    """Write errors.log: one block per failed row with a traceback, plus why the run stopped.
-
-    Without any traceback the file is removed, so a stale log of an earlier run never misleads.
-    """
-    path = out_dir / ERRORS_FILE
-    blocks = [_error_block(result) for result in results if result.trace]
-    if summary.trace:
-        blocks.insert(0, f"the run stopped early: {summary.error}\n{summary.trace}")
-    if not blocks:
-        path.unlink(missing_ok=True)
-        return None
-    write_atomic(path, (block.rstrip("\n") + "\n\n" for block in blocks))
-    return path
-
-
-def _error_block(result: ItemResult) -> str:
-    error = result.error or {}
-    where = f"row {result.row}, line {result.line}, stage '{error.get('stage', '?')}'"
-    return f"{where}: {result.status}: {error.get('reason', '')}\n{result.trace}"
-
-
 class ArtifactWriter:
     """Saves stage artifacts as `artifacts/<stage>/<row>.<port><suffix>` inside the output folder.
 
@@ -140,7 +119,7 @@ class ArtifactWriter:
         suffix = artifact.suffix if _SAFE_SUFFIX.match(artifact.suffix) else ".bin"
         name = f"{row:06d}" if isinstance(row, int) else row
         relpath = f"artifacts/{stage_id}/{name}.{port}{suffix}"
-        path = self.out_dir / relpath
+        path = checked_path(self.out_dir, relpath)
         write_atomic(path, [artifact.data])
         digest = hashlib.sha256(artifact.data).hexdigest()
         return Artifact(relpath, path.resolve(), dict(artifact.metadata), digest)

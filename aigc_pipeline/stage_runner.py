@@ -20,7 +20,7 @@ from typing import Any
 from .content import AUDIO, IMAGE, ArtifactData
 from .devices import Device
 from .errors import AigcError, StageError
-from .executor import (
+from .records import (
     DONE,
     FAILED,
     FILTERED,

@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .content import ANY, IMAGE, TEXT, ArtifactData
 from .devices import Device, GpuInfo, Inventory
 from .engine import Engine, RunResult
-from .executor import ItemResult, RunInfo, RunSummary
 from .plugin_manager import hookimpl
+from .records import ItemResult, RunInfo, RunSummary
 from .stage import DeviceNeeds, Stage, StageItem
 
 GiB = 2**30

@@ -10,7 +10,7 @@ import pytest
 
 from aigc_pipeline import hookimpl
 from aigc_pipeline.content import RECORD, TEXT
-from aigc_pipeline.executor import ItemResult
+from aigc_pipeline.records import ItemResult
 from aigc_pipeline.row_identity import row_identity
 from aigc_pipeline.stage import Stage, StageItem, item_seed
 from aigc_pipeline.testing import BatchLog, EchoStage, RecordingPlugin, RunResult, fake_engine, run_text

@@ -44,7 +44,7 @@ from ..stage import DeviceNeeds, Stage, StageItem
 from . import text_checks as checks
 
 PiiKind = Literal["email", "phone", "card"]
-RULE_TIMEOUT_S = 1.0  # per regex rule and text; generous for any sane pattern on generated text
+RULE_TIMEOUT_S = checks.PATTERN_TIMEOUT_S  # per regex rule and text (and per JSON Schema pattern)
 
 
 def _all_kinds() -> list[PiiKind]:
