@@ -3,7 +3,8 @@
 A stage type is a subclass of `Stage` with:
 
 - `type_name`: the name pipeline files use in `uses:` ("llm.text", "filter.text");
-- `Params`: a pydantic model of its `with:` parameters (unknown keys are errors);
+- `Params`: a pydantic model of its `with:` parameters (unknown keys are errors); the class is
+  generic in it (`class MyStage(Stage[MyParams])`), so `self.params` is a `MyParams`;
 - `inputs` / `outputs`: port name -> `ContentType`; `variadic_inputs` lets a stage accept any
   port names of one type (the template stage names its variables freely);
 - `needs(params) -> DeviceNeeds`: device kind, memory estimate, dtype; the engine decides;
@@ -32,7 +33,7 @@ Abstract intermediate classes pass `abstract=True`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -123,9 +124,15 @@ class StageItem:
 
 _REQUIRED = ("type_name", "Params", "inputs", "outputs")
 
+P = TypeVar("P", bound=BaseModel)
 
-class Stage:
-    """Base class of every stage type. See the module docstring for the contract."""
+
+class Stage(Generic[P]):
+    """Base class of every stage type. See the module docstring for the contract.
+
+    Generic in its params model, so `self.params` and the classmethods' `params` have the stage's
+    own type: `class WatermarkStage(Stage[WatermarkParams])` with `Params = WatermarkParams`.
+    """
 
     type_name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
@@ -141,11 +148,11 @@ class Stage:
         if not abstract:
             check_stage_class(cls)
 
-    def __init__(self, params: BaseModel) -> None:
-        self.params = params
+    def __init__(self, params: P) -> None:
+        self.params: P = params
 
     @classmethod
-    def variables(cls, params: BaseModel) -> set[str]:
+    def variables(cls, params: P) -> set[str]:
         """Names this stage reads by name (a template's variables). Default: none.
 
         The graph resolves each to an input port of the same name or, failing that, to the row
@@ -154,7 +161,7 @@ class Stage:
         return set()
 
     @classmethod
-    def preflight(cls, params: BaseModel) -> None:
+    def preflight(cls, params: P) -> None:
         """Cheap checks before the run starts (is the model there? is a program installed?).
 
         Raise an `AigcError` (e.g. `ModelUnavailableError`) with a message that says how to fix
@@ -162,12 +169,12 @@ class Stage:
         """
 
     @classmethod
-    def needs(cls, params: BaseModel) -> DeviceNeeds:
+    def needs(cls, params: P) -> DeviceNeeds:
         """Device needs for these params. Default: CPU, no model memory."""
         return DeviceNeeds()
 
     @classmethod
-    def model_identity(cls, params: BaseModel) -> Any:
+    def model_identity(cls, params: P) -> Any:
         """JSON-able identity of the models these params use; part of every cached result's key.
 
         Default: each `model` param found in the params (nested ones too) with its `revision`
@@ -177,7 +184,7 @@ class Stage:
         return _model_params(params.model_dump(mode="json"))
 
     @classmethod
-    def cacheable(cls, params: BaseModel) -> bool:
+    def cacheable(cls, params: P) -> bool:
         """Whether the run store keeps this stage's results (default: True). Return False when a
         result depends on more than the item's inputs, seed, params and models (e.g. run-wide
         duplicate detection), or when recomputing is cheaper than a store lookup and record (a few
@@ -185,7 +192,7 @@ class Stage:
         return True
 
     @classmethod
-    def run_wide(cls, params: BaseModel) -> bool:
+    def run_wide(cls, params: P) -> bool:
         """Whether an item's result depends on the other items of the run (default: False), e.g.
         duplicate detection across the run. Such a stage must see every item in one instance, in
         input order: it never gets replicas, and on Ray it runs in a single actor."""

@@ -71,7 +71,7 @@ class DiffusionParams(BaseModel):
     )
 
 
-class DiffusionImageStage(Stage):
+class DiffusionImageStage(Stage[DiffusionParams]):
     type_name = "diffusion.image"
     description = "Text-to-image with a diffusers pipeline (Stable Diffusion); PNG with its settings."
     Params = DiffusionParams
@@ -81,16 +81,15 @@ class DiffusionImageStage(Stage):
 
     def __init__(self, params: DiffusionParams) -> None:
         super().__init__(params)
-        self.p = params
         self.pipe: Any = None
         self.note: str | None = None
 
     @classmethod
-    def preflight(cls, params: DiffusionParams) -> None:  # type: ignore[override]
+    def preflight(cls, params: DiffusionParams) -> None:
         resolve_model(params.model, params.revision, allow_pickle=params.allow_pickle)
 
     @classmethod
-    def needs(cls, params: DiffusionParams) -> DeviceNeeds:  # type: ignore[override]
+    def needs(cls, params: DiffusionParams) -> DeviceNeeds:
         memory = weights_memory(params.model, params.revision, DTYPE_BYTES[params.dtype])
         return DeviceNeeds("any", int(memory * ACTIVATION_OVERHEAD), None if params.dtype == "auto" else params.dtype)
 
@@ -99,7 +98,7 @@ class DiffusionImageStage(Stage):
         from diffusers import AutoPipelineForText2Image
 
         _quiet_progress_bars()
-        p = self.p
+        p = self.params
         folder = resolve_model(p.model, p.revision, allow_pickle=p.allow_pickle)
         dtype = torch.float16 if p.dtype == "auto" and device.is_gpu else getattr(torch, p.dtype, torch.float32)
         pipe = AutoPipelineForText2Image.from_pretrained(
@@ -113,7 +112,7 @@ class DiffusionImageStage(Stage):
         self.note = RANDOM_WEIGHTS_NOTE if says_random_weights(folder) else None
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
-        groups = [[item] for item in batch] if self.p.batch_invariant else [batch]
+        groups = [[item] for item in batch] if self.params.batch_invariant else [batch]
         for group in groups:
             self._generate(group)
         return batch
@@ -122,7 +121,7 @@ class DiffusionImageStage(Stage):
         """One pipeline call for `items`: each gets its image, and a flag if the safety checker fired."""
         import torch
 
-        p = self.p
+        p = self.params
         kwargs: dict[str, Any] = {}
         if p.negative_prompt is not None:
             kwargs["negative_prompt"] = [p.negative_prompt] * len(items)
@@ -140,7 +139,7 @@ class DiffusionImageStage(Stage):
                 item.flag("the model's safety checker found NSFW content and blacked the image out")
 
     def _artifact(self, image: Any, item: StageItem) -> ArtifactData:
-        p = self.p
+        p = self.params
         metadata: dict[str, Any] = {
             "prompt": item.inputs["prompt"], "negative_prompt": p.negative_prompt or "", "seed": item.seed,
             "model": p.model, "steps": p.steps, "guidance": p.guidance,

@@ -71,7 +71,7 @@ class LlmParams(BaseModel):
         return self
 
 
-class LlmTextStage(Stage):
+class LlmTextStage(Stage[LlmParams]):
     type_name = "llm.text"
     description = "Generate text from a prompt with a Hugging Face causal LM (batched, seeded per row)."
     Params = LlmParams
@@ -81,23 +81,22 @@ class LlmTextStage(Stage):
 
     def __init__(self, params: LlmParams) -> None:
         super().__init__(params)
-        self.p = params
         self.model: Any = None
         self.tokenizer: Any = None
         self.device: Device | None = None
 
     @classmethod
-    def needs(cls, params: BaseModel) -> DeviceNeeds:
+    def needs(cls, params: LlmParams) -> DeviceNeeds:
         """GPU if there is one; memory from the safetensors headers (0 when the model is not local yet)."""
-        p: LlmParams = params  # type: ignore[assignment]
+        p = params
         folder = find_model(p.model, p.revision)
         weights = weights_bytes(folder, DTYPE_BYTES.get(p.dtype)) if folder is not None else 0
         memory = int(weights * HEADROOM) + HEADROOM_BYTES if weights else 0
         return DeviceNeeds(kind="any", memory_bytes=memory, dtype=None if p.dtype == "auto" else p.dtype)
 
     @classmethod
-    def preflight(cls, params: BaseModel) -> None:
-        p: LlmParams = params  # type: ignore[assignment]
+    def preflight(cls, params: LlmParams) -> None:
+        p = params
         for package in ("torch", "transformers"):
             if importlib.util.find_spec(package) is None:
                 raise MissingDependencyError(package, "the llm.text stage", extra="models")
@@ -109,7 +108,7 @@ class LlmTextStage(Stage):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        p = self.p
+        p = self.params
         folder = resolve_model(p.model, p.revision, allow_pickle=p.allow_pickle)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=p.trust_remote_code)
         tokenizer.padding_side = "left"
@@ -161,7 +160,7 @@ class LlmTextStage(Stage):
 
     def format_prompt(self, prompt: str) -> str:
         """The text the model sees: the chat template when there is one, else system + prompt."""
-        system = self.p.system
+        system = self.params.system
         if self._uses_chat():
             messages = [{"role": "user", "content": prompt}]
             if system:
@@ -176,7 +175,7 @@ class LlmTextStage(Stage):
         return f"{system}\n\n{prompt}" if system else prompt
 
     def _uses_chat(self) -> bool:
-        return self.p.chat_template and bool(getattr(self.tokenizer, "chat_template", None))
+        return self.params.chat_template and bool(getattr(self.tokenizer, "chat_template", None))
 
     def _fits(self, item: StageItem, ids: list[int]) -> bool:
         """Fail (not crash the batch on) a prompt that is empty or too long for the model's context."""
@@ -188,8 +187,8 @@ class LlmTextStage(Stage):
                 return False
             ids.append(start)
         context = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
-        if context is not None and len(ids) + self.p.max_new_tokens > context:
-            item.fail(f"the prompt is {len(ids)} tokens; with max_new_tokens {self.p.max_new_tokens} that exceeds "
+        if context is not None and len(ids) + self.params.max_new_tokens > context:
+            item.fail(f"the prompt is {len(ids)} tokens; with max_new_tokens {self.params.max_new_tokens} that exceeds "
                       f"the model's context of {context} tokens")
             return False
         return True
@@ -198,7 +197,7 @@ class LlmTextStage(Stage):
         """One `generate` call for the whole micro-batch; returns each row's new text."""
         import torch
 
-        p, pad_id = self.p, self.tokenizer.pad_token_id
+        p, pad_id = self.params, self.tokenizer.pad_token_id
         width = max(map(len, token_ids))
         input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
@@ -226,8 +225,8 @@ class LlmTextStage(Stage):
 
     def _finish(self, new_ids: list[int]) -> str:
         text: str = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        text = cut_at_stop(text, self.p.stop)
-        return text.strip() if self.p.strip else text
+        text = cut_at_stop(text, self.params.stop)
+        return text.strip() if self.params.strip else text
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:
