@@ -194,8 +194,10 @@ def _memory_lines(summary: Any) -> list[str]:
 @app.command()
 def report(
     out_dir: Annotated[Path, typer.Argument(help="a run's output folder (results.jsonl, manifest.json)")],
+    rows: Annotated[str, typer.Option("--rows", help="rows a large run's report shows: N (rows that need a look, and a sample of N done rows) or all")] = "1000",  # noqa: E501
+    bundle: Annotated[bool, typer.Option("--bundle", help="write report-bundle.html: one file with the artifacts inside, to mail or move")] = False,  # noqa: E501
 ) -> None:
-    """Rebuild a run's report.html from its output folder."""
+    """Rebuild a run's report.html from its output folder (or, with --bundle, a self-contained copy)."""
     from .report import write_report
     from .sinks import RESULTS_FILE
 
@@ -203,8 +205,41 @@ def report(
         err.print(f"error: {out_dir} holds no {RESULTS_FILE}; give the --out folder of a run", style="red",
                   highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2)
-    path = write_report(out_dir)
-    out.print(f"report: {path}", highlight=False, markup=False, soft_wrap=True)
+    if rows != "all" and not (rows.isdigit() and int(rows) > 0):
+        err.print(f"error: --rows must be a number above 0 or 'all', got {rows!r}", style="red", highlight=False,
+                  markup=False)
+        raise typer.Exit(2)
+    path = write_report(out_dir, None if rows == "all" else int(rows), bundle)
+    size = f" ({format_bytes(path.stat().st_size)})" if bundle else ""
+    out.print(f"report: {path}{size}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def review(
+    out_dir: Annotated[Path, typer.Argument(help="a run's output folder")],
+    port: Annotated[int, typer.Option(help="port to listen on", min=1, max=65535)] = 8765,
+    host: Annotated[str, typer.Option(help="address to bind; keep 127.0.0.1 unless others must reach it")] = "127.0.0.1",  # noqa: E501
+    rows: Annotated[str, typer.Option("--rows", help="rows shown for a large run: N or all (as aigc report)")] = "1000",  # noqa: E501
+) -> None:
+    """Approve or reject a run's rows in a local web app (Ctrl-C stops); decisions go to the run store."""
+    from .review.app import serve
+
+    if rows != "all" and not (rows.isdigit() and int(rows) > 0):
+        err.print(f"error: --rows must be a number above 0 or 'all', got {rows!r}", style="red", markup=False)
+        raise typer.Exit(2)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: binding to {host}: anyone who can reach it and gets the page can record decisions",
+                  style="yellow", highlight=False, markup=False)
+
+    def ready(url: str) -> None:
+        out.print(f"review app: {url}  (Ctrl-C stops)", highlight=False, markup=False, soft_wrap=True)
+
+    try:
+        serve(out_dir, host, port, None if rows == "all" else int(rows), ready)
+    except AigcError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,7 @@ from .plugin_manager import (
 from .records import ExecutorBackend, ItemResult, RunSummary
 from .registry import StageRegistry
 from .residency import MemoryCap
+from .row_identity import identify_rows
 from .safe_paths import prepare_output_folder
 from .signals import interruptible, received, stop_on_signals
 from .sinks import ERRORS_FILE, GROUPS_FILE, write_atomic, write_results
@@ -58,7 +59,7 @@ class Engine:
     loaded on demand (`entry_points=None` loads them all at once, e.g. to list stages).
     """
 
-    def __init__(self, plugins: list[str] | None = None, entry_points: list[str] | None = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, plugins: list[str] | None = None, entry_points: Sequence[str] | None = ()) -> None:
         self.pm: pluggy.PluginManager = get_plugin_manager(entry_points, plugins or [])
         self._registry: StageRegistry | None = None
 
@@ -143,10 +144,10 @@ class Engine:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
         with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)), stop_on_signals(out):
-            rows = read_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
+            spec = graph.pipeline.spec
+            rows = list(identify_rows(read_rows(input_path, dict(spec.inputs), limit), spec.key))
             prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
             plan = make_plan(graph, self.pm, device, inventory, cap)
-            spec = graph.pipeline.spec
             identity = {"pipeline": spec.name, "inputs": dict(spec.inputs)}
             store = RunStore.open(out, identity, fresh, retry_quarantined) if cache else None
             try:
@@ -169,6 +170,7 @@ def _run_plan(
 ) -> RunResult:
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
     from .report import write_report
+    from .review.results import annotate_results
 
     executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
@@ -180,6 +182,8 @@ def _run_plan(
     errors_path = write_error_log(out, [*results, *groups], summary)
     write_manifest(out, finish_manifest(manifest, summary))
     try:
+        if store is not None:
+            annotate_results(out)  # review decisions and takes, once the run has any
         write_report(out)
     except Exception as exc:  # the results are safe on disk; a report bug must not hide them
         summary.warnings.append(f"could not write report.html: {type(exc).__name__}: {exc}")

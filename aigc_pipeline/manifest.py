@@ -44,6 +44,7 @@ def start_manifest(graph: PipelineGraph, plan: RunPlan, input_path: Path, rows: 
         "params": {sid: params.model_dump(mode="json") for sid, params in graph.pipeline.params.items()},
         "versions": {"python": platform.python_version(), **package_versions()},
         "models": _models(graph),
+        "random_weights": _random_weights(graph),
         "devices": sorted({str(device) for sid, first in plan.placement.items()
                            for device in plan.replicas.get(sid) or [first]}) or ["cpu"],
         "placement": {sid: str(device) for sid, device in plan.placement.items()},
@@ -104,6 +105,20 @@ def _models(graph: PipelineGraph) -> dict[str, Any]:
         if identity:
             models[stage_id] = identity
     return models
+
+
+def _random_weights(graph: PipelineGraph) -> list[str]:
+    """Stages whose model folder holds random weights (`aigc models make-tiny`): the report says so."""
+    from .model_files import find_model
+    from .tiny import has_random_weights
+
+    stages = []
+    for stage_id in graph.order:
+        model = getattr(graph.pipeline.params[stage_id], "model", None)
+        folder = find_model(model) if isinstance(model, str) and model.strip() else None
+        if folder is not None and has_random_weights(folder):
+            stages.append(stage_id)
+    return stages
 
 
 def _now() -> str:

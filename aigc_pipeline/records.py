@@ -48,11 +48,13 @@ MODEL_LOAD_LOCK = threading.Lock()
 class ItemState:
     """Everything known about one row during a run. `values` keys are 'inputs.col' / 'stage.port'."""
 
-    __slots__ = ("index", "line", "values", "status", "stage", "reason", "flags", "trace")
+    __slots__ = ("index", "line", "identity", "values", "status", "stage", "reason", "flags", "trace")
 
     def __init__(self, row: InputRow, column_keys: dict[str, str]) -> None:
         self.index = row.index
         self.line = row.line
+        # Names the row across runs (row_identity.py): seeds, store keys and artifact names use it.
+        self.identity: str = row.identity if row.identity is not None else str(row.index)
         self.values: dict[str, Any] = {column_keys[k]: v for k, v in row.values.items()} if row.values else {}
         self.status: str | None = None if row.error is None else REJECTED
         self.stage: str | None = None

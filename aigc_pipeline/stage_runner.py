@@ -163,7 +163,7 @@ class StageRunner:
         run_seed, stage_id = self.seed_parts
         for state in states:
             inputs = {port: state.values[key] for port, key in self.inputs}
-            keys[state.index] = item_key(self.prefix, item_seed(run_seed, state.index, stage_id), inputs)
+            keys[state.index] = item_key(self.prefix, item_seed(run_seed, state.identity, stage_id), inputs)
         stored = self.store.lookup([key for key in keys.values() if key is not None])
         missing = []
         for state in states:
@@ -214,10 +214,9 @@ class StageRunner:
         return results
 
     def items(self, states: list[ItemState]) -> list[StageItem]:
-        return [
-            StageItem(state.index, {port: state.values[key] for port, key in self.inputs}, self.seed_parts)
-            for state in states
-        ]
+        seed_parts, inputs = self.seed_parts, self.inputs
+        return [StageItem(state.index, {port: state.values[key] for port, key in inputs}, seed_parts, state.identity)
+                for state in states]
 
     def _run_isolated(self, states: list[ItemState]) -> None:
         items = self.items(states)
@@ -304,7 +303,7 @@ class StageRunner:
             if self.artifacts is None:
                 raise AigcError("this run has no output folder for artifacts")
             try:
-                item.outputs[port] = self.artifacts.save(self.stage_id, state.index, port, value)
+                item.outputs[port] = self.artifacts.save(self.stage_id, state.identity, port, value)
             except OSError as exc:
                 self._record_failure(state, f"could not write the {port} artifact: {exc}", exc)
                 return False

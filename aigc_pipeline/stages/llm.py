@@ -5,7 +5,9 @@ unless `allow_pickle: true`, and the model's own Python code (`auto_map`) is nev
 `trust_remote_code: true`. Heavy libraries are imported in `load`, not when this module is.
 
 Batching: a micro-batch is ONE `generate` call, prompts left-padded with an attention mask (the
-position ids follow the mask), so a row sees only its own tokens.
+position ids follow the mask), so a row sees only its own tokens. `generate_batch` cuts it into
+calls of prompts of similar length, and `static_cache` decodes with a static (on a GPU, compiled)
+KV cache: see `llm_batching`.
 
 Determinism: every row samples with its own seed (`item.seed`: run seed, row id, stage id).
 Tokens are drawn by a logits processor that keeps one `torch.Generator` per row, and `generate`
@@ -32,6 +34,7 @@ from ..errors import MissingDependencyError, ModelUnavailableError
 from ..model_files import find_model, resolve_model, weights_bytes
 from ..plugin_manager import hookimpl
 from ..stage import DeviceNeeds, Stage, StageItem
+from .llm_batching import in_length_order, padded_width, static_cache_kwargs
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 HEADROOM = 1.2  # activations and the KV cache of a micro-batch, on top of the weights
@@ -56,6 +59,13 @@ class LlmParams(BaseModel):
     strip: bool = Field(True, description="strip leading and trailing whitespace from the generated text")
     trust_remote_code: bool = Field(False, description="run Python code shipped with the model (only models you trust)")
     allow_pickle: bool = Field(False, description="allow pickle weights (.bin), which can run code when loaded")
+    generate_batch: int | None = Field(
+        None, ge=1, description="rows per generate call: the stage's batch is sorted by prompt length and cut into "
+                                "calls of this many rows, so short prompts are not padded to long ones (same "
+                                "outputs); none: one call per batch")
+    static_cache: bool = Field(
+        False, description="static KV cache, prompt widths bucketed; on a GPU the decode step is compiled "
+                           "(torch.compile: the first call takes tens of seconds); same greedy outputs")
 
     @field_validator("stop")
     @classmethod
@@ -71,7 +81,7 @@ class LlmParams(BaseModel):
         return self
 
 
-class LlmTextStage(Stage):
+class LlmTextStage(Stage[LlmParams]):
     type_name = "llm.text"
     description = "Generate text from a prompt with a Hugging Face causal LM (batched, seeded per row)."
     Params = LlmParams
@@ -81,23 +91,22 @@ class LlmTextStage(Stage):
 
     def __init__(self, params: LlmParams) -> None:
         super().__init__(params)
-        self.p = params
         self.model: Any = None
         self.tokenizer: Any = None
         self.device: Device | None = None
 
     @classmethod
-    def needs(cls, params: BaseModel) -> DeviceNeeds:
+    def needs(cls, params: LlmParams) -> DeviceNeeds:
         """GPU if there is one; memory from the safetensors headers (0 when the model is not local yet)."""
-        p: LlmParams = params  # type: ignore[assignment]
+        p = params
         folder = find_model(p.model, p.revision)
         weights = weights_bytes(folder, DTYPE_BYTES.get(p.dtype)) if folder is not None else 0
         memory = int(weights * HEADROOM) + HEADROOM_BYTES if weights else 0
         return DeviceNeeds(kind="any", memory_bytes=memory, dtype=None if p.dtype == "auto" else p.dtype)
 
     @classmethod
-    def preflight(cls, params: BaseModel) -> None:
-        p: LlmParams = params  # type: ignore[assignment]
+    def preflight(cls, params: LlmParams) -> None:
+        p = params
         for package in ("torch", "transformers"):
             if importlib.util.find_spec(package) is None:
                 raise MissingDependencyError(package, "the llm.text stage", extra="models")
@@ -109,7 +118,7 @@ class LlmTextStage(Stage):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        p = self.p
+        p = self.params
         folder = resolve_model(p.model, p.revision, allow_pickle=p.allow_pickle)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=p.trust_remote_code)
         tokenizer.padding_side = "left"
@@ -152,7 +161,9 @@ class LlmTextStage(Stage):
         )["input_ids"]
         ready = [(item, ids) for item, ids in zip(live, token_ids, strict=True) if self._fits(item, ids)]
         if ready:
-            texts = self.generate([ids for _, ids in ready], [item.seed for item, _ in ready])
+            token_ids, seeds = [ids for _, ids in ready], [item.seed for item, _ in ready]
+            texts = in_length_order(token_ids, self.params.generate_batch,
+                                    lambda rows: self.generate([token_ids[r] for r in rows], [seeds[r] for r in rows]))
             for (item, _), text in zip(ready, texts, strict=True):
                 item.outputs["text"] = text
                 if not text:
@@ -161,7 +172,7 @@ class LlmTextStage(Stage):
 
     def format_prompt(self, prompt: str) -> str:
         """The text the model sees: the chat template when there is one, else system + prompt."""
-        system = self.p.system
+        system = self.params.system
         if self._uses_chat():
             messages = [{"role": "user", "content": prompt}]
             if system:
@@ -176,7 +187,7 @@ class LlmTextStage(Stage):
         return f"{system}\n\n{prompt}" if system else prompt
 
     def _uses_chat(self) -> bool:
-        return self.p.chat_template and bool(getattr(self.tokenizer, "chat_template", None))
+        return self.params.chat_template and bool(getattr(self.tokenizer, "chat_template", None))
 
     def _fits(self, item: StageItem, ids: list[int]) -> bool:
         """Fail (not crash the batch on) a prompt that is empty or too long for the model's context."""
@@ -188,8 +199,8 @@ class LlmTextStage(Stage):
                 return False
             ids.append(start)
         context = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
-        if context is not None and len(ids) + self.p.max_new_tokens > context:
-            item.fail(f"the prompt is {len(ids)} tokens; with max_new_tokens {self.p.max_new_tokens} that exceeds "
+        if context is not None and len(ids) + self.params.max_new_tokens > context:
+            item.fail(f"the prompt is {len(ids)} tokens; with max_new_tokens {self.params.max_new_tokens} that exceeds "
                       f"the model's context of {context} tokens")
             return False
         return True
@@ -198,8 +209,8 @@ class LlmTextStage(Stage):
         """One `generate` call for the whole micro-batch; returns each row's new text."""
         import torch
 
-        p, pad_id = self.p, self.tokenizer.pad_token_id
-        width = max(map(len, token_ids))
+        p, pad_id = self.params, self.tokenizer.pad_token_id
+        width = padded_width(max(map(len, token_ids)), p.static_cache)
         input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
         for row, ids in enumerate(token_ids):  # left padding: every prompt ends where generation starts
@@ -214,7 +225,7 @@ class LlmTextStage(Stage):
                 do_sample=False, temperature=None, top_p=None, top_k=None,  # sampling is SeededSampler's
                 repetition_penalty=p.repetition_penalty, pad_token_id=pad_id,
                 logits_processor=_as_list("LogitsProcessorList", processors),
-                stopping_criteria=_as_list("StoppingCriteriaList", criteria),
+                stopping_criteria=_as_list("StoppingCriteriaList", criteria), **static_cache_kwargs(p.static_cache),
             )
         end_ids = self._end_ids()
         return [self._finish(_until(row, end_ids)) for row in output[:, width:].tolist()]
@@ -226,8 +237,8 @@ class LlmTextStage(Stage):
 
     def _finish(self, new_ids: list[int]) -> str:
         text: str = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        text = cut_at_stop(text, self.p.stop)
-        return text.strip() if self.p.strip else text
+        text = cut_at_stop(text, self.params.stop)
+        return text.strip() if self.params.strip else text
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:

@@ -359,7 +359,7 @@ class TemplateParams(BaseModel):
         return template
 
 
-class TemplateStage(Stage):
+class TemplateStage(Stage[TemplateParams]):
     type_name = "template"
     description = "Render a sandboxed Jinja2 template per row (row columns and named inputs as variables)."
     Params = TemplateParams
@@ -373,8 +373,8 @@ class TemplateStage(Stage):
         self.template = ENVIRONMENT.from_string(params.template)
 
     @classmethod
-    def variables(cls, params: BaseModel) -> set[str]:
-        return template_variables(params.template)  # type: ignore[attr-defined]
+    def variables(cls, params: TemplateParams) -> set[str]:
+        return template_variables(params.template)
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         for item in batch:
@@ -386,7 +386,7 @@ class TemplateStage(Stage):
             except (SecurityError, OverflowError) as exc:  # OverflowError: Jinja's own range() limit
                 item.fail(f"template blocked by the sandbox: {exc}")
                 continue
-            item.outputs["text"] = text.strip() if self.params.strip else text  # type: ignore[attr-defined]
+            item.outputs["text"] = text.strip() if self.params.strip else text
         return batch
 
 
