@@ -84,6 +84,7 @@ def run(
     fresh: Annotated[bool, typer.Option("--fresh", help="discard the results stored in the output folder and run everything")] = False,  # noqa: E501
     executor: Annotated[Optional[str], typer.Option(help="where stages run: local (this process, the default) or ray")] = None,  # noqa: UP045, E501
     ray_address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (e.g. auto, ray://head:10001); implies --executor ray")] = None,  # noqa: UP045, E501
+    rerun: Annotated[Optional[list[str]], typer.Option("--rerun", metavar="STAGE", help="run this stage again instead of reusing its stored results (and what its new outputs change); repeatable")] = None,  # noqa: UP045, E501
 ) -> None:
     """Run a pipeline over every row of an input file.
 
@@ -99,7 +100,7 @@ def run(
         cap = MemoryCap.parse(gpu_memory) if gpu_memory else None
         backend = _backend(executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
-                            gpu_memory=cap, fresh=fresh, backend=backend)
+                            gpu_memory=cap, fresh=fresh, backend=backend, rerun=rerun)
     except AigcError as exc:
         _fail(exc)
     except ValueError as exc:  # a bad --device, --gpu-memory or --executor

@@ -36,7 +36,7 @@ from .row_identity import identify_rows
 from .safe_paths import prepare_output_folder
 from .sinks import ERRORS_FILE, GROUPS_FILE, write_atomic, write_results
 from .sources import InputRow, read_rows
-from .spec import Pipeline, check_plugin_names, parse_pipeline, read_pipeline_file, validate_stage_params
+from .spec import Pipeline, check_plugin_names, did_you_mean, parse_pipeline, read_pipeline_file, validate_stage_params
 from .stage import Stage
 from .store import RunStore
 
@@ -125,6 +125,7 @@ class Engine:
         gpu_memory: MemoryCap | str | None = None,
         fresh: bool = False,
         cache: bool = True,
+        rerun: list[str] | None = None,
     ) -> RunResult:
         """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops.
 
@@ -134,23 +135,36 @@ class Engine:
 
         The output folder's run store (`run.sqlite`, see `store.py`) makes a re-run resume: stored
         results are reused and only what is missing runs. `fresh` discards the store first;
-        `cache=False` runs without one. `manifest.json` and `report.html` are written too.
+        `cache=False` runs without one. `rerun` names stages that run again instead of reusing their
+        stored results (what their new outputs change downstream runs again through the keys); an
+        unknown name is a ValueError. `manifest.json` and `report.html` are written too.
         """
         out = Path(out_dir)
         if limit is not None and limit < 0:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
+        check_rerun(graph, rerun or [])
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
         with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)):
             spec = graph.pipeline.spec
             rows = list(identify_rows(read_rows(input_path, dict(spec.inputs), limit), spec.key))
             prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
             plan = make_plan(graph, self.pm, device, inventory, cap)
+            plan.rerun = frozenset(rerun or [])
             store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None
             try:
                 return _run_plan(graph, plan, rows, Path(input_path), out, backend, store)
             finally:
                 if store is not None:
                     store.close()
+
+
+def check_rerun(graph: PipelineGraph, stage_ids: list[str]) -> None:
+    """ValueError for a --rerun name that is no stage of the pipeline (with the nearest one)."""
+    for stage_id in stage_ids:
+        if stage_id not in graph.pipeline.spec.stages:
+            hint = did_you_mean(stage_id, list(graph.order))
+            raise ValueError(f"--rerun {stage_id}: pipeline '{graph.pipeline.spec.name}' has no stage "
+                             f"'{stage_id}'; " + (hint or f"stages: {', '.join(graph.order)}"))
 
 
 def _run_plan(

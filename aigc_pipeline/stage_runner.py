@@ -20,6 +20,7 @@ from typing import Any
 from .content import AUDIO, IMAGE, ArtifactData
 from .devices import Device
 from .errors import AigcError, StageError
+from .provenance import origin_of
 from .records import (
     DONE,
     FAILED,
@@ -108,10 +109,12 @@ class StageRunner:
         self.load = load
         self.store = plan.store
         self.prefix: str | None = None  # the stage's part of every cache key; None: not cached
+        self.rerun = stage_id in plan.rerun  # --rerun: compute and store again, reuse nothing
         if self.store is not None:
             cls, params = type(self.stage), graph.pipeline.params[stage_id]
             if cls.cacheable(params):
-                self.prefix = stage_prefix(cls.type_name, params, cls.model_identity(params))
+                origin = origin_of(graph, stage_id).as_key()
+                self.prefix = stage_prefix(cls.type_name, params, cls.model_identity(params), origin)
 
     def run(self, states: list[ItemState]) -> None:
         """Process live items of `states` (skipping failed/filtered ones) as one micro-batch."""
@@ -164,7 +167,7 @@ class StageRunner:
         for state in states:
             inputs = {port: state.values[key] for port, key in self.inputs}
             keys[state.index] = item_key(self.prefix, item_seed(run_seed, state.identity, stage_id), inputs)
-        stored = self.store.lookup([key for key in keys.values() if key is not None])
+        stored = {} if self.rerun else self.store.lookup([key for key in keys.values() if key is not None])
         missing = []
         for state in states:
             key = keys[state.index]
