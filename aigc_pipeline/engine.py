@@ -33,6 +33,7 @@ from .records import ExecutorBackend, ItemResult, RunSummary
 from .registry import StageRegistry
 from .residency import MemoryCap
 from .review.takes import Retake, plan_retake, record_review
+from .row_identity import identify_rows
 from .safe_paths import prepare_output_folder
 from .sinks import ERRORS_FILE, GROUPS_FILE, write_atomic, write_results
 from .sources import InputRow, read_rows
@@ -143,10 +144,10 @@ class Engine:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
         with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)):
-            rows = read_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
+            spec = graph.pipeline.spec
+            rows = list(identify_rows(read_rows(input_path, dict(spec.inputs), limit), spec.key))
             prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
             plan = make_plan(graph, self.pm, device, inventory, cap)
-            spec = graph.pipeline.spec
             store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None
             try:
                 takes = plan_retake(out, graph, retake) if store is not None or retake else None

@@ -48,11 +48,13 @@ MODEL_LOAD_LOCK = threading.Lock()
 class ItemState:
     """Everything known about one row during a run. `values` keys are 'inputs.col' / 'stage.port'."""
 
-    __slots__ = ("index", "line", "values", "status", "stage", "reason", "flags", "trace")
+    __slots__ = ("index", "line", "identity", "values", "status", "stage", "reason", "flags", "trace")
 
     def __init__(self, row: InputRow, column_keys: dict[str, str]) -> None:
         self.index = row.index
         self.line = row.line
+        # Names the row across runs (row_identity.py): seeds, store keys and artifact names use it.
+        self.identity: str = row.identity if row.identity is not None else str(row.index)
         self.values: dict[str, Any] = {column_keys[k]: v for k, v in row.values.items()} if row.values else {}
         self.status: str | None = None if row.error is None else REJECTED
         self.stage: str | None = None
@@ -166,6 +168,8 @@ class RunPlan:
     # Every stage's devices, `placement[sid]` first; more than one: copies of it share its rows.
     replicas: dict[str, list[Device]] = field(default_factory=dict)
     needs: dict[str, DeviceNeeds] = field(default_factory=dict)  # each stage's, as make_plan read them once
+    # Re-takes (`--retake`, review/takes.py): row index -> stage -> take; absent: take 0.
+    takes: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
 OnFinished = Callable[[list[ItemState]], None]

@@ -32,7 +32,6 @@ Abstract intermediate classes pass `abstract=True`.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -40,6 +39,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .content import ContentType
 from .devices import Device
+from .seeding import item_seed
 
 DeviceKind = Literal["cpu", "gpu", "any"]
 
@@ -65,12 +65,6 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def item_seed(run_seed: int, item_id: int, stage_id: str) -> int:
-    """A 63-bit seed from (run seed, item id, stage id): independent of batch, order and resume."""
-    digest = hashlib.blake2b(f"{run_seed}\x00{item_id}\x00{stage_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
-
-
 @dataclass
 class Group:
     """One output of a reducing stage: the rows it stands for and its output port values."""
@@ -84,12 +78,22 @@ _NO_FLAGS: list[str] = []  # shared and never appended to: StageItem.flag() swap
 
 
 class StageItem:
-    """One row as one stage sees it: its resolved input values and the outputs it sets."""
+    """One row as one stage sees it: its resolved input values and the outputs it sets.
 
-    __slots__ = ("id", "inputs", "outputs", "verdict", "reason", "flags", "_seed_parts")
+    `id` tells the items of a batch apart (the row's position in this run); `row_key` is the row's
+    identity (see `row_identity.py`), which the seed derives from; `take` numbers re-takes.
+    Without a `row_key` (a stage tested alone) the seed derives from `id`.
+    """
 
-    def __init__(self, item_id: int, inputs: dict[str, Any], seed_parts: tuple[int, str]) -> None:
+    __slots__ = ("id", "inputs", "outputs", "verdict", "reason", "flags", "_seed_parts", "row_key", "take")
+
+    def __init__(
+        self, item_id: int, inputs: dict[str, Any], seed_parts: tuple[int, str], row_key: str | None = None,
+        take: int = 0,
+    ) -> None:
         self.id = item_id
+        self.row_key = row_key
+        self.take = take
         self.inputs = inputs
         self.outputs: dict[str, Any] = {}
         self.verdict: str | None = None  # None: ok; "failed" or "filtered"
@@ -101,7 +105,7 @@ class StageItem:
     def seed(self) -> int:
         """This item's seed for this stage (computed on demand: most stages never ask)."""
         run_seed, stage_id = self._seed_parts
-        return item_seed(run_seed, self.id, stage_id)
+        return item_seed(run_seed, self.id if self.row_key is None else self.row_key, stage_id, self.take)
 
     def fail(self, reason: str) -> None:
         """Mark this item failed at this stage; downstream stages skip it."""

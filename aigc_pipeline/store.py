@@ -4,8 +4,9 @@ Re-running the same command over the same output folder reuses every finished re
 only what is missing. A result is found again by its cache key, a hash of:
 
     stage type | params (canonical JSON) | model identity (Stage.model_identity: the model name,
-    revision and a fingerprint of its files' sizes and mtimes) | the item's seed | the input
-    values the stage consumed (canonical JSON; artifacts by the sha256 of their bytes)
+    revision and a fingerprint of its files' sizes and mtimes) | the item's seed (from the row's
+    identity, never its position: row_identity.py) | the input values the stage consumed
+    (canonical JSON; artifacts by the sha256 of their bytes)
 
 So changing one stage's params re-runs that stage and, for the rows whose outputs changed, the
 stages downstream of it (their inputs differ); a downstream stage whose inputs came out equal is
@@ -51,7 +52,7 @@ from .sinks import remove_stale_temp_files
 
 STORE_FILE = "run.sqlite"
 LOCK_FILE = ".run.lock"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: keys and seeds from row identity (1 keyed rows by position)
 QUARANTINE_AFTER = 2  # crashes of the process with the item in flight
 QUARANTINED = "quarantined: crashed the process twice"
 _SQL_VARS = 500  # keys per SELECT ... IN (...)
@@ -240,7 +241,9 @@ def _unlock(fd: int | None) -> None:
 
 
 def _mismatch(out_dir: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> str:
-    if stored.get("schema") != wanted.get("schema"):
+    if stored.get("schema") == "1":
+        what = "results keyed by row position (an older aigc-pipeline; now rows are keyed by identity)"
+    elif stored.get("schema") != wanted.get("schema"):
         what = f"a run store of another format (version {stored.get('schema')}, this engine writes {SCHEMA_VERSION})"
     elif stored.get("pipeline") != wanted.get("pipeline"):
         what = f"results of pipeline '{stored.get('pipeline')}', not '{wanted.get('pipeline')}'"
