@@ -77,10 +77,10 @@ def _plan(store: ReviewStore, out_dir: Path, graph: PipelineGraph, what: str | N
                 store.record_take(row_id(record), 0, [], record.get("outputs") or {})
             stages = stages_to_reseed(graph, review.rejected_outputs(outputs))
             retake.new[row_id(record)] = (review.current_take + 1, stages)
-    for row, stages in store.stage_takes().items():
-        retake.seeds[_index(row)] = dict(stages)
-    for row, (take, stages) in retake.new.items():
-        retake.seeds.setdefault(_index(row), {}).update(dict.fromkeys(stages, take))
+    for row, taken in store.stage_takes().items():
+        retake.seeds[_index(row)] = dict(taken)
+    for row, (take, reseeded) in retake.new.items():
+        retake.seeds.setdefault(_index(row), {}).update(dict.fromkeys(reseeded, take))
     return retake
 
 
@@ -91,12 +91,9 @@ def stages_to_reseed(graph: PipelineGraph, rejected: list[str]) -> list[str]:
     fields = {name: str(ref).split(".", 1)[0] for name, ref in graph.result_fields("row").items()}
     row_stages = set(split_phases(graph).rows)
     dag = graph.graph
-    wanted: set[str] = set()
-    for name in rejected:
-        stage = fields.get(name)
-        if stage in dag:
-            wanted |= {stage, *nx.ancestors(dag, stage)}
-    changed = {s for stage in wanted for s in (stage, *nx.descendants(dag, stage))}
+    producers = {stage for name in rejected if (stage := fields.get(name)) in dag}
+    wanted = {s for stage in producers for s in (stage, *nx.ancestors(dag, stage))}
+    changed = {s for stage in producers for s in (stage, *nx.descendants(dag, stage))}
     for name, stage in fields.items():
         if name in rejected or stage not in dag or stage in changed:
             continue
