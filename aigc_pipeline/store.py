@@ -3,7 +3,8 @@
 Re-running the same command over the same output folder reuses every finished result and runs
 only what is missing. A result is found again by its cache key, a hash of:
 
-    stage type | params (canonical JSON) | model identity (Stage.model_identity: the model name,
+    stage type | stage version and its distribution's name and version (provenance.py) |
+    params (canonical JSON) | model identity (Stage.model_identity: the model name,
     revision and a fingerprint of its files' sizes and mtimes) | the item's seed (from the row's
     identity, never its position: row_identity.py) | the input values the stage consumed
     (canonical JSON; artifacts by the sha256 of their bytes)
@@ -314,9 +315,11 @@ def _key_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def stage_prefix(type_name: str, params: BaseModel, identity: Any) -> str:
-    """The part of every cache key of one stage that does not depend on the item."""
-    text = canonical_json({"type": type_name, "params": params.model_dump(mode="json"), "models": identity})
+def stage_prefix(type_name: str, params: BaseModel, identity: Any, origin: Any = None) -> str:
+    """The part of every cache key of one stage that does not depend on the item. `origin`: the
+    stage's version and its distribution's name and version (`provenance.StageOrigin.as_key`)."""
+    text = canonical_json({"type": type_name, "params": params.model_dump(mode="json"), "models": identity,
+                           "origin": origin})
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
