@@ -141,7 +141,8 @@ class Engine:
         results are reused and only what is missing runs. `fresh` discards the store first;
         `cache=False` runs without one; `retry_quarantined` gives quarantined rows another chance.
         `rerun` names stages that run again instead of reusing their stored results (what their new
-        outputs change downstream runs again through the keys); an unknown name is a ValueError. `manifest.json` and `report.html` are written too.
+        outputs change downstream runs again through the keys); an unknown name is a ValueError.
+        `manifest.json` and `report.html` are written too.
         `retake="rejected"` takes again the rows rejected in `aigc review` (see review/takes.py).
         """
         out = Path(out_dir)
