@@ -84,6 +84,7 @@ def run(
     fresh: Annotated[bool, typer.Option("--fresh", help="discard the results stored in the output folder and run everything")] = False,  # noqa: E501
     executor: Annotated[Optional[str], typer.Option(help="where stages run: local (this process, the default) or ray")] = None,  # noqa: UP045, E501
     ray_address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (e.g. auto, ray://head:10001); implies --executor ray")] = None,  # noqa: UP045, E501
+    retake: Annotated[Optional[str], typer.Option("--retake", help="rejected: another take (a new seed) of the rows rejected in aigc review, and only of those")] = None,  # noqa: UP045, E501
 ) -> None:
     """Run a pipeline over every row of an input file.
 
@@ -99,7 +100,7 @@ def run(
         cap = MemoryCap.parse(gpu_memory) if gpu_memory else None
         backend = _backend(executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
-                            gpu_memory=cap, fresh=fresh, backend=backend)
+                            gpu_memory=cap, fresh=fresh, backend=backend, retake=retake)
     except AigcError as exc:
         _fail(exc)
     except ValueError as exc:  # a bad --device, --gpu-memory or --executor
@@ -235,6 +236,27 @@ def review(
         _fail(exc)
     except KeyboardInterrupt:
         pass
+
+
+@app.command()
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="a run's output folder")],
+    to: Annotated[Path, typer.Option("--to", help="a folder, or a .zip, .csv or .parquet file")],
+    approved: Annotated[bool, typer.Option("--approved", help="export the rows a reviewer approved (aigc review)")] = False,  # noqa: E501
+) -> None:
+    """Export the approved rows of a run (the approved take's texts and files), named from their key columns."""
+    from .review.export import export_approved
+
+    if not approved:
+        err.print("error: say what to export: --approved (the rows approved in aigc review)", style="red",
+                  highlight=False, markup=False)
+        raise typer.Exit(2)
+    try:
+        count = export_approved(out_dir, to)
+    except AigcError as exc:
+        _fail(exc)
+    out.print(f"exported {count} approved row{'s' * (count != 1)} → {to}", highlight=False, markup=False,
+              soft_wrap=True)
 
 
 @app.command()

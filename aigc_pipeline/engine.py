@@ -32,6 +32,7 @@ from .plugin_manager import (
 from .records import ExecutorBackend, ItemResult, RunSummary
 from .registry import StageRegistry
 from .residency import MemoryCap
+from .review.takes import Retake, plan_retake, record_review
 from .row_identity import identify_rows
 from .safe_paths import prepare_output_folder
 from .sinks import ERRORS_FILE, GROUPS_FILE, write_atomic, write_results
@@ -125,6 +126,7 @@ class Engine:
         gpu_memory: MemoryCap | str | None = None,
         fresh: bool = False,
         cache: bool = True,
+        retake: str | None = None,
     ) -> RunResult:
         """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops.
 
@@ -135,6 +137,7 @@ class Engine:
         The output folder's run store (`run.sqlite`, see `store.py`) makes a re-run resume: stored
         results are reused and only what is missing runs. `fresh` discards the store first;
         `cache=False` runs without one. `manifest.json` and `report.html` are written too.
+        `retake="rejected"` takes again the rows rejected in `aigc review` (see review/takes.py).
         """
         out = Path(out_dir)
         if limit is not None and limit < 0:
@@ -147,7 +150,9 @@ class Engine:
             plan = make_plan(graph, self.pm, device, inventory, cap)
             store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None
             try:
-                return _run_plan(graph, plan, rows, Path(input_path), out, backend, store)
+                takes = plan_retake(out, graph, retake) if store is not None or retake else None
+                plan.takes = takes.seeds if takes is not None else {}
+                return _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes)
             finally:
                 if store is not None:
                     store.close()
@@ -161,10 +166,10 @@ def _run_plan(
     out: Path,
     backend: ExecutorBackend | None,
     store: RunStore | None,
+    takes: Retake | None = None,
 ) -> RunResult:
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
     from .report import write_report
-    from .review.results import annotate_results
 
     executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
@@ -176,7 +181,7 @@ def _run_plan(
     write_manifest(out, finish_manifest(manifest, summary))
     try:
         if store is not None:
-            annotate_results(out)  # review decisions and takes, once the run has any
+            record_review(out, takes)  # new takes, and the review fields once the run has any
         write_report(out)
     except Exception as exc:  # the results are safe on disk; a report bug must not hide them
         summary.warnings.append(f"could not write report.html: {type(exc).__name__}: {exc}")

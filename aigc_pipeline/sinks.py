@@ -115,9 +115,10 @@ class ArtifactWriter:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
 
-    def save(self, stage_id: str, row: str | int, port: str, artifact: ArtifactData) -> Artifact:
+    def save(self, stage_id: str, row: str | int, port: str, artifact: ArtifactData, take: int = 0) -> Artifact:
+        """`take` > 0 (a re-take of the row, review/takes.py) names a file of its own: every take is kept."""
         suffix = artifact.suffix if _SAFE_SUFFIX.match(artifact.suffix) else ".bin"
-        name = f"{row:06d}" if isinstance(row, int) else row
+        name = (f"{row:06d}" if isinstance(row, int) else row) + (f".take{take}" if take else "")
         relpath = f"artifacts/{stage_id}/{name}.{port}{suffix}"
         path = checked_path(self.out_dir, relpath)
         write_atomic(path, [artifact.data])

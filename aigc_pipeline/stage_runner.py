@@ -110,6 +110,7 @@ class StageRunner:
         self.max_batch: int | None = None  # set by an out-of-memory error: the size that fits
         self.load = load
         self.store = plan.store
+        self.takes = plan.takes
         self.prefix: str | None = None  # the stage's part of every cache key; None: not cached
         if self.store is not None:
             cls, params = type(self.stage), graph.pipeline.params[stage_id]
@@ -168,7 +169,8 @@ class StageRunner:
         run_seed, stage_id = self.seed_parts
         for state in states:
             inputs = {port: state.values[key] for port, key in self.inputs}
-            keys[state.index] = item_key(self.prefix, item_seed(run_seed, state.identity, stage_id), inputs)
+            seed = item_seed(run_seed, state.identity, stage_id, self._take(state))
+            keys[state.index] = item_key(self.prefix, seed, inputs)
         stored = self.store.lookup([key for key in keys.values() if key is not None])
         missing = []
         for state in states:
@@ -218,9 +220,13 @@ class StageRunner:
         return results
 
     def items(self, states: list[ItemState]) -> list[StageItem]:
-        seed_parts, inputs = self.seed_parts, self.inputs
-        return [StageItem(state.index, {port: state.values[key] for port, key in inputs}, seed_parts, state.identity)
-                for state in states]
+        seed_parts, inputs, take = self.seed_parts, self.inputs, self._take
+        return [StageItem(state.index, {port: state.values[key] for port, key in inputs}, seed_parts, state.identity,
+                          take(state)) for state in states]
+
+    def _take(self, state: ItemState) -> int:
+        """The row's take at this stage (0 unless a --retake re-seeded it)."""
+        return self.takes[state.index].get(self.stage_id, 0) if state.index in self.takes else 0
 
     def _run_isolated(self, states: list[ItemState]) -> None:
         items = self.items(states)
@@ -307,7 +313,7 @@ class StageRunner:
             if self.artifacts is None:
                 raise AigcError("this run has no output folder for artifacts")
             try:
-                item.outputs[port] = self.artifacts.save(self.stage_id, state.identity, port, value)
+                item.outputs[port] = self.artifacts.save(self.stage_id, state.identity, port, value, self._take(state))
             except OSError as exc:
                 self._record_failure(state, f"could not write the {port} artifact: {exc}", exc)
                 return False
