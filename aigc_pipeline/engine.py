@@ -33,10 +33,13 @@ from .records import ExecutorBackend, ItemResult, RunSummary
 from .registry import StageRegistry
 from .residency import MemoryCap
 from .results_writer import ResultsWriter, error_block
+from .review.takes import Retake, plan_retake, record_review
+from .row_identity import identify_rows
 from .safe_paths import prepare_output_folder
+from .signals import interruptible, received, stop_on_signals
 from .sinks import ERRORS_FILE, GROUPS_FILE, write_atomic, write_results
 from .sources import InputRow, RowStream, stream_rows
-from .spec import Pipeline, check_plugin_names, parse_pipeline, read_pipeline_file, validate_stage_params
+from .spec import Pipeline, check_plugin_names, did_you_mean, parse_pipeline, read_pipeline_file, validate_stage_params
 from .stage import Stage
 from .store import RunStore
 
@@ -125,6 +128,9 @@ class Engine:
         gpu_memory: MemoryCap | str | None = None,
         fresh: bool = False,
         cache: bool = True,
+        retake: str | None = None,
+        rerun: list[str] | None = None,
+        retry_quarantined: bool = False,
         keep_results: bool = True,
     ) -> RunResult:
         """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops.
@@ -135,7 +141,11 @@ class Engine:
 
         The output folder's run store (`run.sqlite`, see `store.py`) makes a re-run resume: stored
         results are reused and only what is missing runs. `fresh` discards the store first;
-        `cache=False` runs without one. `manifest.json` and `report.html` are written too.
+        `cache=False` runs without one; `retry_quarantined` gives quarantined rows another chance.
+        `rerun` names stages that run again instead of reusing their stored results (what their new
+        outputs change downstream runs again through the keys); an unknown name is a ValueError.
+        `manifest.json` and `report.html` are written too.
+        `retake="rejected"` takes again the rows rejected in `aigc review` (see review/takes.py).
 
         Rows stream from the input file to results.jsonl in a bounded window (see streaming.py);
         `keep_results=False` also keeps no result in memory (`RunResult.results` is then empty:
@@ -144,18 +154,34 @@ class Engine:
         out = Path(out_dir)
         if limit is not None and limit < 0:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
+        check_rerun(graph, rerun or [])
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
-        with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)):
-            rows = stream_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
+        with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)), stop_on_signals(out):
+            spec = graph.pipeline.spec
+            rows = stream_rows(input_path, dict(spec.inputs), limit)
             prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
             plan = make_plan(graph, self.pm, device, inventory, cap)
-            spec = graph.pipeline.spec
-            store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None
+            plan.rerun = frozenset(rerun or [])
+            identity = {"pipeline": spec.name, "inputs": dict(spec.inputs)}
+            store = RunStore.open(out, identity, fresh, retry_quarantined) if cache else None
             try:
-                return _run_plan(graph, plan, rows, Path(input_path), out, backend, store, keep_results)
+                takes = plan_retake(out, graph, retake) if store is not None or retake else None
+                plan.takes = takes.seeds if takes is not None else {}
+                return _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes, keep_results)
             finally:
                 if store is not None:
+                    if received() is not None:
+                        store.release_in_flight()
                     store.close()
+
+
+def check_rerun(graph: PipelineGraph, stage_ids: list[str]) -> None:
+    """ValueError for a --rerun name that is no stage of the pipeline (with the nearest one)."""
+    for stage_id in stage_ids:
+        if stage_id not in graph.pipeline.spec.stages:
+            hint = did_you_mean(stage_id, list(graph.order))
+            raise ValueError(f"--rerun {stage_id}: pipeline '{graph.pipeline.spec.name}' has no stage "
+                             f"'{stage_id}'; " + (hint or f"stages: {', '.join(graph.order)}"))
 
 
 def _run_plan(
@@ -166,18 +192,20 @@ def _run_plan(
     out: Path,
     backend: ExecutorBackend | None,
     store: RunStore | None,
+    takes: Retake | None = None,
     keep_results: bool = True,
 ) -> RunResult:
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
     from .report import write_report
-    from .review.results import annotate_results
 
     executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
     write_manifest(out, manifest)
     writer = ResultsWriter(out, keep_results)
     try:
-        summary, _, groups = execute(plan, rows, out, backend, store, sink=writer, total=len(rows))
+        with interruptible():  # a stop signal stops the execution; what follows always runs
+            summary, _, groups = execute(plan, identify_rows(rows, graph.pipeline.spec.key), out, backend, store,
+                                         sink=writer, total=len(rows))
         for group in groups:
             if group.trace:
                 writer.trace(group)
@@ -190,7 +218,7 @@ def _run_plan(
     write_manifest(out, finish_manifest(manifest, summary))
     try:
         if store is not None:
-            annotate_results(out)  # review decisions and takes, once the run has any
+            record_review(out, takes)  # new takes, and the review fields once the run has any
         write_report(out)
     except Exception as exc:  # the results are safe on disk; a report bug must not hide them
         summary.warnings.append(f"could not write report.html: {type(exc).__name__}: {exc}")

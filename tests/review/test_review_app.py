@@ -76,7 +76,8 @@ def test_requests_from_elsewhere_are_refused(out: Path) -> None:
 
 def test_only_artifacts_are_served(out: Path) -> None:
     app, client = _client(out)
-    assert client.get("/files/picture/000000.image.png").status_code == 200
+    first = json.loads((out / "results.jsonl").read_text().splitlines()[0])["outputs"]["image"]["path"]
+    assert client.get("/files/" + first.removeprefix("artifacts/")).status_code == 200
     for path in ("../run.sqlite", "..%2Frun.sqlite", "../results.jsonl", "../../secret.txt", "%2E%2E/run.sqlite",
                  "/etc/passwd", "picture/missing.png"):
         assert client.get(f"/files/{path}").status_code == 404, path
