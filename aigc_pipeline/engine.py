@@ -35,6 +35,7 @@ from .residency import MemoryCap
 from .review.takes import Retake, plan_retake, record_review
 from .row_identity import identify_rows
 from .safe_paths import prepare_output_folder
+from .signals import interruptible, received, stop_on_signals
 from .sinks import ERRORS_FILE, GROUPS_FILE, write_atomic, write_results
 from .sources import InputRow, read_rows
 from .spec import Pipeline, check_plugin_names, did_you_mean, parse_pipeline, read_pipeline_file, validate_stage_params
@@ -128,6 +129,7 @@ class Engine:
         cache: bool = True,
         retake: str | None = None,
         rerun: list[str] | None = None,
+        retry_quarantined: bool = False,
     ) -> RunResult:
         """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops.
 
@@ -137,9 +139,10 @@ class Engine:
 
         The output folder's run store (`run.sqlite`, see `store.py`) makes a re-run resume: stored
         results are reused and only what is missing runs. `fresh` discards the store first;
-        `cache=False` runs without one. `rerun` names stages that run again instead of reusing their
-        stored results (what their new outputs change downstream runs again through the keys); an
-        unknown name is a ValueError. `manifest.json` and `report.html` are written too.
+        `cache=False` runs without one; `retry_quarantined` gives quarantined rows another chance.
+        `rerun` names stages that run again instead of reusing their stored results (what their new
+        outputs change downstream runs again through the keys); an unknown name is a ValueError.
+        `manifest.json` and `report.html` are written too.
         `retake="rejected"` takes again the rows rejected in `aigc review` (see review/takes.py).
         """
         out = Path(out_dir)
@@ -147,19 +150,22 @@ class Engine:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
         check_rerun(graph, rerun or [])
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
-        with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)):
+        with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)), stop_on_signals(out):
             spec = graph.pipeline.spec
             rows = list(identify_rows(read_rows(input_path, dict(spec.inputs), limit), spec.key))
             prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
             plan = make_plan(graph, self.pm, device, inventory, cap)
             plan.rerun = frozenset(rerun or [])
-            store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None
+            identity = {"pipeline": spec.name, "inputs": dict(spec.inputs)}
+            store = RunStore.open(out, identity, fresh, retry_quarantined) if cache else None
             try:
                 takes = plan_retake(out, graph, retake) if store is not None or retake else None
                 plan.takes = takes.seeds if takes is not None else {}
                 return _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes)
             finally:
                 if store is not None:
+                    if received() is not None:
+                        store.release_in_flight()
                     store.close()
 
 
@@ -188,7 +194,8 @@ def _run_plan(
     executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
     write_manifest(out, manifest)
-    summary, results, groups = execute(plan, rows, out, backend, store)
+    with interruptible():  # a stop signal stops the execution; what follows always runs
+        summary, results, groups = execute(plan, rows, out, backend, store)
     path = write_results(out, (result.as_dict() for result in results))
     groups_path = write_results(out, (g.as_dict() for g in groups), GROUPS_FILE) if groups else None
     errors_path = write_error_log(out, [*results, *groups], summary)

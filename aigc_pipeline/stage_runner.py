@@ -32,6 +32,7 @@ from .records import (
     StageStats,
 )
 from .residency import (
+    allocated_bytes,
     free_cached_memory,
     is_out_of_memory,
 )
@@ -76,7 +77,9 @@ class LazyLoad:
         started = time.perf_counter()
         try:
             with MODEL_LOAD_LOCK:
+                before = allocated_bytes(self.device)
                 stage.load(self.device)
+                stats.model_bytes = max(stats.model_bytes, allocated_bytes(self.device) - before)
         except Exception as exc:
             raise StageError(self.stage_id, stage.type_name, f"failed to load: {type(exc).__name__}: {exc}") from exc
         stats.loads += 1
@@ -140,6 +143,8 @@ class StageRunner:
                 self._run_part(part, keys)
             self.stats.batches += 1
             self.stats.peak_rss_bytes = max(self.stats.peak_rss_bytes, peak_rss())
+            if self.stats.first_batch_seconds is None:
+                self.stats.first_batch_seconds = time.perf_counter() - started
         self.stats.seconds += time.perf_counter() - started
 
     def _run_part(self, states: list[ItemState], keys: dict[int, str | None]) -> None:
@@ -182,7 +187,8 @@ class StageRunner:
             if hit is not None and self._apply(state, *hit):
                 continue
             if key is not None and self.store.crashes(key) >= QUARANTINE_AFTER:
-                self._record_failure(state, f"{QUARANTINED} (stage '{stage_id}'); run with --fresh to try it again")
+                self._record_failure(state, f"{QUARANTINED} (stage '{stage_id}'); "
+                                     "run with --retry-quarantined to try it again")
                 continue
             missing.append(state)
         return missing

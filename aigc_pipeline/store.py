@@ -51,6 +51,7 @@ from pydantic import BaseModel
 
 from .content import Artifact
 from .errors import RunStoreError
+from .signals import SIGNALLED_FILE
 from .sinks import remove_stale_temp_files
 
 STORE_FILE = "run.sqlite"
@@ -99,14 +100,18 @@ class RunStore:
         self._lock = threading.Lock()
         self._lock_fd = lock_fd
         self.crashed_items = 0  # items in flight when the previous run died
+        self.stopped_items = 0  # items in flight when the previous run was stopped by a signal
+        self._closed = False
         self._suspects: dict[str, int] = {}
 
     @classmethod
-    def open(cls, out_dir: Path, identity: dict[str, Any], fresh: bool = False) -> RunStore:
+    def open(cls, out_dir: Path, identity: dict[str, Any], fresh: bool = False,
+             retry_quarantined: bool = False) -> RunStore:
         """Open (or create) the store of `out_dir` for a pipeline with `identity` (name, inputs).
 
-        Raises RunStoreError when the folder holds another pipeline's results or another run
-        is using it. `fresh` discards what the store holds.
+        Raises RunStoreError when the folder holds another pipeline's results, another run is
+        using it, or the file is damaged. `fresh` discards what the store holds;
+        `retry_quarantined` gives quarantined items one more chance (they run alone).
         """
         out_dir.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock_folder(out_dir)
@@ -116,7 +121,10 @@ class RunStore:
                     (out_dir / (STORE_FILE + suffix)).unlink(missing_ok=True)
             db = _connect(out_dir)
             store = cls(out_dir, db, lock_fd)
-            store._setup(identity)
+            store._setup(identity, retry_quarantined)
+        except sqlite3.DatabaseError as exc:
+            _unlock(lock_fd)
+            raise RunStoreError(damaged(out_dir, exc)) from None
         except BaseException:
             _unlock(lock_fd)
             raise
@@ -134,8 +142,9 @@ class RunStore:
         store._suspects = dict(db.execute("SELECT key, crashes FROM suspects").fetchall())
         return store
 
-    def _setup(self, identity: dict[str, Any]) -> None:
+    def _setup(self, identity: dict[str, Any], retry_quarantined: bool = False) -> None:
         db = self._db
+        check_integrity(db)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
@@ -145,17 +154,25 @@ class RunStore:
             db.execute("INSERT INTO meta VALUES ('identity', ?)", (wanted,))
         elif row[0] != wanted:
             raise RunStoreError(_mismatch(self.out_dir, json.loads(row[0]), json.loads(wanted)))
-        self._count_crashes()
+        self._count_crashes(retry_quarantined)
 
-    def _count_crashes(self) -> None:
+    def _count_crashes(self, retry_quarantined: bool = False) -> None:
+        """Count a crash against each item left in flight, unless the last run was stopped by a
+        signal (signals.SIGNALLED_FILE): an outside stop is no evidence against the items."""
         db = self._db
+        signalled = self.out_dir / SIGNALLED_FILE
         db.execute("BEGIN IMMEDIATE")
         crashed = db.execute("SELECT key, stage, item FROM inflight").fetchall()
+        if signalled.exists():
+            self.stopped_items, crashed = len(crashed), []
         db.executemany(
             "INSERT INTO suspects VALUES (?, ?, ?, 1) ON CONFLICT(key) DO UPDATE SET crashes = crashes + 1", crashed
         )
+        if retry_quarantined:  # one crash left on the count: they run alone, and one more crash quarantines
+            db.execute("UPDATE suspects SET crashes = 1 WHERE crashes >= ?", (QUARANTINE_AFTER,))
         db.execute("DELETE FROM inflight")
         db.execute("COMMIT")
+        signalled.unlink(missing_ok=True)
         self.crashed_items = len(crashed)
         self._suspects = dict(db.execute("SELECT key, crashes FROM suspects").fetchall())
 
@@ -184,6 +201,8 @@ class RunStore:
     def begin(self, stage_id: str, entries: list[tuple[str, int]]) -> None:
         """Mark (key, item) entries in flight: committed before the stage runs them."""
         with self._lock:
+            if self._closed:  # a batch abandoned after a stop signal: the run has ended
+                return
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
                                  [(key, stage_id, item) for key, item in entries])
@@ -193,6 +212,8 @@ class RunStore:
         """Record results and clear the in-flight markers (and crash counts) of `keys`, in one commit."""
         now = time.time()
         with self._lock:
+            if self._closed:
+                return
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -209,11 +230,35 @@ class RunStore:
         with self._lock:
             return dict(self._db.execute("SELECT stage, COUNT(*) FROM results GROUP BY stage").fetchall())
 
+    def release_in_flight(self) -> None:
+        """After a run stopped by a signal: the in-flight markers left belong to batches abandoned
+        after the grace period, no crash; they go, with the signal's note (signals.SIGNALLED_FILE)."""
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM inflight")
+                (self.out_dir / SIGNALLED_FILE).unlink(missing_ok=True)
+            except (sqlite3.Error, OSError):
+                pass  # a full disk or a damaged file: the note stays, and the next run discards them
+
     def close(self) -> None:
         with self._lock:
+            self._closed = True  # an abandoned batch's late begin/finish finds the run over
             self._db.close()
         _unlock(self._lock_fd)
         self._lock_fd = None
+
+
+def check_integrity(db: sqlite3.Connection) -> None:
+    """Raise sqlite3.DatabaseError when the store file is damaged (a truncated or garbled file reads
+    as a store until a lookup hits the damage, half-way through a run)."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError("; ".join(problems[:3]))
+
+
+def damaged(out_dir: Path, exc: sqlite3.Error) -> str:
+    return (f"the run store {out_dir / STORE_FILE} is damaged ({exc}); its results cannot be trusted. "
+            "Run again with --fresh to discard it (every row runs again), or give this run another --out")
 
 
 def _connect(out_dir: Path) -> sqlite3.Connection:
