@@ -88,7 +88,8 @@ def test_a_rerun_of_a_finished_run_with_filtered_and_failed_rows_loads_nothing(t
     first = run_text(PIPELINE, ROWS, tmp_path / "out", engine=engine)
     assert [r.status for r in first.results] == ["done", "filtered", "done", "failed", "done"]
     # hero is another branch: it draws every row, also those checked ended, and keeps them beside the verdict
-    assert first.results[1].outputs["hero"] == "please drop!" and first.results[1].error["stage"] == "checked"
+    dropped = first.results[1]
+    assert dropped.outputs["hero"] == "please drop!" and dropped.error == {"stage": "checked", "reason": "said drop"}
     assert sorted(Model.processed).count("please drop") == 2  # copy and hero; voice never got it
     reset()
     again = run_text(PIPELINE, ROWS, tmp_path / "out", engine=engine)
