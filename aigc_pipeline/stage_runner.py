@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -117,6 +118,8 @@ class StageRunner:
         self.rerun = stage_id in plan.rerun  # --rerun: compute and store again, reuse nothing
         self.runs = row_filter(plan, stage_id)  # live rows, and rows another branch ended: branches.py
         self._verdicts: dict[int, str] = {}  # this stage's verdict per item of the current batch
+        self.ranks = {sid: rank for rank, sid in enumerate(graph.order)}
+        self.rank = self.ranks.get(stage_id, len(self.ranks))
         if self.store is not None:
             cls, params = type(self.stage), graph.pipeline.params[stage_id]
             if cls.cacheable(params):
@@ -199,6 +202,7 @@ class StageRunner:
         if values is None:
             return False
         if verdict in (FILTERED, FAILED):
+            self._verdicts[state.index] = verdict
             self._end(state, verdict, reason)
         else:
             for port, key in self.outputs_list:
@@ -303,6 +307,7 @@ class StageRunner:
             state.flags.extend({"stage": self.stage_id, "reason": reason} for reason in item.flags)
             self.stats.flagged += 1
         if item.verdict is not None:
+            self._verdicts[state.index] = item.verdict
             self._end(state, item.verdict, item.reason)
             return
         missing = [port for port in self.outputs if port not in item.outputs]
@@ -329,27 +334,28 @@ class StageRunner:
             crash_point("artifact")
         return True
 
-    def _end(self, state: ItemState, verdict: str, reason: str | None) -> None:
-        """This stage filtered or failed the item. A row another branch ended first keeps that
-        first verdict (its status and reason); this stage's verdict is still counted and stored."""
-        self._verdicts[state.index] = verdict
-        if state.status is None:
-            state.status, state.stage, state.reason = verdict, self.stage_id, reason
+    def _end(self, state: ItemState, verdict: str, reason: str | None, trace: str | None = None) -> bool:
+        """This stage filtered or failed the item. When two branches end a row, the row reports the
+        verdict of the stage first in the pipeline's order, whichever thread got there first, so
+        results.jsonl never depends on timing; each stage's own verdict is counted (and stored)."""
+        with _VERDICT_LOCK:
+            mine = state.status is None or (state.stage is not None and self.rank < self.ranks.get(state.stage, -1))
+            if mine:
+                state.status, state.stage, state.reason, state.trace = verdict, self.stage_id, reason, trace
         if verdict == FILTERED:
             self.stats.filtered += 1
         else:
             self.stats.failed += 1
+        return mine
 
     def _record_failure(self, state: ItemState, reason: str, exc: BaseException | None = None) -> None:
         """The item failed by an exception (or the engine's check): not final, never stored."""
+        trace = "".join(traceback.format_exception(exc)) if exc is not None else None
+        self._end(state, FAILED, reason, trace)
         self._verdicts[state.index] = _RAISED
-        if state.status is None:
-            state.status, state.stage, state.reason = FAILED, self.stage_id, reason
-            if exc is not None:
-                state.trace = "".join(traceback.format_exception(exc))
-        self.stats.failed += 1
 
 
+_VERDICT_LOCK = threading.Lock()  # two branches may end one row at once
 _RAISED = "raised"  # a failure from an exception: not stored, tried again next run
 
 
