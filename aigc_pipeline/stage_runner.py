@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .branches import row_filter
 from .content import AUDIO, IMAGE, ArtifactData
 from .devices import Device
 from .errors import AigcError, OutputFolderError, StageError
@@ -115,6 +116,8 @@ class StageRunner:
         self.takes = plan.takes
         self.prefix: str | None = None  # the stage's part of every cache key; None: not cached
         self.rerun = stage_id in plan.rerun  # --rerun: compute and store again, reuse nothing
+        self.runs = row_filter(plan, stage_id)  # live rows, and rows another branch ended: branches.py
+        self._verdicts: dict[int, str] = {}  # this stage's verdict per item of the current batch
         if self.store is not None:
             cls, params = type(self.stage), graph.pipeline.params[stage_id]
             if cls.cacheable(params):
@@ -122,10 +125,12 @@ class StageRunner:
                 self.prefix = stage_prefix(cls.type_name, params, cls.model_identity(params), origin)
 
     def run(self, states: list[ItemState]) -> None:
-        """Process live items of `states` (skipping failed/filtered ones) as one micro-batch."""
-        live = [state for state in states if state.status is None]
+        """Process the items of `states` this stage runs (`self.runs`) as one micro-batch."""
+        runs = self.runs
+        live = [state for state in states if runs(state)]
         if not live:
             return
+        self._verdicts.clear()
         started = time.perf_counter()
         keys: dict[int, str | None] = {}
         if self.prefix is not None:
@@ -194,9 +199,8 @@ class StageRunner:
         values = decode_outputs(outputs, self.artifacts.out_dir) if self.artifacts is not None else None
         if values is None:
             return False
-        if verdict == FILTERED:
-            state.status, state.stage, state.reason = FILTERED, self.stage_id, reason
-            self.stats.filtered += 1
+        if verdict in (FILTERED, FAILED):
+            self._end(state, verdict, reason)
         else:
             for port, key in self.outputs_list:
                 state.values[key] = values[port]
@@ -209,19 +213,24 @@ class StageRunner:
         return True
 
     def _new_results(self, states: list[ItemState], keys: dict[int, str | None]) -> list[NewResult]:
-        """What to store: items that passed (outputs) or were filtered here; never failed ones."""
+        """What to store: items that passed (outputs, also of a row another branch ended), were
+        filtered here, or failed here by the stage's own verdict (`item.fail`: final). Never a
+        failure from an exception (often transient: out of memory, a flaky program): tried again."""
         results = []
+        verdicts = self._verdicts
         for state in states:
             key = keys.get(state.index)
-            if key is None or state.status == FAILED:
+            verdict = verdicts.get(state.index)
+            if key is None or verdict == _RAISED:
                 continue
             flags = [flag["reason"] for flag in state.flags if flag["stage"] == self.stage_id]
-            if state.status is None:
+            if verdict is None:
                 encoded = encode_outputs({port: state.values[value_key] for port, value_key in self.outputs_list})
                 if encoded is not None:
                     results.append(NewResult(key, state.index, DONE, None, encoded, flags))
-            elif state.status == FILTERED and state.stage == self.stage_id:
-                results.append(NewResult(key, state.index, FILTERED, state.reason, "{}", flags))
+            else:
+                reason = state.reason if state.stage == self.stage_id else None
+                results.append(NewResult(key, state.index, verdict, reason, "{}", flags))
         return results
 
     def items(self, states: list[ItemState]) -> list[StageItem]:
@@ -295,11 +304,7 @@ class StageRunner:
             state.flags.extend({"stage": self.stage_id, "reason": reason} for reason in item.flags)
             self.stats.flagged += 1
         if item.verdict is not None:
-            state.status, state.stage, state.reason = item.verdict, self.stage_id, item.reason
-            if item.verdict == FILTERED:
-                self.stats.filtered += 1
-            else:
-                self.stats.failed += 1
+            self._end(state, item.verdict, item.reason)
             return
         missing = [port for port in self.outputs if port not in item.outputs]
         if missing:
@@ -328,11 +333,28 @@ class StageRunner:
             crash_point("artifact")
         return True
 
+    def _end(self, state: ItemState, verdict: str, reason: str | None) -> None:
+        """This stage filtered or failed the item. A row another branch ended first keeps that
+        first verdict (its status and reason); this stage's verdict is still counted and stored."""
+        self._verdicts[state.index] = verdict
+        if state.status is None:
+            state.status, state.stage, state.reason = verdict, self.stage_id, reason
+        if verdict == FILTERED:
+            self.stats.filtered += 1
+        else:
+            self.stats.failed += 1
+
     def _record_failure(self, state: ItemState, reason: str, exc: BaseException | None = None) -> None:
-        state.status, state.stage, state.reason = FAILED, self.stage_id, reason
+        """The item failed by an exception (or the engine's check): not final, never stored."""
+        self._verdicts[state.index] = _RAISED
+        if state.status is None:
+            state.status, state.stage, state.reason = FAILED, self.stage_id, reason
+            if exc is not None:
+                state.trace = "".join(traceback.format_exception(exc))
         self.stats.failed += 1
-        if exc is not None:
-            state.trace = "".join(traceback.format_exception(exc))
+
+
+_RAISED = "raised"  # a failure from an exception: not stored, tried again next run
 
 
 def peak_rss() -> int:
