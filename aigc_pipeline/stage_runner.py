@@ -10,6 +10,7 @@ micro-batch, after the artifacts are in place. Every executor backend uses it.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 from .branches import row_filter
 from .content import AUDIO, IMAGE, ArtifactData
 from .devices import Device
-from .errors import AigcError, StageError
+from .errors import AigcError, OutputFolderError, StageError
 from .provenance import origin_of
 from .records import (
     DONE,
@@ -329,6 +330,9 @@ class StageRunner:
             try:
                 item.outputs[port] = self.artifacts.save(self.stage_id, state.identity, port, value, self._take(state))
             except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # every row after it would fail the same way
+                    raise OutputFolderError(f"no space left in {self.artifacts.out_dir} to write artifacts; free "
+                                            "space and run the same command again (finished rows are kept)") from exc
                 self._record_failure(state, f"could not write the {port} artifact: {exc}", exc)
                 return False
             crash_point("artifact")
