@@ -34,15 +34,21 @@ class ResultsWriter:
         self._results = _temp(out_dir, RESULTS_FILE)
         self._errors: IO[str] | None = None  # row blocks of errors.log, opened on the first traceback
         self._encode: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, default=_json_value).encode
+        self.failed: OSError | None = None  # the first write that failed (a full disk): nothing more is written
 
     def __call__(self, result: ItemResult) -> None:
-        self._results.write(self._encode(result.as_dict()) + "\n")
-        if result.trace:
-            self.trace(result)
-        for sink in self.extra:
-            sink.add(result)
         if self.kept is not None:
             self.kept.append(result)
+        if self.failed is not None:
+            return
+        try:
+            self._results.write(self._encode(result.as_dict()) + "\n")
+            if result.trace:
+                self.trace(result)
+            for sink in self.extra:
+                sink.add(result)
+        except OSError as exc:  # the run goes on (its results are in the store); the caller says so
+            self.failed = exc
 
     def trace(self, result: ItemResult) -> None:
         """Add a row's (or group's) traceback to errors.log."""
@@ -50,10 +56,10 @@ class ResultsWriter:
             self._errors = _temp(self.out_dir, ERRORS_FILE)
         self._errors.write(error_block(result).rstrip("\n") + "\n\n")
 
-    def commit(self, summary: RunSummary) -> tuple[Path, Path | None, list[Path]]:
-        """Put results.jsonl (and errors.log, other formats) in place: (results, errors or None, others)."""
+    def commit(self, summary: RunSummary, name: str = RESULTS_FILE) -> tuple[Path, Path | None, list[Path]]:
+        """Put results.jsonl (or `name`; errors.log, other formats) in place: (results, errors or None, others)."""
         crash_point("results")  # test-only: killed with every line written, nothing renamed yet
-        path = _publish(self._results, self.out_dir / RESULTS_FILE)
+        path = _publish(self._results, self.out_dir / name)
         others = [sink.commit() for sink in self.extra]
         return path, self._commit_errors(summary), others
 
@@ -81,8 +87,11 @@ class ResultsWriter:
     def discard(self) -> None:
         """Remove the temporary files (a run that could not finish writing)."""
         for handle in (self._results, self._errors):
-            if handle is not None:
-                _close_and_remove(handle)
+            if handle is not None and not handle.closed:
+                try:
+                    _close_and_remove(handle)
+                except OSError:  # a full disk may refuse the flush on close: the file goes anyway
+                    Path(handle.name).unlink(missing_ok=True)
         for sink in self.extra:
             sink.discard()
 
