@@ -10,7 +10,8 @@
     ├── MissingDependencyError     an optional package is needed; says what to install
     ├── MissingProgramError        a system program (e.g. espeak-ng) is not on PATH
     ├── RunStoreError              the output folder holds another pipeline's results, or is in use
-    └── OutputFolderError          the output folder cannot be written (a file, read-only, full, a link)
+    ├── OutputFolderError          the output folder cannot be written (a file, read-only, full, a link)
+    └── ReviewError                a review, retake or export request cannot be met (no run store...)
 
 Errors about a single row never escape as exceptions: the executor records them on the item
 (status, stage, reason in results.jsonl) and the rest of the run goes on.
@@ -125,3 +126,7 @@ class RunStoreError(AigcError):
 
 class OutputFolderError(AigcError):
     """The output folder cannot take the run's files: it is a file, read-only, full, or holds a link."""
+
+
+class ReviewError(AigcError):
+    """A review, retake or export request cannot be met (no run store, an unknown decision or row)."""

@@ -16,7 +16,7 @@ from types import TracebackType
 from .devices import Device
 from .errors import StageError
 from .records import MODEL_LOAD_LOCK, StageStats
-from .residency import free_cached_memory
+from .residency import allocated_bytes, free_cached_memory
 from .stage import Stage
 
 
@@ -49,8 +49,10 @@ class StageLifecycle:
             return
         started = time.perf_counter()
         try:
-            with MODEL_LOAD_LOCK:
+            with MODEL_LOAD_LOCK:  # loads are serialised, so the allocation difference is this stage's
+                before = allocated_bytes(self.device)
                 stage.load(self.device)
+                stats.model_bytes = max(stats.model_bytes, allocated_bytes(self.device) - before)
         except Exception as exc:
             raise StageError(self.stage_id, stage.type_name, f"failed to load: {type(exc).__name__}: {exc}") from exc
         stats.loads += 1

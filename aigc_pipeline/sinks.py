@@ -102,8 +102,10 @@ def _json_value(value: Any) -> Any:
 class ArtifactWriter:
     """Saves stage artifacts as `artifacts/<stage>/<row>.<port><suffix>` inside the output folder.
 
-    Names are built from the stage id (validated to `[a-z0-9_]`), the row index and the port
-    name, never from row values, so nothing can be written outside the folder. Each file is
+    Names are built from the stage id (validated to `[a-z0-9_]`), the row's identity (a hex digest,
+    `row_identity.py`; an int is written as a zero-padded index) and the port name, never from row
+    values, so nothing can be written outside the folder. Naming by identity, not position, keeps
+    a re-run over an edited input from overwriting a stored row's artifact with another row's. Each file is
     written to a temporary name, fsynced and renamed; the returned Artifact carries the sha256 of
     its bytes (`digest`), which downstream cache keys use. A run store records the item only after
     this returns, so a recorded artifact is always complete; a kill before that re-runs the item,
@@ -113,9 +115,11 @@ class ArtifactWriter:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
 
-    def save(self, stage_id: str, row: int, port: str, artifact: ArtifactData) -> Artifact:
+    def save(self, stage_id: str, row: str | int, port: str, artifact: ArtifactData, take: int = 0) -> Artifact:
+        """`take` > 0 (a re-take of the row, review/takes.py) names a file of its own: every take is kept."""
         suffix = artifact.suffix if _SAFE_SUFFIX.match(artifact.suffix) else ".bin"
-        relpath = f"artifacts/{stage_id}/{row:06d}.{port}{suffix}"
+        name = (f"{row:06d}" if isinstance(row, int) else row) + (f".take{take}" if take else "")
+        relpath = f"artifacts/{stage_id}/{name}.{port}{suffix}"
         path = checked_path(self.out_dir, relpath)
         write_atomic(path, [artifact.data])
         digest = hashlib.sha256(artifact.data).hexdigest()

@@ -27,12 +27,15 @@ _FALSE = {"false", "0", "no", "n"}
 
 @dataclass
 class InputRow:
-    """One input row: its 0-based index, its line in the file, and its values or why it was rejected."""
+    """One input row: its 0-based index, its line in the file, and its values or why it was rejected.
+
+    `identity` names the row across runs (`row_identity.identify_rows` sets it)."""
 
     index: int
     line: int
     values: dict[str, Any] | None
     error: str | None = None
+    identity: str | None = None
 
 
 def read_rows(path: str | Path, columns: dict[str, str], limit: int | None = None) -> list[InputRow]:

@@ -67,6 +67,8 @@ class PipelineSpec(BaseModel):
     inputs: dict[ColumnName, ColumnType] = Field(  # type: ignore[valid-type]
         default_factory=dict, description="columns every row must have")
     seed: int = 0
+    key: list[ColumnName] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="the input columns that identify a row (default: all its input values)")
     plugins: list[str] = Field(default_factory=list, description="plugins by registered (entry-point) name")
     stages: dict[StageId, StageSpec] = Field(min_length=1)
     outputs: dict[str, str] = Field(default_factory=dict, description="result name -> '<stage>.<port>'")
@@ -255,10 +257,26 @@ def load_pipeline_text(
 
 def validate_envelope(data: dict[str, Any], locator: Locator) -> PipelineSpec:
     try:
-        return PipelineSpec.model_validate(data)
+        spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
         problems = [_pydantic_problem(err, (), locator, PipelineSpec) for err in exc.errors()]
         raise PipelineFileError(in_file_order(problems)) from None
+    _check_key_columns(spec, locator)
+    return spec
+
+
+def _check_key_columns(spec: PipelineSpec, locator: Locator) -> None:
+    """`key:` names declared input columns, each once."""
+    columns = list(spec.inputs)
+    problems = [
+        locator.problem(("key", index), f"key column '{name}' is not declared under 'inputs:'", field=f"key.{index}",
+                        hint=did_you_mean(name, columns) or f"columns: {', '.join(columns) or 'none'}")
+        for index, name in enumerate(spec.key) if name not in spec.inputs
+    ]
+    problems += [locator.problem(("key", index), f"key column '{name}' is listed twice", field=f"key.{index}")
+                 for index, name in enumerate(spec.key) if name in spec.key[:index]]
+    if problems:
+        raise PipelineFileError(problems)
 
 
 def check_plugin_names(spec: PipelineSpec, locator: Locator, available: Iterable[str]) -> None:

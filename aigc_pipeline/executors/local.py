@@ -25,6 +25,7 @@ from ..errors import StageError
 from ..lifecycle import StageLifecycle
 from ..plugin_manager import has_observers, notify
 from ..records import DONE, ItemState, RunPlan, StageStats
+from ..signals import join_workers, stop_grace
 from ..stage import Stage
 from ..stage_runner import StageRunner
 
@@ -59,8 +60,9 @@ class LocalExecutor:
             flow.collect(on_finished)
         finally:
             flow.cancel()
-            for worker in workers:
-                worker.join()
+            if join_workers(workers):  # only after a stop signal: batches still running past the grace period
+                plan.warnings.append(f"stopped waiting for micro-batches still running {stop_grace():g} s after "
+                                     "the stop signal; their rows are not_run")
             flow.collect(on_finished)  # chunks that every stage finished while stopping are done too
         if flow.error is not None:
             raise flow.error

@@ -5,7 +5,9 @@ unless `allow_pickle: true`, and the model's own Python code (`auto_map`) is nev
 `trust_remote_code: true`. Heavy libraries are imported in `load`, not when this module is.
 
 Batching: a micro-batch is ONE `generate` call, prompts left-padded with an attention mask (the
-position ids follow the mask), so a row sees only its own tokens.
+position ids follow the mask), so a row sees only its own tokens. `generate_batch` cuts it into
+calls of prompts of similar length, and `static_cache` decodes with a static (on a GPU, compiled)
+KV cache: see `llm_batching`.
 
 Determinism: every row samples with its own seed (`item.seed`: run seed, row id, stage id).
 Tokens are drawn by a logits processor that keeps one `torch.Generator` per row, and `generate`
@@ -31,6 +33,7 @@ from ..errors import MissingDependencyError
 from ..models import check_no_remote_code, dtype_keyword, memory_estimate, resolve_model
 from ..plugin_manager import hookimpl
 from ..stage import DeviceNeeds, Stage, StageItem
+from .llm_batching import in_length_order, padded_width, static_cache_kwargs
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 HEADROOM = 1.2  # activations and the KV cache of a micro-batch, on top of the weights
@@ -55,6 +58,13 @@ class LlmParams(BaseModel):
     strip: bool = Field(True, description="strip leading and trailing whitespace from the generated text")
     trust_remote_code: bool = Field(False, description="run Python code shipped with the model (only models you trust)")
     allow_pickle: bool = Field(False, description="allow pickle weights (.bin), which can run code when loaded")
+    generate_batch: int | None = Field(
+        None, ge=1, description="rows per generate call: the stage's batch is sorted by prompt length and cut into "
+                                "calls of this many rows, so short prompts are not padded to long ones (same "
+                                "outputs); none: one call per batch")
+    static_cache: bool = Field(
+        False, description="static KV cache, prompt widths bucketed; on a GPU the decode step is compiled "
+                           "(torch.compile: the first call takes tens of seconds); same greedy outputs")
 
     @field_validator("stop")
     @classmethod
@@ -140,7 +150,9 @@ class LlmTextStage(Stage[LlmParams]):
         )["input_ids"]
         ready = [(item, ids) for item, ids in zip(live, token_ids, strict=True) if self._fits(item, ids)]
         if ready:
-            texts = self.generate([ids for _, ids in ready], [item.seed for item, _ in ready])
+            token_ids, seeds = [ids for _, ids in ready], [item.seed for item, _ in ready]
+            texts = in_length_order(token_ids, self.params.generate_batch,
+                                    lambda rows: self.generate([token_ids[r] for r in rows], [seeds[r] for r in rows]))
             for (item, _), text in zip(ready, texts, strict=True):
                 item.outputs["text"] = text
                 if not text:
@@ -187,7 +199,7 @@ class LlmTextStage(Stage[LlmParams]):
         import torch
 
         p, pad_id = self.params, self.tokenizer.pad_token_id
-        width = max(map(len, token_ids))
+        width = padded_width(max(map(len, token_ids)), p.static_cache)
         input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
         for row, ids in enumerate(token_ids):  # left padding: every prompt ends where generation starts
@@ -202,7 +214,7 @@ class LlmTextStage(Stage[LlmParams]):
                 do_sample=False, temperature=None, top_p=None, top_k=None,  # sampling is SeededSampler's
                 repetition_penalty=p.repetition_penalty, pad_token_id=pad_id,
                 logits_processor=_as_list("LogitsProcessorList", processors),
-                stopping_criteria=_as_list("StoppingCriteriaList", criteria),
+                stopping_criteria=_as_list("StoppingCriteriaList", criteria), **static_cache_kwargs(p.static_cache),
             )
         end_ids = self._end_ids()
         return [self._finish(_until(row, end_ids)) for row in output[:, width:].tolist()]
