@@ -17,6 +17,7 @@ import pluggy
 
 from .devices import Device, Inventory, probe_inventory
 from .errors import AigcError, StageError
+from .gpu_busy import BusySampler
 from .graph import PipelineGraph
 from .plugin_manager import hookimpl, notify
 from .records import (
@@ -175,8 +176,8 @@ def execute(
             run_in_phases(runner, plan, groups, None, phases.groups)
     except AigcError as exc:
         error, trace = str(exc), "".join(traceback.format_exception(exc))
-    except KeyboardInterrupt:
-        error = "interrupted; rows not finished are marked not_run"
+    except KeyboardInterrupt as exc:  # signals.StopSignal says which signal
+        error = str(exc) or "interrupted; rows not finished are marked not_run"
     results = [item_result(state, keys) for state in states]
     group_keys = result_keys(graph, "group")
     group_results: list[ItemResult] = [group_result(state, group_keys) for state in groups]
@@ -200,8 +201,10 @@ def run_in_phases(
         last = number == len(parts) - 1
         gpus = {device for sid in part for device in _devices_of(plan, sid) if device.is_gpu}
         reset_peaks(gpus)
+        busy = BusySampler(gpus)
         try:
-            runner.execute(plan, states, on_finished if last else _pending_again(on_finished), part)
+            with busy:
+                runner.execute(plan, states, on_finished if last else _pending_again(on_finished), part)
         finally:
             if not last:  # a backend that stopped early may have marked items done: they are not
                 for state in states:
@@ -212,6 +215,15 @@ def run_in_phases(
                 stats = plan.stats[sid]
                 peak = max(peaks.get(device, 0) for device in _devices_of(plan, sid))
                 stats.peak_memory_bytes = max(stats.peak_memory_bytes, peak)
+            record_busy(plan, part, busy.fractions())
+
+
+def record_busy(plan: RunPlan, stage_ids: list[str], fractions: dict[Device, float]) -> None:
+    """Each stage's GPU busy fraction: that of its GPU(s) in its phase (the mean over its copies)."""
+    for sid in stage_ids:
+        values = [fractions[device] for device in _devices_of(plan, sid) if device in fractions]
+        if values:
+            plan.stats[sid].gpu_busy = sum(values) / len(values)
 
 
 def _pending_again(on_finished: Any) -> Any:

@@ -104,6 +104,9 @@ class StageStats:
     memory_bytes: int = 0  # the stage's own estimate (DeviceNeeds.memory_bytes); 0: none or unknown
     peak_memory_bytes: int = 0  # peak allocated on its GPU while its phase ran (shared with co-resident stages)
     oom_retries: int = 0  # batches that ran out of GPU memory and were retried in halves
+    model_bytes: int = 0  # GPU memory its load took (allocated after minus before, loads are serialised)
+    gpu_busy: float | None = None  # NVML busy fraction of its GPU while its phase ran (None: not measured)
+    first_batch_seconds: float | None = None  # its first micro-batch that ran the model (compiles happen there)
 
     def merge(self, part: StageStats | dict[str, Any]) -> None:
         """Add another worker's counts (a `StageStats`, or a dict of changes sent back by a Ray
@@ -119,8 +122,9 @@ class StageStats:
 
 
 PEAK_FIELDS = tuple(item.name for item in fields(StageStats) if item.name.startswith("peak_"))
+OWN_FIELDS = ("memory_bytes", "model_bytes")  # one copy's own figure: never added up
 COUNTED_FIELDS = tuple(item.name for item in fields(StageStats)
-                       if item.type in ("int", "float") and item.name not in (*PEAK_FIELDS, "memory_bytes"))
+                       if item.type in ("int", "float") and item.name not in (*PEAK_FIELDS, *OWN_FIELDS))
 
 
 @dataclass
@@ -170,6 +174,7 @@ class RunPlan:
     needs: dict[str, DeviceNeeds] = field(default_factory=dict)  # each stage's, as make_plan read them once
     # Re-takes (`--retake`, review/takes.py): row index -> stage -> take; absent: take 0.
     takes: dict[int, dict[str, int]] = field(default_factory=dict)
+    rerun: frozenset[str] = frozenset()  # stages that run again instead of reusing stored results (--rerun)
 
 
 OnFinished = Callable[[list[ItemState]], None]
