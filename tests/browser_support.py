@@ -63,8 +63,8 @@ def review_app(out: Path) -> Iterator[str]:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline() if process.stdout else ""
-        problem = "" if line.startswith("review app: http://127.0.0.1:") else process.stderr.read() if process.stderr else ""
-        assert not problem, line + problem
+        if not line.startswith("review app: http://127.0.0.1:"):
+            raise AssertionError(line + (process.stderr.read() if process.stderr else ""))
         yield line.split()[2]
     finally:
         process.send_signal(2)  # SIGINT, as Ctrl-C
