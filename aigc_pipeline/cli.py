@@ -24,6 +24,7 @@ from .engine import Engine
 from .errors import AigcError, PipelineFileError, Problem
 from .progress import RichProgress
 from .residency import MemoryCap, format_bytes
+from .signals import listen, received
 from .spec import pipeline_json_schema
 
 app = typer.Typer(help="Run declared pipelines of AI content-generation stages over rows of data.",
@@ -85,6 +86,8 @@ def run(
     executor: Annotated[Optional[str], typer.Option(help="where stages run: local (this process, the default) or ray")] = None,  # noqa: UP045, E501
     ray_address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (e.g. auto, ray://head:10001); implies --executor ray")] = None,  # noqa: UP045, E501
     retake: Annotated[Optional[str], typer.Option("--retake", help="rejected: another take (a new seed) of the rows rejected in aigc review, and only of those")] = None,  # noqa: UP045, E501
+    rerun: Annotated[Optional[list[str]], typer.Option("--rerun", metavar="STAGE", help="run this stage again instead of reusing its stored results (and what its new outputs change); repeatable")] = None,  # noqa: UP045, E501
+    retry_quarantined: Annotated[bool, typer.Option("--retry-quarantined", help="give rows quarantined for crashing the process another chance (they run alone)")] = False,  # noqa: E501
 ) -> None:
     """Run a pipeline over every row of an input file.
 
@@ -100,12 +103,21 @@ def run(
         cap = MemoryCap.parse(gpu_memory) if gpu_memory else None
         backend = _backend(executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
-                            gpu_memory=cap, fresh=fresh, backend=backend, retake=retake)
+                            gpu_memory=cap, fresh=fresh, backend=backend, retake=retake, rerun=rerun,
+                            retry_quarantined=retry_quarantined)
     except AigcError as exc:
         _fail(exc)
+    except KeyboardInterrupt as exc:  # a stop signal before the execution began: nothing ran
+        err.print(f"error: {exc or 'interrupted'} before any row ran", style="red", highlight=False, markup=False)
+        _exit_after_signal(getattr(exc, "signum", 2))
     except ValueError as exc:  # a bad --device, --gpu-memory or --executor
         err.print(f"error: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(2) from None
+    _finish_run(result)
+
+
+def _finish_run(result: Any) -> None:
+    """Print a run's summary and where its files are; exit 1 if it stopped early, 128 + N after signal N."""
     _print_summary(result.summary, result.results_path)
     if result.groups_path is not None and result.summary.group_counts:
         groups = ", ".join(f"{n} {status}" for status, n in result.summary.group_counts.items() if n)
@@ -117,7 +129,19 @@ def run(
         err.print(f"tracebacks: {result.errors_path}", highlight=False, markup=False)
     if not result.summary.ok:
         err.print(f"error: the run stopped early: {result.summary.error}", style="red", highlight=False, markup=False)
+    if received() is not None:
+        _exit_after_signal(received() or 0)
+    if not result.summary.ok:
         raise typer.Exit(1)
+
+
+def _exit_after_signal(signum: int) -> None:
+    """Exit with 128 + the signal's number, as a shell reports a process the signal ended. Through
+    os._exit: micro-batches abandoned after the grace period may still be running in model code,
+    and waiting for them (or tearing down under them) is what the signal asked not to do."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def _backend(executor: str | None, ray_address: str | None) -> Any:
@@ -378,6 +402,7 @@ QUIET_LIBRARIES = {
 
 
 def main() -> None:
+    listen()
     for name, value in QUIET_LIBRARIES.items():
         os.environ.setdefault(name, value)
     app()

@@ -176,8 +176,8 @@ def execute(
             run_in_phases(runner, plan, groups, None, phases.groups)
     except AigcError as exc:
         error, trace = str(exc), "".join(traceback.format_exception(exc))
-    except KeyboardInterrupt:
-        error = "interrupted; rows not finished are marked not_run"
+    except KeyboardInterrupt as exc:  # signals.StopSignal says which signal
+        error = str(exc) or "interrupted; rows not finished are marked not_run"
     results = [item_result(state, keys) for state in states]
     group_keys = result_keys(graph, "group")
     group_results: list[ItemResult] = [group_result(state, group_keys) for state in groups]

@@ -2,7 +2,9 @@
 
 It records the pipeline (file, sha256 and text), the input file, package versions (read from the
 installed metadata: torch is never imported for this), each stage's model identity (the same one
-the run store's cache keys use), the run seed (item seeds derive from it: `stage.item_seed`),
+the run store's cache keys use), each stage's version and providing distribution (also in those
+keys: `provenance.py`) and every plugin distribution with its version, the run seed (item
+seeds derive from it: `seeding.item_seed`),
 devices, placement and residency phases, start and end times, counts per status and, per stage,
 time, model load time, loads and peak memory (CUDA max allocated on a GPU, the process's peak RSS
 otherwise). `status` is "running" until the run ends ("finished", or "stopped" with `error`), so
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .graph import PipelineGraph
+from .provenance import pipeline_origins, plugin_distributions
 from .records import RunPlan, RunSummary
 from .sinks import write_atomic
 
@@ -51,6 +54,8 @@ def start_manifest(graph: PipelineGraph, plan: RunPlan, input_path: Path, rows: 
         "replicas": {sid: [str(device) for device in devices]
                      for sid, devices in plan.replicas.items() if len(devices) > 1},
         "executor": executor,
+        "stage_versions": pipeline_origins(graph),
+        "plugins": plugin_distributions(graph),
         "phases": plan.residency,
         "started_at": _now(),
         "ended_at": None,

@@ -174,6 +174,7 @@ class RunPlan:
     needs: dict[str, DeviceNeeds] = field(default_factory=dict)  # each stage's, as make_plan read them once
     # Re-takes (`--retake`, review/takes.py): row index -> stage -> take; absent: take 0.
     takes: dict[int, dict[str, int]] = field(default_factory=dict)
+    rerun: frozenset[str] = frozenset()  # stages that run again instead of reusing stored results (--rerun)
 
 
 OnFinished = Callable[[list[ItemState]], None]

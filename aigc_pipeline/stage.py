@@ -21,6 +21,9 @@ A stage type is a subclass of `Stage` with:
 - `process(batch) -> batch`: a list of `StageItem` in, the same items out, each with its outputs
   set, or marked `fail(...)`, `drop(...)` or `flag(...)`;
 - `unload()`: releases what `load` took; always called, in a `finally`.
+- `version`: a string (default "1") that is part of every stored result's key, with the name and
+  version of the distribution that provides the stage: bump it when a change of the code changes
+  what the stage produces, and a re-run recomputes that stage instead of serving old results.
 - `reduces`: True for a reducing stage (many rows into one, e.g. `aggregate`): instead of
   `process`, its `reduce(items) -> list[Group]` gets every row that finished the per-row
   stages at once, and the stages downstream of it run once per group.
@@ -142,6 +145,7 @@ class Stage(Generic[P]):
     default_batch_size: ClassVar[int] = 1
     description: ClassVar[str] = ""
     reduces: ClassVar[bool] = False
+    version: ClassVar[str] = "1"
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -260,6 +264,8 @@ def _contract_problems(cls: Any) -> list[str]:
         problems.append("a reducing stage (reduces = True) must implement reduce(items)")
     if not cls.reduces and cls.process is Stage.process:
         problems.append("process(batch) must be implemented")
+    if not isinstance(cls.version, str) or not cls.version:
+        problems.append(f"version {cls.version!r} must be a non-empty string")
     if not isinstance(cls.default_batch_size, int) or cls.default_batch_size < 1:
         problems.append("default_batch_size must be a positive int")
     return problems

@@ -20,10 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..branches import row_filter
 from ..devices import Device
 from ..errors import StageError
 from ..plugin_manager import has_observers, notify
 from ..records import DONE, ItemState, RunPlan, StageStats
+from ..signals import join_workers, stop_grace
 from ..stage import Stage
 from ..stage_runner import LazyLoad, StageRunner
 
@@ -58,8 +60,9 @@ class LocalExecutor:
             flow.collect(on_finished)
         finally:
             flow.cancel()
-            for worker in workers:
-                worker.join()
+            if join_workers(workers):  # only after a stop signal: batches still running past the grace period
+                plan.warnings.append(f"stopped waiting for micro-batches still running {stop_grace():g} s after "
+                                     "the stop signal; their rows are not_run")
             flow.collect(on_finished)  # chunks that every stage finished while stopping are done too
         if flow.error is not None:
             raise flow.error
@@ -112,6 +115,7 @@ class _Flow:
         self.collected = 0  # chunks already marked DONE by collect()
         # Upstream stages outside this phase (before an aggregate) have finished already.
         self.upstream = {sid: [p for p in plan.graph.graph.predecessors(sid) if p in self.completed] for sid in stages}
+        self.runs = {sid: row_filter(plan, sid) for sid in stages}  # which rows each stage runs: branches.py
         self.condition = threading.Condition()
         self.cancelled = False
         self.error: BaseException | None = None
@@ -177,13 +181,13 @@ class _Flow:
 
     def _process_chunks(self, stage_id: str, load: LazyLoad) -> None:
         runner = StageRunner(stage_id, self.plan, load)
-        batch_size = self.plan.batch_sizes[stage_id]
+        runs, batch_size = self.runs[stage_id], self.plan.batch_sizes[stage_id]
         report = has_observers(self.plan.pm, "aigc_stage_progress")
         seen = 0
         for index, chunk in enumerate(self.chunks):
             if not self._wait_for(self.upstream[stage_id], index + 1):
                 return
-            live = [state for state in chunk if state.status is None]
+            live = [state for state in chunk if runs(state)]
             for start in range(0, len(live), batch_size):
                 runner.run(live[start : start + batch_size])
             seen += len(chunk)
@@ -220,7 +224,8 @@ class _Flow:
     def _open_chunk(self, stage_id: str, work: _SharedWork) -> None:
         """Queue the next chunk's micro-batches (with the condition held)."""
         index, size = work.opened, self.plan.batch_sizes[stage_id]
-        live = [state for state in self.chunks[index] if state.status is None]
+        runs = self.runs[stage_id]
+        live = [state for state in self.chunks[index] if runs(state)]
         work.queue.extend((index, live[start : start + size]) for start in range(0, len(live), size))
         work.unfinished.append(-(-len(live) // size))
         work.opened += 1
