@@ -214,7 +214,8 @@ class LlmTextStage(Stage[LlmParams]):
                 do_sample=False, temperature=None, top_p=None, top_k=None,  # sampling is SeededSampler's
                 repetition_penalty=p.repetition_penalty, pad_token_id=pad_id,
                 logits_processor=_as_list("LogitsProcessorList", processors),
-                stopping_criteria=_as_list("StoppingCriteriaList", criteria), **static_cache_kwargs(p.static_cache),
+                stopping_criteria=_as_list("StoppingCriteriaList", criteria),
+                **static_cache_kwargs(p.static_cache, self.model.device.type),
             )
         end_ids = self._end_ids()
         return [self._finish(_until(row, end_ids)) for row in output[:, width:].tolist()]
