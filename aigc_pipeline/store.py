@@ -65,6 +65,9 @@ QUARANTINED = "quarantined: crashed the process twice"
 FLUSH_SECONDS = 0.2  # results of quick micro-batches are committed together, at most this late
 FLUSH_ROWS = 8192
 CACHE_KIB = 32 * 1024  # SQLite's page cache (2 MiB by default): the pages random keys keep touching
+# Pages the WAL may hold before they are copied into the database (1000 by default): random keys
+# dirty the same pages again and again, and a checkpoint writes (and fsyncs) each page once.
+CHECKPOINT_PAGES = 16384
 _SQL_VARS = 500  # keys per SELECT ... IN (...)
 
 _SCHEMA = """
@@ -102,7 +105,8 @@ class PendingResults:
 
     def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
-        self.keys: list[str] = []
+        self.keys: list[str] = []  # in-flight markers to clear
+        self.results: dict[str, tuple[Any, ...]] = {}  # key -> row, for lookups before the commit
         self.since = 0.0
 
     def add(self, rows: list[tuple[Any, ...]], keys: list[str]) -> None:
@@ -110,6 +114,7 @@ class PendingResults:
             self.since = time.monotonic()
         self.rows.extend(rows)
         self.keys.extend(keys)
+        self.results.update((row[0], row) for row in rows)
 
     def due(self) -> bool:
         return len(self.keys) >= FLUSH_ROWS or time.monotonic() - self.since >= FLUSH_SECONDS
@@ -175,6 +180,7 @@ class RunStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
         db.executescript(_SCHEMA)
         wanted = canonical_json({"schema": SCHEMA_VERSION, **identity})
         row = db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()
@@ -218,8 +224,11 @@ class RunStore:
         """Stored rows (verdict, reason, outputs JSON, flags JSON) by key, for the keys that have one."""
         found: dict[str, tuple[str, str | None, str, str]] = {}
         with self._lock:
-            if self._pending.keys:
-                self._flush()  # a key looked up again in the same run (rare) finds its result
+            pending = self._pending.results
+            for key in keys if pending else ():
+                if key in pending:  # recorded in this run, not committed yet
+                    row = pending[key]
+                    found[key] = (row[3], row[4], row[5], row[6])
             for start in range(0, len(keys), _SQL_VARS):
                 part = keys[start : start + _SQL_VARS]
                 marks = ",".join("?" * len(part))
