@@ -87,6 +87,7 @@ def run(
     ray_address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (e.g. auto, ray://head:10001); implies --executor ray")] = None,  # noqa: UP045, E501
     retake: Annotated[Optional[str], typer.Option("--retake", help="rejected: another take (a new seed) of the rows rejected in aigc review, and only of those")] = None,  # noqa: UP045, E501
     rerun: Annotated[Optional[list[str]], typer.Option("--rerun", metavar="STAGE", help="run this stage again instead of reusing its stored results (and what its new outputs change); repeatable")] = None,  # noqa: UP045, E501
+    format_: Annotated[str, typer.Option("--format", help="results.jsonl always; parquet: results.parquet beside it")] = "jsonl",  # noqa: E501
     retry_quarantined: Annotated[bool, typer.Option("--retry-quarantined", help="give rows quarantined for crashing the process another chance (they run alone)")] = False,  # noqa: E501
 ) -> None:
     """Run a pipeline over every row of an input file.
@@ -104,7 +105,8 @@ def run(
         backend = _backend(executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
                             gpu_memory=cap, fresh=fresh, backend=backend, retake=retake, rerun=rerun,
-                            retry_quarantined=retry_quarantined, keep_results=False)
+                            retry_quarantined=retry_quarantined, keep_results=False,
+                            results_format=format_)
     except AigcError as exc:
         _fail(exc)
     except KeyboardInterrupt as exc:  # a stop signal before the execution began: nothing ran
