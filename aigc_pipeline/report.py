@@ -123,17 +123,25 @@ def _stage_table(manifest: dict[str, Any]) -> str:
         return ""
     extras = sorted({k for stats in stages.values() for k, v in stats.items()
                      if k not in _NOT_COUNTERS and isinstance(v, (int, float)) and not isinstance(v, bool) and v})
-    names = ("stage", "type", "device", *_STAGE_COLUMNS, *extras, "time", "load", "peak memory")
+    names = ("stage", "type", "device", *_STAGE_COLUMNS, *extras, "time", "load", "peak memory",
+             "stored results by run")
     head = "".join(f"<th>{e(c)}</th>" for c in names)
     body = []
     for stage_id, stats in stages.items():
         cells = [e(stage_id), e(stats.get("type_name")), e(stats.get("device"))]
         cells += [e(_number(stats.get(c, 0))) for c in (*_STAGE_COLUMNS, *extras)]
         cells += [f"{float(stats.get('seconds') or 0):.2f}s", f"{float(stats.get('load_seconds') or 0):.2f}s",
-                  e(_bytes((stats.get("peak_memory") or {}).get("bytes")))]
+                  e(_bytes((stats.get("peak_memory") or {}).get("bytes"))), _made_by(stats, manifest.get("run_id"))]
         body.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     return (f'<section><h2>stages</h2><div class="scroll"><table class="stages"><tr>{head}</tr>{"".join(body)}'
             "</table></div></section>")
+
+
+def _made_by(stats: dict[str, Any], this_run: Any) -> str:
+    """Which runs made the stage's stored results (history.py): this run's marked 'this run'."""
+    made_by = stats.get("made_by") or {}
+    return ", ".join(f"{e(run)}{' (this run)' if run == this_run else ''}: {e(_number(count))}"
+                     for run, count in made_by.items()) or "-"
 
 
 def _gallery(scan: Scan, inputs: dict[int, dict[str, Any]], page: Page) -> str:

@@ -15,9 +15,11 @@ reused, which is right. A stage whose results depend on more than the item (`cac
 False, e.g. a dedupe across the run) is never reused.
 
 What is stored: outputs (JSON; artifacts as relative path + sha256 + size, checked to still be
-there before reuse) of items that passed the stage, and the verdict of items it filtered out
-(deterministic quality gates). Failed items are not stored: a failure is often transient (out
-of memory, a flaky program), so the next run tries them again.
+there before reuse) of items that passed the stage (also of rows another branch ended: see
+branches.py), the verdict of items it filtered out (deterministic quality gates), and of items it
+failed by its own verdict (`item.fail(reason)`: the prompt is too long, the text is empty), which
+are final. A failure from an exception is not stored: it is often transient (out of memory, a
+flaky program), so the next run tries it again. So a re-run of a finished run loads no model.
 
 Crash safety: before a micro-batch runs, one "in-flight" marker per item is committed; the
 item's result (after its artifacts are fsynced and renamed) and the removal of its marker are
