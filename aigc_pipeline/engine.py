@@ -22,6 +22,7 @@ from .devices import Device, Inventory
 from .errors import InputDataError, OutputFolderError, PipelineFileError, PluginError, Problem, RunStoreError
 from .executor import execute, make_plan
 from .graph import PipelineGraph, build_graph
+from .history import add_made_by
 from .manifest import finish_manifest, start_manifest, write_manifest
 from .plugin_manager import (
     BUILTIN_PLUGINS,
@@ -209,7 +210,7 @@ def _run_plan(
         write_results(out, (result.as_dict() for result in results), name)
         groups_path = write_results(out, (g.as_dict() for g in groups), GROUPS_FILE) if groups else None
         errors_path = write_error_log(out, [*results, *groups], summary)
-        write_manifest(out, finish_manifest(manifest, summary))
+        write_manifest(out, add_made_by(out, finish_manifest(manifest, summary)))
     except OSError as exc:  # a full disk: the results stay in the store; say so, with the summary
         summary.error = summary.error or cannot_write(out, exc)
         return RunResult(summary, results, path)

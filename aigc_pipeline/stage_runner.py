@@ -1,7 +1,7 @@
 """Where a micro-batch meets a stage: store lookups, lazy loading, isolation, OOM backoff.
 
 `StageRunner` builds the `StageItem`s of a micro-batch, serves what the run store already holds,
-loads the stage on its first miss (`LazyLoad`: a run whose results are all stored loads no model),
+loads the stage on its first miss (its `StageLifecycle`: a run whose results are all stored loads no model),
 calls the `aigc_process_batch` hook (plugins wrap it), isolates failures (a batch that raises is
 retried one item at a time; only items that fail alone are marked failed), halves the batch on an
 out-of-memory error, writes artifacts, and records new results in the store, one commit per
@@ -21,20 +21,17 @@ from typing import Any
 
 from .branches import row_filter
 from .content import AUDIO, IMAGE, ArtifactData
-from .devices import Device
-from .errors import AigcError, OutputFolderError, StageError
+from .errors import AigcError, OutputFolderError
 from .provenance import origin_of
 from .records import (
     DONE,
     FAILED,
     FILTERED,
-    MODEL_LOAD_LOCK,
     ItemState,
     RunPlan,
     StageStats,
 )
 from .residency import (
-    allocated_bytes,
     free_cached_memory,
     is_out_of_memory,
 )
@@ -49,43 +46,6 @@ from .store import (
     item_key,
     stage_prefix,
 )
-
-
-class LazyLoad:
-    """Loads a stage the first time it is called (under MODEL_LOAD_LOCK); `attempted` says whether
-    `unload()` is due. A load error is raised as StageError ("failed to load: ..."), chained.
-
-    By default it loads the plan's instance of the stage on its placement and counts in its stats;
-    a copy of a replicated stage passes its own instance, device and stats.
-    """
-
-    def __init__(
-        self, stage_id: str, plan: RunPlan, stage: Stage | None = None, device: Device | None = None,
-        stats: StageStats | None = None,
-    ) -> None:
-        self.stage_id = stage_id
-        self.stage = plan.stages[stage_id] if stage is None else stage
-        self.device = plan.placement[stage_id] if device is None else device
-        self.stats = plan.stats[stage_id] if stats is None else stats
-        self.attempted = False
-
-    def __call__(self) -> None:
-        if self.attempted:
-            return
-        self.attempted = True
-        stage, stats = self.stage, self.stats
-        if type(stage).load is Stage.load:  # nothing to load: no lock to wait for, no load to count
-            return
-        started = time.perf_counter()
-        try:
-            with MODEL_LOAD_LOCK:
-                before = allocated_bytes(self.device)
-                stage.load(self.device)
-                stats.model_bytes = max(stats.model_bytes, allocated_bytes(self.device) - before)
-        except Exception as exc:
-            raise StageError(self.stage_id, stage.type_name, f"failed to load: {type(exc).__name__}: {exc}") from exc
-        stats.loads += 1
-        stats.load_seconds += time.perf_counter() - started
 
 
 class StageRunner:

@@ -23,11 +23,12 @@ from typing import Any
 from ..branches import row_filter
 from ..devices import Device
 from ..errors import StageError
+from ..lifecycle import StageLifecycle
 from ..plugin_manager import has_observers, notify
 from ..records import DONE, ItemState, RunPlan, StageStats
 from ..signals import join_workers, stop_grace
 from ..stage import Stage
-from ..stage_runner import LazyLoad, StageRunner
+from ..stage_runner import StageRunner
 
 MIN_CHUNK = 64
 
@@ -145,42 +146,39 @@ class _Flow:
     def run_stage(self, stage_id: str) -> None:
         """Run one stage over every chunk. It loads lazily, on the first micro-batch the run store
         cannot serve: a stage whose results are all stored loads no model."""
-        load = LazyLoad(stage_id, self.plan)
-        self._guarded(stage_id, load, lambda: self._process_chunks(stage_id, load))
+        plan = self.plan
+        lifecycle = StageLifecycle(stage_id, plan.stages[stage_id], plan.placement[stage_id], plan.stats[stage_id],
+                                   plan.warnings.append)
+        self._guarded(stage_id, lifecycle, lambda: self._process_chunks(stage_id, lifecycle))
 
     def run_copy(self, stage_id: str, stage: Stage, device: Device) -> None:
         """Run one copy of a replicated stage: micro-batches from the shared queue, on `device`."""
         total = self.plan.stats[stage_id]
         stats = StageStats(total.type_name, total.device, memory_bytes=total.memory_bytes)
-        load = LazyLoad(stage_id, self.plan, stage, device, stats)
-        runner = StageRunner(stage_id, self.plan, load, stage, stats)
+        lifecycle = StageLifecycle(stage_id, stage, device, stats, self.plan.warnings.append)
+        runner = StageRunner(stage_id, self.plan, lifecycle, stage, stats)
         try:
-            self._guarded(stage_id, load, lambda: self._process_shared(stage_id, runner))
+            self._guarded(stage_id, lifecycle, lambda: self._process_shared(stage_id, runner))
         finally:
             with self.condition:
                 total.merge(stats)
 
-    def _guarded(self, stage_id: str, load: LazyLoad, work: Callable[[], None]) -> None:
-        """Do a stage thread's `work`; any error stops the run; the stage unloads if it loaded."""
-        stage = load.stage
-        try:
-            work()
-        except StageError as exc:  # failed to load
-            self._fail(exc, exc.__cause__ or exc)
-        except Exception as exc:  # StageRunner isolates a stage's exceptions: this one is the engine's
-            self._fail(StageError(stage_id, stage.type_name, f"engine error: {type(exc).__name__}: {exc}"), exc)
-        except BaseException as exc:  # SystemExit from a stage: stop the run rather than hang it
-            self._fail(StageError(stage_id, stage.type_name, f"stopped the run: {type(exc).__name__}: {exc}"), exc)
-        finally:
+    def _guarded(self, stage_id: str, lifecycle: StageLifecycle, work: Callable[[], None]) -> None:
+        """Do a stage thread's `work`; any error stops the run (before the stage unloads, so the
+        other threads stop at once); the lifecycle unloads the stage if it loaded."""
+        type_name = lifecycle.stage.type_name
+        with lifecycle:
             try:
-                if load.attempted:
-                    stage.unload()
-                    load.stats.unloads += 1
-            except Exception as exc:
-                self.plan.warnings.append(f"stage '{stage_id}': unload failed: {type(exc).__name__}: {exc}")
+                work()
+            except StageError as exc:  # failed to load
+                self._fail(exc, exc.__cause__ or exc)
+            except Exception as exc:  # StageRunner isolates a stage's exceptions: this one is the engine's
+                self._fail(StageError(stage_id, type_name, f"engine error: {type(exc).__name__}: {exc}"), exc)
+            except BaseException as exc:  # SystemExit from a stage: stop the run rather than hang it
+                self._fail(StageError(stage_id, type_name, f"stopped the run: {type(exc).__name__}: {exc}"), exc)
 
-    def _process_chunks(self, stage_id: str, load: LazyLoad) -> None:
-        runner = StageRunner(stage_id, self.plan, load)
+    def _process_chunks(self, stage_id: str, lifecycle: StageLifecycle) -> None:
+        runner = StageRunner(stage_id, self.plan, lifecycle)
         runs, batch_size = self.runs[stage_id], self.plan.batch_sizes[stage_id]
         report = has_observers(self.plan.pm, "aigc_stage_progress")
         seen = 0

@@ -23,15 +23,14 @@ every row of the batch has stopped), and the text is cut at the first one.
 from __future__ import annotations
 
 import importlib.util
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..content import TEXT
 from ..devices import Device
-from ..errors import MissingDependencyError, ModelUnavailableError
-from ..model_files import find_model, resolve_model, weights_bytes
+from ..errors import MissingDependencyError
+from ..models import check_no_remote_code, dtype_keyword, memory_estimate, resolve_model
 from ..plugin_manager import hookimpl
 from ..stage import DeviceNeeds, Stage, StageItem
 from .llm_batching import in_length_order, padded_width, static_cache_kwargs
@@ -98,11 +97,9 @@ class LlmTextStage(Stage[LlmParams]):
     @classmethod
     def needs(cls, params: LlmParams) -> DeviceNeeds:
         """GPU if there is one; memory from the safetensors headers (0 when the model is not local yet)."""
-        p = params
-        folder = find_model(p.model, p.revision)
-        weights = weights_bytes(folder, DTYPE_BYTES.get(p.dtype)) if folder is not None else 0
-        memory = int(weights * HEADROOM) + HEADROOM_BYTES if weights else 0
-        return DeviceNeeds(kind="any", memory_bytes=memory, dtype=None if p.dtype == "auto" else p.dtype)
+        memory = memory_estimate(params.model, params.revision, dtype_bytes=DTYPE_BYTES.get(params.dtype),
+                                 headroom=HEADROOM, extra_bytes=HEADROOM_BYTES)
+        return DeviceNeeds(kind="any", memory_bytes=memory, dtype=None if params.dtype == "auto" else params.dtype)
 
     @classmethod
     def preflight(cls, params: LlmParams) -> None:
@@ -130,22 +127,14 @@ class LlmTextStage(Stage[LlmParams]):
         dtype = "auto" if p.dtype == "auto" else getattr(torch, p.dtype)
         model = AutoModelForCausalLM.from_pretrained(
             folder, trust_remote_code=p.trust_remote_code, use_safetensors=None if p.allow_pickle else True,
-            **{_dtype_kwarg(): dtype},
+            **{dtype_keyword("transformers"): dtype},
         )
         self.model = model.to(str(device)).eval()  # type: ignore[arg-type]  # transformers types `to` oddly
         self.tokenizer = tokenizer
         self.device = device
 
     def unload(self) -> None:
-        on_gpu = self.device is not None and self.device.is_gpu
-        self.model = self.tokenizer = self.device = None
-        if on_gpu:
-            import gc
-
-            import torch
-
-            gc.collect()
-            torch.cuda.empty_cache()
+        self.model = self.tokenizer = self.device = None  # the engine frees the cached GPU memory after
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         live = []
@@ -261,14 +250,6 @@ def _as_list(kind: str, items: list[Any]) -> Any:
     return getattr(generation, kind)(items)
 
 
-def _dtype_kwarg() -> str:
-    """`from_pretrained` takes `dtype` since transformers 4.56 (`torch_dtype` before)."""
-    import transformers
-
-    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-
-
 class SeededSampler:
     """A logits processor that samples each row's next token with that row's own generator.
 
@@ -324,29 +305,6 @@ class StopStrings:
         tails = self.tokenizer.batch_decode(new[rows, -self.window:].tolist(), skip_special_tokens=True)
         self.done.update(row for row, tail in zip(rows, tails, strict=True) if any(s in tail for s in self.stop))
         return torch.tensor([row in self.done for row in range(new.shape[0])], device=input_ids.device)
-
-
-def check_no_remote_code(folder: Any, model: str) -> None:
-    """Refuse a model that only loads through its own Python code (config `auto_map`, unknown model type).
-
-    A model whose type transformers knows loads with the built-in class, and its code is ignored.
-    """
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # no config.json: from_pretrained will say what is missing
-    auto_map = config.get("auto_map") if isinstance(config, dict) else None
-    if not auto_map:
-        return
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    if config.get("model_type") not in CONFIG_MAPPING_NAMES:
-        code = ", ".join(sorted({str(v) if isinstance(v, str) else str(v[0]) for v in auto_map.values()}))
-        raise ModelUnavailableError(
-            f"model '{model}' needs its own Python code to load ({code}, model type "
-            f"'{config.get('model_type')}'), and that code is not run unless the stage sets "
-            "'trust_remote_code: true' (do so only for a model you trust)"
-        )
 
 
 @hookimpl
