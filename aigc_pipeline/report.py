@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .gallery import Linker, card, data_uri_linker, e, relative_link
+from .gallery import PAGE_SIZE, Linker, card, data_uri_linker, e, relative_link
 from .manifest import read_manifest
 from .report_scan import DEFAULT_ROWS, STATUS_ORDER, Scan, read_records, scan_results
 from .sinks import GROUPS_FILE, RESULTS_FILE, write_atomic
@@ -153,8 +153,14 @@ def _gallery(scan: Scan, inputs: dict[int, dict[str, Any]], page: Page) -> str:
                     for s in ("pending", "approved", "rejected")]
     buttons = "".join(f'<button data-show="{e(s)}">{e(_FILTER_LABELS.get(s, s))} <small>{n}</small></button>'
                       for s, n in filters if n or s == "all")
-    cards = "".join(card(r, inputs.get(r.get("row", -1)), page.link, i, page.card_extra(r) if page.card_extra else "")
-                    for i, r in enumerate(shown))
+    rendered = [card(r, inputs.get(r.get("row", -1)), page.link, i, page.card_extra(r) if page.card_extra else "")
+                for i, r in enumerate(shown)]
+    # Cards past the first page wait in a <template>: parsed, but neither styled nor laid out nor
+    # fetching media until the page's script shows them (10,000 cards open in a second, not in six).
+    cards = "".join(rendered[:PAGE_SIZE])
+    if len(rendered) > PAGE_SIZE:
+        cards += f'<template id="more-cards">{"".join(rendered[PAGE_SIZE:])}</template>'
+
     return (f'<section id="rows"><h2>rows</h2><div class="toolbar"><p class="filters">{buttons}</p>'
             '<input id="search" type="search" placeholder="search texts, inputs, errors (/)" autocomplete="off">'
             f'<span id="pager"></span></div>{_left_out(scan)}'
