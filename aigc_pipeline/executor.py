@@ -16,7 +16,7 @@ from typing import Any
 import pluggy
 
 from .devices import Device, Inventory, probe_inventory
-from .errors import AigcError, StageError
+from .errors import AigcError, PreflightError, StageError
 from .gpu_busy import BusySampler
 from .graph import PipelineGraph
 from .plugin_manager import hookimpl, notify
@@ -73,10 +73,10 @@ def make_plan(
     stages: dict[str, Stage] = {}
     requests: dict[str, Any] = {}
     needs_of: dict[str, DeviceNeeds] = {}
+    preflight(graph)
     for stage_id in graph.order:
         cls = graph.stage_class(stage_id)
         params = graph.pipeline.params[stage_id]
-        _preflight(stage_id, cls, params)
         needs = needs_of[stage_id] = cls.needs(params)
         own = spec.stages[stage_id].device
         requested = Device.parse(own) if own else (device if needs.kind != "cpu" else None)
@@ -122,11 +122,24 @@ def _residency(
             for phase in plan_phases(part, upstream, placement, memory, budget)]
 
 
-def _preflight(stage_id: str, cls: Any, params: Any) -> None:
-    try:
-        cls.preflight(params)
-    except AigcError as exc:
-        raise StageError(stage_id, cls.type_name, str(exc)) from exc
+def preflight(graph: PipelineGraph) -> None:
+    """Every stage's cheap checks (models present, programs installed) before anything loads.
+
+    One failing stage raises its StageError; several raise one PreflightError that lists them all,
+    so a user fixing a pipeline sees every missing model at once, not one per attempt."""
+    problems: list[StageError] = []
+    for stage_id in graph.order:
+        cls = graph.stage_class(stage_id)
+        try:
+            cls.preflight(graph.pipeline.params[stage_id])
+        except AigcError as exc:
+            problem = StageError(stage_id, cls.type_name, str(exc))
+            problem.__cause__ = exc
+            problems.append(problem)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise PreflightError(problems)
 
 
 def execute(
