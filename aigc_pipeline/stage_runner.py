@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from .content import AUDIO, IMAGE, ArtifactData
+from .content import AUDIO, IMAGE, VIDEO, ArtifactData
 from .devices import Device
 from .errors import AigcError, StageError
 from .executor import (
@@ -101,7 +101,7 @@ class StageRunner:
         self.outputs = {port: f"{stage_id}.{port}" for port in type(self.stage).outputs}
         self.outputs_list = list(self.outputs.items())
         self.call = plan.pm.hook.aigc_process_batch
-        self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO)]
+        self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO, VIDEO)]
         self.artifacts = plan.artifacts
         self.batch_sizes, self.warnings = plan.batch_sizes, plan.warnings
         self.max_batch: int | None = None  # set by an out-of-memory error: the size that fits
