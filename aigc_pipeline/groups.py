@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import StageError
-from .executor import DONE, MODEL_LOAD_LOCK, ItemResult, ItemState, RunPlan, item_result
 from .graph import PipelineGraph
+from .lifecycle import StageLifecycle
+from .records import DONE, ItemResult, ItemState, RunPlan, item_result
+from .row_identity import group_identity
 from .sources import InputRow
 from .stage import Group
 from .stage_runner import StageRunner
@@ -44,6 +46,7 @@ class GroupState(ItemState):
     def __init__(self, index: int, group: Group, stage_id: str) -> None:
         super().__init__(InputRow(index, 0, None), {})
         self.key = group.key
+        self.identity = group_identity(stage_id, group.key)  # named by its key, never its position
         self.members = list(group.members)
         self.values.update({f"{stage_id}.{port}": value for port, value in group.outputs.items()})
 
@@ -76,17 +79,12 @@ def _reduce(plan: RunPlan, stage_id: str, rows: list[ItemState]) -> list[Group]:
     if not rows:
         return []
     started = time.perf_counter()
-    try:
-        with MODEL_LOAD_LOCK:
-            stage.load(plan.placement[stage_id])
-        stats.loads += 1
+    with StageLifecycle(stage_id, stage, plan.placement[stage_id], stats, plan.warnings.append) as lifecycle:
+        lifecycle()  # a load error is raised as "failed to load: ..."
         try:
             groups = stage.reduce(StageRunner(stage_id, plan).items(rows))
-        finally:
-            stage.unload()
-            stats.unloads += 1
-    except Exception as exc:
-        raise StageError(stage_id, stage.type_name, f"reduce failed: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise StageError(stage_id, stage.type_name, f"reduce failed: {type(exc).__name__}: {exc}") from exc
     _check_groups(stage_id, stage.type_name, type(stage).outputs, groups)
     stats.done += len(groups)
     stats.batches += 1

@@ -3,9 +3,11 @@
 Re-running the same command over the same output folder reuses every finished result and runs
 only what is missing. A result is found again by its cache key, a hash of:
 
-    stage type | params (canonical JSON) | model identity (Stage.model_identity: the model name,
-    revision and a fingerprint of its files' sizes and mtimes) | the item's seed | the input
-    values the stage consumed (canonical JSON; artifacts by the sha256 of their bytes)
+    stage type | stage version and its distribution's name and version (provenance.py) |
+    params (canonical JSON) | model identity (Stage.model_identity: the model name,
+    revision and a fingerprint of its files' sizes and mtimes) | the item's seed (from the row's
+    identity, never its position: row_identity.py) | the input values the stage consumed
+    (canonical JSON; artifacts by the sha256 of their bytes)
 
 So changing one stage's params re-runs that stage and, for the rows whose outputs changed, the
 stages downstream of it (their inputs differ); a downstream stage whose inputs came out equal is
@@ -13,9 +15,11 @@ reused, which is right. A stage whose results depend on more than the item (`cac
 False, e.g. a dedupe across the run) is never reused.
 
 What is stored: outputs (JSON; artifacts as relative path + sha256 + size, checked to still be
-there before reuse) of items that passed the stage, and the verdict of items it filtered out
-(deterministic quality gates). Failed items are not stored: a failure is often transient (out
-of memory, a flaky program), so the next run tries them again.
+there before reuse) of items that passed the stage (also of rows another branch ended: see
+branches.py), the verdict of items it filtered out (deterministic quality gates), and of items it
+failed by its own verdict (`item.fail(reason)`: the prompt is too long, the text is empty), which
+are final. A failure from an exception is not stored: it is often transient (out of memory, a
+flaky program), so the next run tries it again. So a re-run of a finished run loads no model.
 
 Crash safety: before a micro-batch runs, one "in-flight" marker per item is committed; the
 item's result (after its artifacts are fsynced and renamed) and the removal of its marker are
@@ -39,6 +43,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,11 +53,13 @@ from pydantic import BaseModel
 
 from .content import Artifact
 from .errors import RunStoreError
+from .safe_paths import intact_artifact
+from .signals import SIGNALLED_FILE
 from .sinks import remove_stale_temp_files
 
 STORE_FILE = "run.sqlite"
 LOCK_FILE = ".run.lock"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: keys and seeds from row identity (1 keyed rows by position)
 QUARANTINE_AFTER = 2  # crashes of the process with the item in flight
 QUARANTINED = "quarantined: crashed the process twice"
 _SQL_VARS = 500  # keys per SELECT ... IN (...)
@@ -95,14 +103,18 @@ class RunStore:
         self._lock = threading.Lock()
         self._lock_fd = lock_fd
         self.crashed_items = 0  # items in flight when the previous run died
+        self.stopped_items = 0  # items in flight when the previous run was stopped by a signal
+        self._closed = False
         self._suspects: dict[str, int] = {}
 
     @classmethod
-    def open(cls, out_dir: Path, identity: dict[str, Any], fresh: bool = False) -> RunStore:
+    def open(cls, out_dir: Path, identity: dict[str, Any], fresh: bool = False,
+             retry_quarantined: bool = False) -> RunStore:
         """Open (or create) the store of `out_dir` for a pipeline with `identity` (name, inputs).
 
-        Raises RunStoreError when the folder holds another pipeline's results or another run
-        is using it. `fresh` discards what the store holds.
+        Raises RunStoreError when the folder holds another pipeline's results, another run is
+        using it, or the file is damaged. `fresh` discards what the store holds;
+        `retry_quarantined` gives quarantined items one more chance (they run alone).
         """
         out_dir.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock_folder(out_dir)
@@ -112,7 +124,10 @@ class RunStore:
                     (out_dir / (STORE_FILE + suffix)).unlink(missing_ok=True)
             db = _connect(out_dir)
             store = cls(out_dir, db, lock_fd)
-            store._setup(identity)
+            store._setup(identity, retry_quarantined)
+        except sqlite3.DatabaseError as exc:
+            _unlock(lock_fd)
+            raise RunStoreError(store_failure(out_dir, exc)) from None
         except BaseException:
             _unlock(lock_fd)
             raise
@@ -130,8 +145,9 @@ class RunStore:
         store._suspects = dict(db.execute("SELECT key, crashes FROM suspects").fetchall())
         return store
 
-    def _setup(self, identity: dict[str, Any]) -> None:
+    def _setup(self, identity: dict[str, Any], retry_quarantined: bool = False) -> None:
         db = self._db
+        check_integrity(db)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
@@ -141,17 +157,25 @@ class RunStore:
             db.execute("INSERT INTO meta VALUES ('identity', ?)", (wanted,))
         elif row[0] != wanted:
             raise RunStoreError(_mismatch(self.out_dir, json.loads(row[0]), json.loads(wanted)))
-        self._count_crashes()
+        self._count_crashes(retry_quarantined)
 
-    def _count_crashes(self) -> None:
+    def _count_crashes(self, retry_quarantined: bool = False) -> None:
+        """Count a crash against each item left in flight, unless the last run was stopped by a
+        signal (signals.SIGNALLED_FILE): an outside stop is no evidence against the items."""
         db = self._db
+        signalled = self.out_dir / SIGNALLED_FILE
         db.execute("BEGIN IMMEDIATE")
         crashed = db.execute("SELECT key, stage, item FROM inflight").fetchall()
+        if signalled.exists():
+            self.stopped_items, crashed = len(crashed), []
         db.executemany(
             "INSERT INTO suspects VALUES (?, ?, ?, 1) ON CONFLICT(key) DO UPDATE SET crashes = crashes + 1", crashed
         )
+        if retry_quarantined:  # one crash left on the count: they run alone, and one more crash quarantines
+            db.execute("UPDATE suspects SET crashes = 1 WHERE crashes >= ?", (QUARANTINE_AFTER,))
         db.execute("DELETE FROM inflight")
         db.execute("COMMIT")
+        signalled.unlink(missing_ok=True)
         self.crashed_items = len(crashed)
         self._suspects = dict(db.execute("SELECT key, crashes FROM suspects").fetchall())
 
@@ -173,43 +197,97 @@ class RunStore:
                 part = keys[start : start + _SQL_VARS]
                 marks = ",".join("?" * len(part))
                 query = f"SELECT key, verdict, reason, outputs, flags FROM results WHERE key IN ({marks})"
-                for key, verdict, reason, outputs, flags in self._db.execute(query, part):
-                    found[key] = (verdict, reason, outputs, flags)
+                try:
+                    for key, verdict, reason, outputs, flags in self._db.execute(query, part):
+                        found[key] = (verdict, reason, outputs, flags)
+                except sqlite3.Error as exc:
+                    raise RunStoreError(store_failure(self.out_dir, exc)) from exc
         return found
 
     def begin(self, stage_id: str, entries: list[tuple[str, int]]) -> None:
         """Mark (key, item) entries in flight: committed before the stage runs them."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
-                                 [(key, stage_id, item) for key, item in entries])
-            self._db.execute("COMMIT")
+            if self._closed:  # a batch abandoned after a stop signal: the run has ended
+                return
+            with self._writing() as db:
+                db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
+                               [(key, stage_id, item) for key, item in entries])
 
     def finish(self, stage_id: str, results: list[NewResult], keys: list[str]) -> None:
         """Record results and clear the in-flight markers (and crash counts) of `keys`, in one commit."""
         now = time.time()
         with self._lock:
-            db = self._db
+            if self._closed:
+                return
+            with self._writing() as db:
+                db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs,
+                                 json.dumps(r.flags, ensure_ascii=False), now) for r in results])
+                params = [(key,) for key in keys]
+                db.executemany("DELETE FROM inflight WHERE key = ?", params)
+                if self._suspects:
+                    db.executemany("DELETE FROM suspects WHERE key = ?", params)
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (with the lock held). A failure rolls it back, so the connection
+        stays usable, and is a RunStoreError that says what to do (a full disk, a damaged file)."""
+        db = self._db
+        try:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs,
-                             json.dumps(r.flags, ensure_ascii=False), now) for r in results])
-            params = [(key,) for key in keys]
-            db.executemany("DELETE FROM inflight WHERE key = ?", params)
-            if self._suspects:
-                db.executemany("DELETE FROM suspects WHERE key = ?", params)
+            yield db
             db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise RunStoreError(store_failure(self.out_dir, exc)) from exc
 
     def counts(self) -> dict[str, int]:
         """Stored results per stage (for tests and the manifest)."""
         with self._lock:
             return dict(self._db.execute("SELECT stage, COUNT(*) FROM results GROUP BY stage").fetchall())
 
+    def release_in_flight(self) -> None:
+        """After a run stopped by a signal: the in-flight markers left belong to batches abandoned
+        after the grace period, no crash; they go, with the signal's note (signals.SIGNALLED_FILE)."""
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM inflight")
+                (self.out_dir / SIGNALLED_FILE).unlink(missing_ok=True)
+            except (sqlite3.Error, OSError):
+                pass  # a full disk or a damaged file: the note stays, and the next run discards them
+
     def close(self) -> None:
         with self._lock:
+            self._closed = True  # an abandoned batch's late begin/finish finds the run over
             self._db.close()
         _unlock(self._lock_fd)
         self._lock_fd = None
+
+
+def check_integrity(db: sqlite3.Connection) -> None:
+    """Raise sqlite3.DatabaseError when the store file is damaged (a truncated or garbled file reads
+    as a store until a lookup hits the damage, half-way through a run)."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError("; ".join(problems[:3]))
+
+
+def damaged(out_dir: Path, exc: sqlite3.Error) -> str:
+    return (f"the run store {out_dir / STORE_FILE} is damaged ({exc}); its results cannot be trusted. "
+            "Run again with --fresh to discard it (every row runs again), or give this run another --out")
+
+
+def store_failure(out_dir: Path, exc: sqlite3.Error) -> str:
+    """What to do when the store fails during a run: free space, or start it over."""
+    text = str(exc)
+    if "full" in text or "disk I/O" in text:  # SQLite says "disk I/O error" when the WAL index cannot grow
+        return (f"the run store {out_dir / STORE_FILE} failed: {text}; free space there (or check the disk) and run "
+                "the same command again (what was recorded is kept)")
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return damaged(out_dir, exc)
+    return f"the run store {out_dir / STORE_FILE} failed: {text}"
 
 
 def _connect(out_dir: Path) -> sqlite3.Connection:
@@ -240,7 +318,9 @@ def _unlock(fd: int | None) -> None:
 
 
 def _mismatch(out_dir: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> str:
-    if stored.get("schema") != wanted.get("schema"):
+    if stored.get("schema") == "1":
+        what = "results keyed by row position (an older aigc-pipeline; now rows are keyed by identity)"
+    elif stored.get("schema") != wanted.get("schema"):
         what = f"a run store of another format (version {stored.get('schema')}, this engine writes {SCHEMA_VERSION})"
     elif stored.get("pipeline") != wanted.get("pipeline"):
         what = f"results of pipeline '{stored.get('pipeline')}', not '{wanted.get('pipeline')}'"
@@ -266,9 +346,11 @@ def _key_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def stage_prefix(type_name: str, params: BaseModel, identity: Any) -> str:
-    """The part of every cache key of one stage that does not depend on the item."""
-    text = canonical_json({"type": type_name, "params": params.model_dump(mode="json"), "models": identity})
+def stage_prefix(type_name: str, params: BaseModel, identity: Any, origin: Any = None) -> str:
+    """The part of every cache key of one stage that does not depend on the item. `origin`: the
+    stage's version and its distribution's name and version (`provenance.StageOrigin.as_key`)."""
+    text = canonical_json({"type": type_name, "params": params.model_dump(mode="json"), "models": identity,
+                           "origin": origin})
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -297,7 +379,8 @@ def _stored_value(value: Any) -> Any:
 
 
 def decode_outputs(text: str, out_dir: Path) -> dict[str, Any] | None:
-    """Stored outputs back as values; None when an artifact is gone or changed size (re-run it)."""
+    """Stored outputs back as values; None when an artifact is gone or changed (re-run it): its size
+    and content hash are checked (safe_paths.intact_artifact)."""
     missing: list[str] = []
 
     def revive(record: dict[str, Any]) -> Any:
@@ -305,11 +388,7 @@ def decode_outputs(text: str, out_dir: Path) -> dict[str, Any] | None:
         if not isinstance(relpath, str) or "sha256" not in record:
             return record
         path = out_dir / relpath
-        try:
-            ok = path.stat().st_size == record["size"]
-        except OSError:
-            ok = False
-        if not ok:
+        if not intact_artifact(out_dir, relpath, record["size"], record["sha256"]):
             missing.append(relpath)
         return Artifact(relpath, path.resolve(), record["metadata"], record["sha256"])
 

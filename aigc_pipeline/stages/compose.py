@@ -57,7 +57,7 @@ class ComposeParams(BaseModel):
         return caption
 
 
-class ComposeVideoStage(Stage):
+class ComposeVideoStage(Stage[ComposeParams]):
     type_name = "compose.video"
     description = "Image + voice-over (+ caption) -> an MP4 ad video (ffmpeg: pan/zoom, burned-in caption, AAC)."
     Params = ComposeParams
@@ -68,15 +68,14 @@ class ComposeVideoStage(Stage):
 
     def __init__(self, params: ComposeParams) -> None:
         super().__init__(params)
-        self.p = params
         self.template = ENVIRONMENT.from_string(params.caption) if params.caption else None
 
     @classmethod
-    def variables(cls, params: ComposeParams) -> set[str]:  # type: ignore[override]
+    def variables(cls, params: ComposeParams) -> set[str]:
         return template_variables(params.caption) if params.caption else set()
 
     @classmethod
-    def preflight(cls, params: ComposeParams) -> None:  # type: ignore[override]
+    def preflight(cls, params: ComposeParams) -> None:
         ffmpeg_program("the compose.video stage")
         if params.caption:
             find_font()
@@ -93,12 +92,13 @@ class ComposeVideoStage(Stage):
     def _compose(self, program: str, item: StageItem) -> ArtifactData:
         image, audio = Path(str(item.inputs["image"].path)), Path(str(item.inputs["audio"].path))
         caption = self.template.render(item.inputs).strip() if self.template else ""
-        duration = self.p.duration or audio_seconds(audio)
+        duration = self.params.duration or audio_seconds(audio)
         width, height = self._size(image)
-        frames = max(1, round(duration * self.p.fps))
+        frames = max(1, round(duration * self.params.fps))
         metadata: dict[str, Any] = {
             "image": str(item.inputs["image"]), "audio": str(item.inputs["audio"]), "caption": caption,
-            "duration_s": round(duration, 3), "fps": self.p.fps, "frames": frames, "width": width, "height": height,
+            "duration_s": round(duration, 3), "fps": self.params.fps, "frames": frames, "width": width,
+            "height": height,
         }
         with tempfile.TemporaryDirectory(prefix="aigc-compose-") as work:
             folder = Path(work)
@@ -112,8 +112,8 @@ class ComposeVideoStage(Stage):
 
         with Image.open(image) as opened:
             natural = opened.size
-        width = self.p.width or max(16, natural[0] - natural[0] % 2)
-        height = self.p.height or max(16, natural[1] - natural[1] % 2)
+        width = self.params.width or max(16, natural[0] - natural[0] % 2)
+        height = self.params.height or max(16, natural[1] - natural[1] % 2)
         return width, height
 
     def _command(self, program: str, image: Path, audio: Path, caption: str, folder: Path,
@@ -121,10 +121,10 @@ class ComposeVideoStage(Stage):
         width, height, frames, duration = shape
         video_filter = self._video_filter(caption, folder, width, height, frames)
         command = [program, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-                   "-loop", "1", "-framerate", str(self.p.fps), "-i", str(image), "-i", str(audio),
+                   "-loop", "1", "-framerate", str(self.params.fps), "-i", str(image), "-i", str(audio),
                    "-filter_complex", f"{video_filter},split[v][p];[1:a]apad[a]",
                    "-map", "[v]", "-map", "[a]", "-frames:v", str(frames), "-t", f"{duration:.6f}",
-                   "-c:v", "libx264", "-preset", "veryfast", "-crf", str(self.p.crf), "-pix_fmt", "yuv420p",
+                   "-c:v", "libx264", "-preset", "veryfast", "-crf", str(self.params.crf), "-pix_fmt", "yuv420p",
                    "-c:a", "aac", "-b:a", "128k", "-fflags", "+bitexact", "-flags:v", "+bitexact",
                    "-flags:a", "+bitexact", "-movflags", MOVFLAGS]
         for key, value in tags(metadata).items():
@@ -133,11 +133,11 @@ class ComposeVideoStage(Stage):
 
     def _video_filter(self, caption: str, folder: Path, width: int, height: int, frames: int) -> str:
         """Scale up (a smooth zoom needs sub-pixel room), push in to `zoom` over the video, caption."""
-        zoom = f"1+{self.p.zoom - 1:.6f}*on/{max(frames - 1, 1)}"
+        zoom = f"1+{self.params.zoom - 1:.6f}*on/{max(frames - 1, 1)}"
         chain = [f"[0:v]scale={width * 4}:{height * 4}:flags=lanczos,setsar=1",
-                 f"zoompan=z='{zoom}':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d=1:s={width}x{height}:fps={self.p.fps}"]
+                 f"zoompan=z='{zoom}':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d=1:s={width}x{height}:fps={self.params.fps}"]
         if caption:
-            size = self.p.font_size or max(8, height // 12)
+            size = self.params.font_size or max(8, height // 12)
             (folder / "caption.txt").write_text(wrap(caption, width, size), encoding="utf-8")
             (folder / "font.ttf").symlink_to(find_font())
             chain.append(f"drawtext=fontfile=font.ttf:textfile=caption.txt:expansion=none:fontsize={size}:"

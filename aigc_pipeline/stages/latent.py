@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..content import IMAGE, ArtifactData
 from ..devices import Device
 from ..errors import ModelUnavailableError
-from ..model_files import find_model, resolve_model, weights_bytes
+from ..models import find_model, resolve_model, weights_bytes
 from ..plugin_manager import hookimpl
 from ..stage import DeviceNeeds, Stage, StageItem
 from .diffusion import png_bytes, says_random_weights
@@ -66,7 +66,7 @@ def architecture_of(params: LatentImageParams, folder: Path) -> type[Any]:
     return find_architecture(name)
 
 
-class LatentImageStage(Stage):
+class LatentImageStage(Stage[LatentImageParams]):
     type_name = "latent.image"
     description = "Images from a GAN / conditional GAN / VAE decoder; the latent from the row's seed; PNG."
     Params = LatentImageParams
@@ -76,22 +76,21 @@ class LatentImageStage(Stage):
 
     def __init__(self, params: LatentImageParams) -> None:
         super().__init__(params)
-        self.p = params
         self.model: Any = None
         self.device = "cpu"
         self.note: str | None = None
 
     @classmethod
-    def variables(cls, params: LatentImageParams) -> set[str]:  # type: ignore[override]
+    def variables(cls, params: LatentImageParams) -> set[str]:
         return {params.label_from} if params.label_from else set()
 
     @classmethod
-    def preflight(cls, params: LatentImageParams) -> None:  # type: ignore[override]
+    def preflight(cls, params: LatentImageParams) -> None:
         folder = resolve_model(params.model, params.revision, allow_pickle=params.allow_pickle)
         architecture_of(params, folder)
 
     @classmethod
-    def needs(cls, params: LatentImageParams) -> DeviceNeeds:  # type: ignore[override]
+    def needs(cls, params: LatentImageParams) -> DeviceNeeds:
         folder = find_model(params.model, params.revision)
         weights = weights_bytes(folder) if folder is not None else 0
         return DeviceNeeds("any", int(weights * ACTIVATION_OVERHEAD) + ACTIVATION_BYTES, "float32")
@@ -99,7 +98,7 @@ class LatentImageStage(Stage):
     def load(self, device: Device) -> None:
         from ..generators.folders import load_generator
 
-        p = self.p
+        p = self.params
         folder = resolve_model(p.model, p.revision, allow_pickle=p.allow_pickle)
         model = load_generator(folder, architecture_of(p, folder), p.model, allow_pickle=p.allow_pickle)
         conditional = int(getattr(model, "num_classes", 0) or 0) > 0
@@ -125,13 +124,13 @@ class LatentImageStage(Stage):
         classes = int(getattr(self.model, "num_classes", 0) or 0)
         if classes == 0:
             return None
-        if self.p.label is not None:
-            return self.p.label
-        value = item.inputs.get(self.p.label_from or "")
+        if self.params.label is not None:
+            return self.params.label
+        value = item.inputs.get(self.params.label_from or "")
         if isinstance(value, str) and value.strip().isdigit():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < classes:
-            item.fail(f"'{self.p.label_from}' must be a class number 0-{classes - 1}, got {value!r:.40}")
+            item.fail(f"'{self.params.label_from}' must be a class number 0-{classes - 1}, got {value!r:.40}")
             return None
         return value
 
@@ -158,10 +157,10 @@ class LatentImageStage(Stage):
         channels, height, width = pixels.shape
         array = pixels[0].numpy() if channels == 1 else pixels.permute(1, 2, 0).numpy()
         image = Image.fromarray(array, "L" if channels == 1 else "RGB")
-        if self.p.scale > 1:
-            image = image.resize((width * self.p.scale, height * self.p.scale), Image.Resampling.NEAREST)
+        if self.params.scale > 1:
+            image = image.resize((width * self.params.scale, height * self.params.scale), Image.Resampling.NEAREST)
         metadata: dict[str, Any] = {
-            "model": self.p.model, "architecture": type(self.model).architecture, "seed": item.seed,
+            "model": self.params.model, "architecture": type(self.model).architecture, "seed": item.seed,
             "width": image.width, "height": image.height,
         }
         if label is not None:
@@ -171,12 +170,7 @@ class LatentImageStage(Stage):
         return ArtifactData(png_bytes(image, metadata), ".png", metadata)
 
     def unload(self) -> None:
-        on_gpu = self.device.startswith("cuda")
-        self.model = None
-        if on_gpu:
-            import torch
-
-            torch.cuda.empty_cache()
+        self.model = None  # the engine returns the GPU's cached memory afterwards
 
 
 @hookimpl

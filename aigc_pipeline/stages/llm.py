@@ -5,7 +5,9 @@ unless `allow_pickle: true`, and the model's own Python code (`auto_map`) is nev
 `trust_remote_code: true`. Heavy libraries are imported in `load`, not when this module is.
 
 Batching: a micro-batch is ONE `generate` call, prompts left-padded with an attention mask (the
-position ids follow the mask), so a row sees only its own tokens.
+position ids follow the mask), so a row sees only its own tokens. `generate_batch` cuts it into
+calls of prompts of similar length, and `static_cache` decodes with a static (on a GPU, compiled)
+KV cache: see `llm_batching`.
 
 Determinism: every row samples with its own seed (`item.seed`: run seed, row id, stage id).
 Tokens are drawn by a logits processor that keeps one `torch.Generator` per row, and `generate`
@@ -21,17 +23,17 @@ every row of the batch has stopped), and the text is cut at the first one.
 from __future__ import annotations
 
 import importlib.util
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..content import TEXT
 from ..devices import Device
-from ..errors import MissingDependencyError, ModelUnavailableError
-from ..model_files import find_model, resolve_model, weights_bytes
+from ..errors import MissingDependencyError
+from ..models import check_no_remote_code, dtype_keyword, memory_estimate, resolve_model
 from ..plugin_manager import hookimpl
 from ..stage import DeviceNeeds, Stage, StageItem
+from .llm_batching import in_length_order, padded_width, static_cache_kwargs
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 HEADROOM = 1.2  # activations and the KV cache of a micro-batch, on top of the weights
@@ -56,6 +58,13 @@ class LlmParams(BaseModel):
     strip: bool = Field(True, description="strip leading and trailing whitespace from the generated text")
     trust_remote_code: bool = Field(False, description="run Python code shipped with the model (only models you trust)")
     allow_pickle: bool = Field(False, description="allow pickle weights (.bin), which can run code when loaded")
+    generate_batch: int | None = Field(
+        None, ge=1, description="rows per generate call: the stage's batch is sorted by prompt length and cut into "
+                                "calls of this many rows, so short prompts are not padded to long ones (same "
+                                "outputs); none: one call per batch")
+    static_cache: bool = Field(
+        False, description="static KV cache, prompt widths bucketed; on a GPU the decode step is compiled "
+                           "(torch.compile: the first call takes tens of seconds); same greedy outputs")
 
     @field_validator("stop")
     @classmethod
@@ -71,7 +80,7 @@ class LlmParams(BaseModel):
         return self
 
 
-class LlmTextStage(Stage):
+class LlmTextStage(Stage[LlmParams]):
     type_name = "llm.text"
     description = "Generate text from a prompt with a Hugging Face causal LM (batched, seeded per row)."
     Params = LlmParams
@@ -81,23 +90,20 @@ class LlmTextStage(Stage):
 
     def __init__(self, params: LlmParams) -> None:
         super().__init__(params)
-        self.p = params
         self.model: Any = None
         self.tokenizer: Any = None
         self.device: Device | None = None
 
     @classmethod
-    def needs(cls, params: BaseModel) -> DeviceNeeds:
+    def needs(cls, params: LlmParams) -> DeviceNeeds:
         """GPU if there is one; memory from the safetensors headers (0 when the model is not local yet)."""
-        p: LlmParams = params  # type: ignore[assignment]
-        folder = find_model(p.model, p.revision)
-        weights = weights_bytes(folder, DTYPE_BYTES.get(p.dtype)) if folder is not None else 0
-        memory = int(weights * HEADROOM) + HEADROOM_BYTES if weights else 0
-        return DeviceNeeds(kind="any", memory_bytes=memory, dtype=None if p.dtype == "auto" else p.dtype)
+        memory = memory_estimate(params.model, params.revision, dtype_bytes=DTYPE_BYTES.get(params.dtype),
+                                 headroom=HEADROOM, extra_bytes=HEADROOM_BYTES)
+        return DeviceNeeds(kind="any", memory_bytes=memory, dtype=None if params.dtype == "auto" else params.dtype)
 
     @classmethod
-    def preflight(cls, params: BaseModel) -> None:
-        p: LlmParams = params  # type: ignore[assignment]
+    def preflight(cls, params: LlmParams) -> None:
+        p = params
         for package in ("torch", "transformers"):
             if importlib.util.find_spec(package) is None:
                 raise MissingDependencyError(package, "the llm.text stage", extra="models")
@@ -109,7 +115,7 @@ class LlmTextStage(Stage):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        p = self.p
+        p = self.params
         folder = resolve_model(p.model, p.revision, allow_pickle=p.allow_pickle)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=p.trust_remote_code)
         tokenizer.padding_side = "left"
@@ -121,22 +127,14 @@ class LlmTextStage(Stage):
         dtype = "auto" if p.dtype == "auto" else getattr(torch, p.dtype)
         model = AutoModelForCausalLM.from_pretrained(
             folder, trust_remote_code=p.trust_remote_code, use_safetensors=None if p.allow_pickle else True,
-            **{_dtype_kwarg(): dtype},
+            **{dtype_keyword("transformers"): dtype},
         )
         self.model = model.to(str(device)).eval()  # type: ignore[arg-type]  # transformers types `to` oddly
         self.tokenizer = tokenizer
         self.device = device
 
     def unload(self) -> None:
-        on_gpu = self.device is not None and self.device.is_gpu
-        self.model = self.tokenizer = self.device = None
-        if on_gpu:
-            import gc
-
-            import torch
-
-            gc.collect()
-            torch.cuda.empty_cache()
+        self.model = self.tokenizer = self.device = None  # the engine frees the cached GPU memory after
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         live = []
@@ -152,7 +150,9 @@ class LlmTextStage(Stage):
         )["input_ids"]
         ready = [(item, ids) for item, ids in zip(live, token_ids, strict=True) if self._fits(item, ids)]
         if ready:
-            texts = self.generate([ids for _, ids in ready], [item.seed for item, _ in ready])
+            token_ids, seeds = [ids for _, ids in ready], [item.seed for item, _ in ready]
+            texts = in_length_order(token_ids, self.params.generate_batch,
+                                    lambda rows: self.generate([token_ids[r] for r in rows], [seeds[r] for r in rows]))
             for (item, _), text in zip(ready, texts, strict=True):
                 item.outputs["text"] = text
                 if not text:
@@ -161,7 +161,7 @@ class LlmTextStage(Stage):
 
     def format_prompt(self, prompt: str) -> str:
         """The text the model sees: the chat template when there is one, else system + prompt."""
-        system = self.p.system
+        system = self.params.system
         if self._uses_chat():
             messages = [{"role": "user", "content": prompt}]
             if system:
@@ -176,7 +176,7 @@ class LlmTextStage(Stage):
         return f"{system}\n\n{prompt}" if system else prompt
 
     def _uses_chat(self) -> bool:
-        return self.p.chat_template and bool(getattr(self.tokenizer, "chat_template", None))
+        return self.params.chat_template and bool(getattr(self.tokenizer, "chat_template", None))
 
     def _fits(self, item: StageItem, ids: list[int]) -> bool:
         """Fail (not crash the batch on) a prompt that is empty or too long for the model's context."""
@@ -188,8 +188,8 @@ class LlmTextStage(Stage):
                 return False
             ids.append(start)
         context = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
-        if context is not None and len(ids) + self.p.max_new_tokens > context:
-            item.fail(f"the prompt is {len(ids)} tokens; with max_new_tokens {self.p.max_new_tokens} that exceeds "
+        if context is not None and len(ids) + self.params.max_new_tokens > context:
+            item.fail(f"the prompt is {len(ids)} tokens; with max_new_tokens {self.params.max_new_tokens} that exceeds "
                       f"the model's context of {context} tokens")
             return False
         return True
@@ -198,8 +198,8 @@ class LlmTextStage(Stage):
         """One `generate` call for the whole micro-batch; returns each row's new text."""
         import torch
 
-        p, pad_id = self.p, self.tokenizer.pad_token_id
-        width = max(map(len, token_ids))
+        p, pad_id = self.params, self.tokenizer.pad_token_id
+        width = padded_width(max(map(len, token_ids)), p.static_cache)
         input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
         for row, ids in enumerate(token_ids):  # left padding: every prompt ends where generation starts
@@ -215,6 +215,7 @@ class LlmTextStage(Stage):
                 repetition_penalty=p.repetition_penalty, pad_token_id=pad_id,
                 logits_processor=_as_list("LogitsProcessorList", processors),
                 stopping_criteria=_as_list("StoppingCriteriaList", criteria),
+                **static_cache_kwargs(p.static_cache, self.model.device.type),
             )
         end_ids = self._end_ids()
         return [self._finish(_until(row, end_ids)) for row in output[:, width:].tolist()]
@@ -226,8 +227,8 @@ class LlmTextStage(Stage):
 
     def _finish(self, new_ids: list[int]) -> str:
         text: str = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        text = cut_at_stop(text, self.p.stop)
-        return text.strip() if self.p.strip else text
+        text = cut_at_stop(text, self.params.stop)
+        return text.strip() if self.params.strip else text
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:
@@ -247,14 +248,6 @@ def _as_list(kind: str, items: list[Any]) -> Any:
     import transformers.generation as generation
 
     return getattr(generation, kind)(items)
-
-
-def _dtype_kwarg() -> str:
-    """`from_pretrained` takes `dtype` since transformers 4.56 (`torch_dtype` before)."""
-    import transformers
-
-    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
 class SeededSampler:
@@ -312,29 +305,6 @@ class StopStrings:
         tails = self.tokenizer.batch_decode(new[rows, -self.window:].tolist(), skip_special_tokens=True)
         self.done.update(row for row, tail in zip(rows, tails, strict=True) if any(s in tail for s in self.stop))
         return torch.tensor([row in self.done for row in range(new.shape[0])], device=input_ids.device)
-
-
-def check_no_remote_code(folder: Any, model: str) -> None:
-    """Refuse a model that only loads through its own Python code (config `auto_map`, unknown model type).
-
-    A model whose type transformers knows loads with the built-in class, and its code is ignored.
-    """
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # no config.json: from_pretrained will say what is missing
-    auto_map = config.get("auto_map") if isinstance(config, dict) else None
-    if not auto_map:
-        return
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    if config.get("model_type") not in CONFIG_MAPPING_NAMES:
-        code = ", ".join(sorted({str(v) if isinstance(v, str) else str(v[0]) for v in auto_map.values()}))
-        raise ModelUnavailableError(
-            f"model '{model}' needs its own Python code to load ({code}, model type "
-            f"'{config.get('model_type')}'), and that code is not run unless the stage sets "
-            "'trust_remote_code: true' (do so only for a model you trust)"
-        )
 
 
 @hookimpl

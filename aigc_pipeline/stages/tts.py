@@ -37,7 +37,7 @@ from ..audio import PCM16_MAX, encode_wav, parse_wav_stream, tone
 from ..content import AUDIO, TEXT, ArtifactData
 from ..devices import Device
 from ..errors import AigcError, MissingDependencyError, MissingProgramError, ModelUnavailableError
-from ..model_files import find_model, resolve_model, weights_bytes
+from ..models import memory_estimate, resolve_model
 from ..plugin_manager import hookimpl
 from ..seeding import torch_seeded
 from ..stage import DeviceNeeds, Stage, StageItem
@@ -226,11 +226,7 @@ class VitsSpeaker:
                                                                          "model": self.params.model})
 
     def close(self) -> None:
-        del self.model
-        if self.device.is_gpu:
-            import torch
-
-            torch.cuda.empty_cache()
+        del self.model  # the engine frees the cached GPU memory once the stage has unloaded
 
 
 def speakable(tokenizer: Any, text: str) -> bool:
@@ -253,7 +249,7 @@ def _wav(pcm: bytes, sample_rate: int, metadata: dict[str, Any]) -> ArtifactData
     return ArtifactData(encode_wav(pcm, sample_rate), ".wav", info)
 
 
-class TtsStage(Stage):
+class TtsStage(Stage[TtsParams]):
     type_name = "tts"
     description = "Speak text as a WAV file per row: espeak-ng, a VITS model (transformers), or a stub tone."
     Params = TtsParams
@@ -266,23 +262,23 @@ class TtsStage(Stage):
         self.speaker: StubSpeaker | EspeakSpeaker | VitsSpeaker | None = None
 
     @classmethod
-    def preflight(cls, params: TtsParams) -> None:  # type: ignore[override]
+    def preflight(cls, params: TtsParams) -> None:
         if params.backend == "espeak":
             _check_espeak(params.voice)
         elif params.backend == "transformers":
             _check_vits(params)
 
     @classmethod
-    def needs(cls, params: TtsParams) -> DeviceNeeds:  # type: ignore[override]
+    def needs(cls, params: TtsParams) -> DeviceNeeds:
         if params.backend != "transformers":
             return DeviceNeeds("cpu")
         # From the safetensors headers when the model is on this machine already (never downloads).
-        folder = find_model(params.model or "", params.revision)
-        weights = weights_bytes(folder, DTYPE_BYTES[params.dtype]) if folder is not None else 0
-        return DeviceNeeds("any", int(weights * HEADROOM) + HEADROOM_BYTES if weights else 0, params.dtype)
+        memory = memory_estimate(params.model or "", params.revision, dtype_bytes=DTYPE_BYTES[params.dtype],
+                                 headroom=HEADROOM, extra_bytes=HEADROOM_BYTES)
+        return DeviceNeeds("any", memory, params.dtype)
 
     def load(self, device: Device) -> None:
-        params: TtsParams = self.params  # type: ignore[assignment]
+        params = self.params
         if params.backend == "stub":
             self.speaker = StubSpeaker(params)
         elif params.backend == "espeak":

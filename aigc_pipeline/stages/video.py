@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..content import TEXT, VIDEO, ArtifactData
 from ..devices import Device
-from ..model_files import resolve_model
+from ..models import dtype_keyword, memory_estimate, resolve_model
 from ..mp4 import encode_frames
 from ..plugin_manager import hookimpl
 from ..stage import DeviceNeeds, Stage, StageItem
@@ -28,11 +28,9 @@ from .diffusion import (
     ACTIVATION_OVERHEAD,
     DTYPE_BYTES,
     Dtype,
-    _dtype_keyword,
     _quiet_progress_bars,
     png_bytes,
     says_random_weights,
-    weights_memory,
 )
 
 FEATURE_BYTES_PER_PIXEL = 512  # decoding: ~128 float32 feature channels per output pixel and frame
@@ -58,7 +56,7 @@ class VideoParams(BaseModel):
     allow_pickle: bool = Field(False, description="allow pickle weights (.bin, .ckpt): they can run code")
 
 
-class DiffusionVideoStage(Stage):
+class DiffusionVideoStage(Stage[VideoParams]):
     type_name = "diffusion.video"
     description = "Text-to-video with a diffusers pipeline; MP4 (H.264) with its settings and a poster frame."
     Params = VideoParams
@@ -68,31 +66,30 @@ class DiffusionVideoStage(Stage):
 
     def __init__(self, params: VideoParams) -> None:
         super().__init__(params)
-        self.p = params
         self.pipe: Any = None
         self.note: str | None = None
 
     @classmethod
-    def preflight(cls, params: VideoParams) -> None:  # type: ignore[override]
+    def preflight(cls, params: VideoParams) -> None:
         resolve_model(params.model, params.revision, allow_pickle=params.allow_pickle)
 
     @classmethod
-    def needs(cls, params: VideoParams) -> DeviceNeeds:  # type: ignore[override]
-        weights = weights_memory(params.model, params.revision, DTYPE_BYTES[params.dtype])
+    def needs(cls, params: VideoParams) -> DeviceNeeds:
         decoding = params.frames * params.width * params.height * FEATURE_BYTES_PER_PIXEL
-        dtype = None if params.dtype == "auto" else params.dtype
-        return DeviceNeeds("any", int(weights * ACTIVATION_OVERHEAD) + decoding, dtype)
+        memory = memory_estimate(params.model, params.revision, dtype_bytes=DTYPE_BYTES[params.dtype],
+                                 headroom=ACTIVATION_OVERHEAD, extra_bytes=decoding)
+        return DeviceNeeds("any", memory, None if params.dtype == "auto" else params.dtype)
 
     def load(self, device: Device) -> None:
         import torch
         from diffusers import DiffusionPipeline
 
         _quiet_progress_bars()
-        p = self.p
+        p = self.params
         folder = resolve_model(p.model, p.revision, allow_pickle=p.allow_pickle)
         dtype = torch.float16 if p.dtype == "auto" and device.is_gpu else getattr(torch, p.dtype, torch.float32)
         pipe = DiffusionPipeline.from_pretrained(
-            str(folder), **{_dtype_keyword(): dtype}, use_safetensors=None if p.allow_pickle else True,
+            str(folder), **{dtype_keyword("diffusers"): dtype}, use_safetensors=None if p.allow_pickle else True,
             trust_remote_code=p.trust_remote_code,
         )
         pipe.set_progress_bar_config(disable=True)
@@ -108,7 +105,7 @@ class DiffusionVideoStage(Stage):
         import numpy as np
         import torch
 
-        p = self.p
+        p = self.params
         kwargs: dict[str, Any] = {"negative_prompt": p.negative_prompt} if p.negative_prompt else {}
         with torch.inference_mode():
             result = self.pipe(
@@ -123,7 +120,7 @@ class DiffusionVideoStage(Stage):
         return ArtifactData(encode_frames(pixels, p.fps, metadata, p.crf), ".mp4", metadata, {"poster": poster})
 
     def _metadata(self, item: StageItem, pixels: Any) -> dict[str, Any]:
-        p = self.p
+        p = self.params
         count, height, width, _ = pixels.shape
         metadata: dict[str, Any] = {
             "prompt": item.inputs["prompt"], "negative_prompt": p.negative_prompt or "", "seed": item.seed,
@@ -135,14 +132,7 @@ class DiffusionVideoStage(Stage):
         return metadata
 
     def unload(self) -> None:
-        if self.pipe is None:
-            return
-        on_gpu = str(getattr(self.pipe, "device", "cpu")).startswith("cuda")
-        self.pipe = None
-        if on_gpu:
-            import torch
-
-            torch.cuda.empty_cache()
+        self.pipe = None  # the engine returns the GPU's cached memory afterwards
 
 
 def _image(pixels: Any) -> Any:
