@@ -14,6 +14,7 @@ from .errors import (
     PipelineFileError,
     PlacementError,
     PluginError,
+    PreflightError,
     Problem,
     StageError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "PipelineGraph",
     "PlacementError",
     "PluginError",
+    "PreflightError",
     "Problem",
     "RunInfo",
     "RunResult",

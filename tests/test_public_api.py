@@ -34,6 +34,7 @@ PUBLIC_API = [
     "PipelineGraph",
     "PlacementError",
     "PluginError",
+    "PreflightError",
     "Problem",
     "RunInfo",
     "RunResult",
