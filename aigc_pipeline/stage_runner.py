@@ -20,8 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .branches import row_filter
-from .content import AUDIO, IMAGE, ArtifactData
+from .content import AUDIO, IMAGE, VIDEO, ArtifactData
 from .errors import AigcError, OutputFolderError
+from .port_checks import output_problem, port_checks
 from .provenance import origin_of
 from .records import (
     DONE,
@@ -46,6 +47,7 @@ from .store import (
     item_key,
     stage_prefix,
 )
+from .time_limits import call_within, stage_timeout
 
 
 class StageRunner:
@@ -68,7 +70,9 @@ class StageRunner:
         self.outputs = {port: f"{stage_id}.{port}" for port in type(self.stage).outputs}
         self.outputs_list = list(self.outputs.items())
         self.call = plan.pm.hook.aigc_process_batch
-        self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO)]
+        self.timeout = stage_timeout(type(self.stage), graph.pipeline.spec.stages[stage_id].timeout)
+        self.checks = port_checks(type(self.stage).outputs)
+        self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO, VIDEO)]
         self.artifacts = plan.artifacts
         self.batch_sizes, self.warnings = plan.batch_sizes, plan.warnings
         self.max_batch: int | None = None  # set by an out-of-memory error: the size that fits
@@ -209,7 +213,8 @@ class StageRunner:
     def _run_isolated(self, states: list[ItemState]) -> None:
         items = self.items(states)
         try:
-            returned = self.call(stage_id=self.stage_id, stage=self.stage, batch=items)
+            returned = call_within(self.timeout, len(items), self.call, stage_id=self.stage_id, stage=self.stage,
+                                   batch=items)
             if returned is not items:
                 returned = _in_batch_order(items, returned)
         except Exception as exc:
@@ -248,6 +253,9 @@ class StageRunner:
         outputs = self.outputs_list
         done = 0
         for state, item in zip(states, items, strict=True):
+            if item.verdict is None and (problem := output_problem(self.stage_id, self.checks, item.outputs)):
+                self._record_failure(state, problem)
+                continue
             if self.artifact_ports and item.verdict is None and not self._save_artifacts(state, item):
                 continue
             if item.verdict is None and not item.flags:  # the common case, kept lean
