@@ -75,9 +75,12 @@ class ItemResult:
     error: dict[str, str] | None = None
     flags: list[dict[str, str]] = field(default_factory=list)
     trace: str | None = None  # a stage exception's traceback: errors.log, not results.jsonl
+    usage: dict[str, Any] | None = None  # stage -> its `usage` output (tokens, requests) for this row
 
     def as_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {"row": self.row, "line": self.line, "status": self.status, "outputs": self.outputs}
+        if self.usage:
+            record["usage"] = self.usage
         if self.error:
             record["error"] = self.error
         if self.flags:
@@ -105,6 +108,7 @@ class StageStats:
     memory_bytes: int = 0  # the stage's own estimate (DeviceNeeds.memory_bytes); 0: none or unknown
     peak_memory_bytes: int = 0  # peak allocated on its GPU while its phase ran (shared with co-resident stages)
     oom_retries: int = 0  # batches that ran out of GPU memory and were retried in halves
+    counters: dict[str, float] = field(default_factory=dict)  # the stage's own totals (Stage.counters): tokens, cost
 
 
 @dataclass
@@ -204,7 +208,8 @@ def make_plan(
         inventory = probe_inventory() if wants_gpu else Inventory()
     inventory = cap_inventory(inventory, gpu_memory)
     placement = place_stages(requests, inventory, pm)
-    batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).default_batch_size for sid in graph.order}
+    batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).batch_size_for(graph.pipeline.params[sid])
+                   for sid in graph.order}
     memory = {sid: needs.memory_bytes for sid, needs in needs_of.items()}
     budget = budgets(inventory)
     residency = _residency(graph, placement, memory, budget)
@@ -251,14 +256,21 @@ def result_keys(graph: PipelineGraph, domain: str = "row") -> list[tuple[str, st
     return [(name, str(ref)) for name, ref in graph.result_fields(domain).items()]
 
 
-def item_result(state: ItemState, keys: list[tuple[str, str]]) -> ItemResult:
+def usage_keys(graph: PipelineGraph) -> list[tuple[str, str]]:
+    """(stage, value key) of every stage with a `usage` output: its per-row ledger (tokens, requests),
+    which every row's result carries under `usage`."""
+    return [(sid, f"{sid}.usage") for sid in graph.order if "usage" in graph.stage_class(sid).outputs]
+
+
+def item_result(state: ItemState, keys: list[tuple[str, str]], usage: list[tuple[str, str]] = ()) -> ItemResult:  # type: ignore[assignment]
     values = state.values
     outputs = {name: values[key] for name, key in keys if key in values}
     status = state.status or NOT_RUN
     error = None
-    if status in (FAILED, FILTERED, REJECTED):
+    if status in (FAILED, FILTERED, REJECTED) or (status == NOT_RUN and state.reason):
         error = {"stage": state.stage or "input", "reason": state.reason or ""}
-    return ItemResult(state.index, state.line, status, outputs, error, state.flags, state.trace)
+    ledger = {sid: values[key] for sid, key in usage if values.get(key) is not None}
+    return ItemResult(state.index, state.line, status, outputs, error, state.flags, state.trace, ledger or None)
 
 
 def execute(
@@ -285,6 +297,7 @@ def execute(
     states = [ItemState(row, column_keys) for row in rows]
     groups: list[Any] = []
     keys = result_keys(graph)
+    usage = usage_keys(graph)
     phases = split_phases(graph)
     # A run with an aggregate always has a row phase and a group phase; more than that is a swap.
     swaps = len(plan.residency) > sum(1 for part in (phases.rows, phases.groups) if part)
@@ -298,7 +311,7 @@ def execute(
 
     def finished(batch: list[ItemState]) -> None:
         for state in batch:
-            notify(pm, "aigc_item_finished", plan.warnings.append, result=item_result(state, keys))
+            notify(pm, "aigc_item_finished", plan.warnings.append, result=item_result(state, keys, usage))
 
     runner = backend or LocalExecutor()
     try:
@@ -310,7 +323,7 @@ def execute(
         error, trace = str(exc), "".join(traceback.format_exception(exc))
     except KeyboardInterrupt:
         error = "interrupted; rows not finished are marked not_run"
-    results = [item_result(state, keys) for state in states]
+    results = [item_result(state, keys, usage) for state in states]
     group_keys = result_keys(graph, "group")
     group_results: list[ItemResult] = [group_result(state, group_keys) for state in groups]
     summary = RunSummary(_counts(results), plan.stats, time.perf_counter() - started, plan.warnings, error, trace,

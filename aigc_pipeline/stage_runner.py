@@ -25,6 +25,7 @@ from .executor import (
     FAILED,
     FILTERED,
     MODEL_LOAD_LOCK,
+    NOT_RUN,
     ItemState,
     RunPlan,
     StageStats,
@@ -111,7 +112,7 @@ class StageRunner:
         if self.store is not None:
             cls, params = type(self.stage), graph.pipeline.params[stage_id]
             if cls.cacheable(params):
-                self.prefix = stage_prefix(cls.type_name, params, cls.model_identity(params))
+                self.prefix = stage_prefix(cls.type_name, cls.cache_params(params), cls.model_identity(params))
 
     def run(self, states: list[ItemState]) -> None:
         """Process live items of `states` (skipping failed/filtered ones) as one micro-batch."""
@@ -130,6 +131,8 @@ class StageRunner:
             for part in self._parts(live, keys):
                 self._run_part(part, keys)
             self.stats.batches += 1
+            if counters := self.stage.counters():
+                self.stats.counters = dict(counters)
             self.stats.peak_rss_bytes = max(self.stats.peak_rss_bytes, peak_rss())
         self.stats.seconds += time.perf_counter() - started
 
@@ -281,6 +284,8 @@ class StageRunner:
             self.stats.flagged += 1
         if item.verdict is not None:
             state.status, state.stage, state.reason = item.verdict, self.stage_id, item.reason
+            if item.verdict == NOT_RUN:
+                return
             if item.verdict == FILTERED:
                 self.stats.filtered += 1
             else:

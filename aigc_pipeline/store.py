@@ -266,9 +266,11 @@ def _key_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def stage_prefix(type_name: str, params: BaseModel, identity: Any) -> str:
-    """The part of every cache key of one stage that does not depend on the item."""
-    text = canonical_json({"type": type_name, "params": params.model_dump(mode="json"), "models": identity})
+def stage_prefix(type_name: str, params: BaseModel | dict[str, Any], identity: Any) -> str:
+    """The part of every cache key of one stage that does not depend on the item (`params`: as
+    `Stage.cache_params` gives them)."""
+    fields = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
+    text = canonical_json({"type": type_name, "params": fields, "models": identity})
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
