@@ -17,9 +17,9 @@ from .errors import (
     Problem,
     StageError,
 )
-from .executor import ItemResult, RunInfo, RunSummary
 from .graph import PipelineGraph
 from .plugin_manager import hookimpl
+from .records import ItemResult, RunInfo, RunSummary
 from .stage import DeviceNeeds, Stage, StageItem
 
 __version__ = "0.1.0"

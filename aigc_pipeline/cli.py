@@ -24,6 +24,7 @@ from .engine import Engine
 from .errors import AigcError, PipelineFileError, Problem
 from .progress import RichProgress
 from .residency import MemoryCap, format_bytes
+from .signals import listen, received
 from .spec import pipeline_json_schema
 
 app = typer.Typer(help="Run declared pipelines of AI content-generation stages over rows of data.",
@@ -84,6 +85,9 @@ def run(
     fresh: Annotated[bool, typer.Option("--fresh", help="discard the results stored in the output folder and run everything")] = False,  # noqa: E501
     executor: Annotated[Optional[str], typer.Option(help="where stages run: local (this process, the default) or ray")] = None,  # noqa: UP045, E501
     ray_address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (e.g. auto, ray://head:10001); implies --executor ray")] = None,  # noqa: UP045, E501
+    retake: Annotated[Optional[str], typer.Option("--retake", help="rejected: another take (a new seed) of the rows rejected in aigc review, and only of those")] = None,  # noqa: UP045, E501
+    rerun: Annotated[Optional[list[str]], typer.Option("--rerun", metavar="STAGE", help="run this stage again instead of reusing its stored results (and what its new outputs change); repeatable")] = None,  # noqa: UP045, E501
+    retry_quarantined: Annotated[bool, typer.Option("--retry-quarantined", help="give rows quarantined for crashing the process another chance (they run alone)")] = False,  # noqa: E501
 ) -> None:
     """Run a pipeline over every row of an input file.
 
@@ -99,12 +103,21 @@ def run(
         cap = MemoryCap.parse(gpu_memory) if gpu_memory else None
         backend = _backend(executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
-                            gpu_memory=cap, fresh=fresh, backend=backend)
+                            gpu_memory=cap, fresh=fresh, backend=backend, retake=retake, rerun=rerun,
+                            retry_quarantined=retry_quarantined)
     except AigcError as exc:
         _fail(exc)
+    except KeyboardInterrupt as exc:  # a stop signal before the execution began: nothing ran
+        err.print(f"error: {exc or 'interrupted'} before any row ran", style="red", highlight=False, markup=False)
+        _exit_after_signal(getattr(exc, "signum", 2))
     except ValueError as exc:  # a bad --device, --gpu-memory or --executor
         err.print(f"error: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(2) from None
+    _finish_run(result)
+
+
+def _finish_run(result: Any) -> None:
+    """Print a run's summary and where its files are; exit 1 if it stopped early, 128 + N after signal N."""
     _print_summary(result.summary, result.results_path)
     if result.groups_path is not None and result.summary.group_counts:
         groups = ", ".join(f"{n} {status}" for status, n in result.summary.group_counts.items() if n)
@@ -116,7 +129,19 @@ def run(
         err.print(f"tracebacks: {result.errors_path}", highlight=False, markup=False)
     if not result.summary.ok:
         err.print(f"error: the run stopped early: {result.summary.error}", style="red", highlight=False, markup=False)
+    if received() is not None:
+        _exit_after_signal(received() or 0)
+    if not result.summary.ok:
         raise typer.Exit(1)
+
+
+def _exit_after_signal(signum: int) -> None:
+    """Exit with 128 + the signal's number, as a shell reports a process the signal ended. Through
+    os._exit: micro-batches abandoned after the grace period may still be running in model code,
+    and waiting for them (or tearing down under them) is what the signal asked not to do."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def _backend(executor: str | None, ray_address: str | None) -> Any:
@@ -150,6 +175,9 @@ def _print_summary(summary: Any, results_path: Path) -> None:
     memory = _memory_lines(summary)
     if memory:
         out.print("model memory: " + ", ".join(memory), highlight=False, markup=False, soft_wrap=True)
+    gpu = _gpu_lines(summary)
+    if gpu:
+        out.print("on the GPU: " + "; ".join(gpu), highlight=False, markup=False, soft_wrap=True)
     counts = ", ".join(f"{count} {status}" for status, count in summary.counts.items() if count)
     out.print(f"rows: {counts or 'none'} in {summary.seconds:.2f}s → {results_path}", highlight=False)
     for warning in summary.warnings:
@@ -169,11 +197,27 @@ def _memory_lines(summary: Any) -> list[str]:
     return lines
 
 
+def _gpu_lines(summary: Any) -> list[str]:
+    """"copy: weights 487 MiB, busy 93%, first batch 17.20s" for each stage that measured them on a GPU."""
+    lines = []
+    for stage_id, stats in summary.stages.items():
+        parts = [f"weights {format_bytes(stats.model_bytes)}"] if stats.model_bytes else []
+        if stats.gpu_busy is not None:
+            parts.append(f"busy {stats.gpu_busy:.0%}")
+        if parts and stats.first_batch_seconds is not None:
+            parts.append(f"first batch {stats.first_batch_seconds:.2f}s")
+        if parts:
+            lines.append(f"{stage_id}: " + ", ".join(parts))
+    return lines
+
+
 @app.command()
 def report(
     out_dir: Annotated[Path, typer.Argument(help="a run's output folder (results.jsonl, manifest.json)")],
+    rows: Annotated[str, typer.Option("--rows", help="rows a large run's report shows: N (rows that need a look, and a sample of N done rows) or all")] = "1000",  # noqa: E501
+    bundle: Annotated[bool, typer.Option("--bundle", help="write report-bundle.html: one file with the artifacts inside, to mail or move")] = False,  # noqa: E501
 ) -> None:
-    """Rebuild a run's report.html from its output folder."""
+    """Rebuild a run's report.html from its output folder (or, with --bundle, a self-contained copy)."""
     from .report import write_report
     from .sinks import RESULTS_FILE
 
@@ -181,8 +225,62 @@ def report(
         err.print(f"error: {out_dir} holds no {RESULTS_FILE}; give the --out folder of a run", style="red",
                   highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2)
-    path = write_report(out_dir)
-    out.print(f"report: {path}", highlight=False, markup=False, soft_wrap=True)
+    if rows != "all" and not (rows.isdigit() and int(rows) > 0):
+        err.print(f"error: --rows must be a number above 0 or 'all', got {rows!r}", style="red", highlight=False,
+                  markup=False)
+        raise typer.Exit(2)
+    path = write_report(out_dir, None if rows == "all" else int(rows), bundle)
+    size = f" ({format_bytes(path.stat().st_size)})" if bundle else ""
+    out.print(f"report: {path}{size}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def review(
+    out_dir: Annotated[Path, typer.Argument(help="a run's output folder")],
+    port: Annotated[int, typer.Option(help="port to listen on", min=1, max=65535)] = 8765,
+    host: Annotated[str, typer.Option(help="address to bind; keep 127.0.0.1 unless others must reach it")] = "127.0.0.1",  # noqa: E501
+    rows: Annotated[str, typer.Option("--rows", help="rows shown for a large run: N or all (as aigc report)")] = "1000",  # noqa: E501
+) -> None:
+    """Approve or reject a run's rows in a local web app (Ctrl-C stops); decisions go to the run store."""
+    from .review.app import serve
+
+    if rows != "all" and not (rows.isdigit() and int(rows) > 0):
+        err.print(f"error: --rows must be a number above 0 or 'all', got {rows!r}", style="red", markup=False)
+        raise typer.Exit(2)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: binding to {host}: anyone who can reach it and gets the page can record decisions",
+                  style="yellow", highlight=False, markup=False)
+
+    def ready(url: str) -> None:
+        out.print(f"review app: {url}  (Ctrl-C stops)", highlight=False, markup=False, soft_wrap=True)
+
+    try:
+        serve(out_dir, host, port, None if rows == "all" else int(rows), ready)
+    except AigcError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="a run's output folder")],
+    to: Annotated[Path, typer.Option("--to", help="a folder, or a .zip, .csv or .parquet file")],
+    approved: Annotated[bool, typer.Option("--approved", help="export the rows a reviewer approved (aigc review)")] = False,  # noqa: E501
+) -> None:
+    """Export the approved rows of a run (the approved take's texts and files), named from their key columns."""
+    from .review.export import export_approved
+
+    if not approved:
+        err.print("error: say what to export: --approved (the rows approved in aigc review)", style="red",
+                  highlight=False, markup=False)
+        raise typer.Exit(2)
+    try:
+        count = export_approved(out_dir, to)
+    except AigcError as exc:
+        _fail(exc)
+    out.print(f"exported {count} approved row{'s' * (count != 1)} → {to}", highlight=False, markup=False,
+              soft_wrap=True)
 
 
 @app.command()
@@ -304,6 +402,7 @@ QUIET_LIBRARIES = {
 
 
 def main() -> None:
+    listen()
     for name, value in QUIET_LIBRARIES.items():
         os.environ.setdefault(name, value)
     app()

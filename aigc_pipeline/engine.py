@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ import pluggy
 
 from .devices import Device, Inventory
 from .errors import InputDataError, PipelineFileError, PluginError, Problem
-from .executor import ExecutorBackend, ItemResult, RunSummary, execute, make_plan
+from .executor import execute, make_plan
 from .graph import PipelineGraph, build_graph
 from .manifest import finish_manifest, start_manifest, write_manifest
 from .plugin_manager import (
@@ -29,11 +29,16 @@ from .plugin_manager import (
     load_entry_points,
     load_module_plugin,
 )
+from .records import ExecutorBackend, ItemResult, RunSummary
 from .registry import StageRegistry
 from .residency import MemoryCap
-from .sinks import GROUPS_FILE, write_error_log, write_results
+from .review.takes import Retake, plan_retake, record_review
+from .row_identity import identify_rows
+from .safe_paths import prepare_output_folder
+from .signals import interruptible, received, stop_on_signals
+from .sinks import ERRORS_FILE, GROUPS_FILE, write_atomic, write_results
 from .sources import InputRow, read_rows
-from .spec import Pipeline, check_plugin_names, parse_pipeline, read_pipeline_file, validate_stage_params
+from .spec import Pipeline, check_plugin_names, did_you_mean, parse_pipeline, read_pipeline_file, validate_stage_params
 from .stage import Stage
 from .store import RunStore
 
@@ -55,7 +60,7 @@ class Engine:
     loaded on demand (`entry_points=None` loads them all at once, e.g. to list stages).
     """
 
-    def __init__(self, plugins: list[str] | None = None, entry_points: list[str] | None = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, plugins: list[str] | None = None, entry_points: Sequence[str] | None = ()) -> None:
         self.pm: pluggy.PluginManager = get_plugin_manager(entry_points, plugins or [])
         self._registry: StageRegistry | None = None
 
@@ -122,6 +127,9 @@ class Engine:
         gpu_memory: MemoryCap | str | None = None,
         fresh: bool = False,
         cache: bool = True,
+        retake: str | None = None,
+        rerun: list[str] | None = None,
+        retry_quarantined: bool = False,
     ) -> RunResult:
         """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops.
 
@@ -131,22 +139,43 @@ class Engine:
 
         The output folder's run store (`run.sqlite`, see `store.py`) makes a re-run resume: stored
         results are reused and only what is missing runs. `fresh` discards the store first;
-        `cache=False` runs without one. `manifest.json` and `report.html` are written too.
+        `cache=False` runs without one; `retry_quarantined` gives quarantined rows another chance.
+        `rerun` names stages that run again instead of reusing their stored results (what their new
+        outputs change downstream runs again through the keys); an unknown name is a ValueError.
+        `manifest.json` and `report.html` are written too.
+        `retake="rejected"` takes again the rows rejected in `aigc review` (see review/takes.py).
         """
         out = Path(out_dir)
         if limit is not None and limit < 0:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
+        check_rerun(graph, rerun or [])
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
-        with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)):
-            rows = read_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
-            plan = make_plan(graph, self.pm, device, inventory, cap)
+        with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)), stop_on_signals(out):
             spec = graph.pipeline.spec
-            store = RunStore.open(out, {"pipeline": spec.name, "inputs": dict(spec.inputs)}, fresh) if cache else None
+            rows = list(identify_rows(read_rows(input_path, dict(spec.inputs), limit), spec.key))
+            prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
+            plan = make_plan(graph, self.pm, device, inventory, cap)
+            plan.rerun = frozenset(rerun or [])
+            identity = {"pipeline": spec.name, "inputs": dict(spec.inputs)}
+            store = RunStore.open(out, identity, fresh, retry_quarantined) if cache else None
             try:
-                return _run_plan(graph, plan, rows, Path(input_path), out, backend, store)
+                takes = plan_retake(out, graph, retake) if store is not None or retake else None
+                plan.takes = takes.seeds if takes is not None else {}
+                return _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes)
             finally:
                 if store is not None:
+                    if received() is not None:
+                        store.release_in_flight()
                     store.close()
+
+
+def check_rerun(graph: PipelineGraph, stage_ids: list[str]) -> None:
+    """ValueError for a --rerun name that is no stage of the pipeline (with the nearest one)."""
+    for stage_id in stage_ids:
+        if stage_id not in graph.pipeline.spec.stages:
+            hint = did_you_mean(stage_id, list(graph.order))
+            raise ValueError(f"--rerun {stage_id}: pipeline '{graph.pipeline.spec.name}' has no stage "
+                             f"'{stage_id}'; " + (hint or f"stages: {', '.join(graph.order)}"))
 
 
 def _run_plan(
@@ -157,6 +186,7 @@ def _run_plan(
     out: Path,
     backend: ExecutorBackend | None,
     store: RunStore | None,
+    takes: Retake | None = None,
 ) -> RunResult:
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
     from .report import write_report
@@ -164,16 +194,41 @@ def _run_plan(
     executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
     write_manifest(out, manifest)
-    summary, results, groups = execute(plan, rows, out, backend, store)
+    with interruptible():  # a stop signal stops the execution; what follows always runs
+        summary, results, groups = execute(plan, rows, out, backend, store)
     path = write_results(out, (result.as_dict() for result in results))
     groups_path = write_results(out, (g.as_dict() for g in groups), GROUPS_FILE) if groups else None
     errors_path = write_error_log(out, [*results, *groups], summary)
     write_manifest(out, finish_manifest(manifest, summary))
     try:
+        if store is not None:
+            record_review(out, takes)  # new takes, and the review fields once the run has any
         write_report(out)
     except Exception as exc:  # the results are safe on disk; a report bug must not hide them
         summary.warnings.append(f"could not write report.html: {type(exc).__name__}: {exc}")
     return RunResult(summary, results, path, errors_path, groups, groups_path)
+
+
+def write_error_log(out_dir: Path, results: Iterable[ItemResult], summary: RunSummary) -> Path | None:
+    """Write errors.log: one block per failed row with a traceback, plus why the run stopped.
+
+    Without any traceback the file is removed, so a stale log of an earlier run never misleads.
+    """
+    path = out_dir / ERRORS_FILE
+    blocks = [_error_block(result) for result in results if result.trace]
+    if summary.trace:
+        blocks.insert(0, f"the run stopped early: {summary.error}\n{summary.trace}")
+    if not blocks:
+        path.unlink(missing_ok=True)
+        return None
+    write_atomic(path, (block.rstrip("\n") + "\n\n" for block in blocks))
+    return path
+
+
+def _error_block(result: ItemResult) -> str:
+    error = result.error or {}
+    where = f"row {result.row}, line {result.line}, stage '{error.get('stage', '?')}'"
+    return f"{where}: {result.status}: {error.get('reason', '')}\n{result.trace}"
 
 
 @contextmanager

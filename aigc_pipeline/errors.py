@@ -9,7 +9,9 @@
     ├── ModelUnavailableError      a model cannot be found or may not be loaded (pickle weights)
     ├── MissingDependencyError     an optional package is needed; says what to install
     ├── MissingProgramError        a system program (e.g. espeak-ng) is not on PATH
-    └── RunStoreError              the output folder holds another pipeline's results, or is in use
+    ├── RunStoreError              the output folder holds another pipeline's results, or is in use
+    ├── OutputFolderError          the output folder cannot be written (a file, read-only, full, a link)
+    └── ReviewError                a review, retake or export request cannot be met (no run store...)
 
 Errors about a single row never escape as exceptions: the executor records them on the item
 (status, stage, reason in results.jsonl) and the rest of the run goes on.
@@ -120,3 +122,11 @@ class MissingProgramError(AigcError):
 
 class RunStoreError(AigcError):
     """The run store (`run.sqlite` in the output folder) cannot serve this run; says what to do."""
+
+
+class OutputFolderError(AigcError):
+    """The output folder cannot take the run's files: it is a file, read-only, full, or holds a link."""
+
+
+class ReviewError(AigcError):
+    """A review, retake or export request cannot be met (no run store, an unknown decision or row)."""

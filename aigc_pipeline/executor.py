@@ -8,19 +8,32 @@ residency phases -> hand each phase to an executor backend (`executors/`), which
 
 from __future__ import annotations
 
-import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pluggy
 
 from .devices import Device, Inventory, probe_inventory
 from .errors import AigcError, StageError
+from .gpu_busy import BusySampler
 from .graph import PipelineGraph
 from .plugin_manager import hookimpl, notify
+from .records import (
+    DONE,
+    STATUSES,
+    ExecutorBackend,
+    ItemResult,
+    ItemState,
+    RunInfo,
+    RunPlan,
+    RunSummary,
+    StageStats,
+    item_result,
+    result_keys,
+    usage_keys,
+)
 from .residency import (
     MemoryCap,
     budgets,
@@ -35,140 +48,7 @@ from .residency import (
 from .sinks import ArtifactWriter
 from .sources import InputRow
 from .stage import DeviceNeeds, Stage, StageItem
-from .store import (
-    RunStore,
-)
-
-DONE, FILTERED, FAILED, REJECTED, NOT_RUN = "done", "filtered", "failed", "rejected", "not_run"
-
-# Stages load one at a time: diffusers and transformers build models under accelerate's
-# init_empty_weights, which patches module registration process-wide for a moment; a model built
-# in another thread then gets meta (empty) tensors ("Cannot copy out of meta tensor").
-MODEL_LOAD_LOCK = threading.Lock()
-STATUSES = (DONE, FILTERED, FAILED, REJECTED, NOT_RUN)
-
-
-class ItemState:
-    """Everything known about one row during a run. `values` keys are 'inputs.col' / 'stage.port'."""
-
-    __slots__ = ("index", "line", "values", "status", "stage", "reason", "flags", "trace")
-
-    def __init__(self, row: InputRow, column_keys: dict[str, str]) -> None:
-        self.index = row.index
-        self.line = row.line
-        self.values: dict[str, Any] = {column_keys[k]: v for k, v in row.values.items()} if row.values else {}
-        self.status: str | None = None if row.error is None else REJECTED
-        self.stage: str | None = None
-        self.reason: str | None = row.error
-        self.flags: list[dict[str, str]] = []
-        self.trace: str | None = None  # the traceback of a stage exception, for errors.log
-
-
-@dataclass
-class ItemResult:
-    """What `aigc_item_finished` receives, and one line of results.jsonl."""
-
-    row: int
-    line: int
-    status: str
-    outputs: dict[str, Any]
-    error: dict[str, str] | None = None
-    flags: list[dict[str, str]] = field(default_factory=list)
-    trace: str | None = None  # a stage exception's traceback: errors.log, not results.jsonl
-    usage: dict[str, Any] | None = None  # stage -> its `usage` output (tokens, requests) for this row
-
-    def as_dict(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"row": self.row, "line": self.line, "status": self.status, "outputs": self.outputs}
-        if self.usage:
-            record["usage"] = self.usage
-        if self.error:
-            record["error"] = self.error
-        if self.flags:
-            record["flags"] = self.flags
-        return record
-
-
-@dataclass
-class StageStats:
-    """Per-stage counts; `cached` of the `done` and `filtered` items came from the run store."""
-
-    type_name: str
-    device: str
-    done: int = 0
-    filtered: int = 0
-    failed: int = 0
-    flagged: int = 0
-    cached: int = 0
-    peak_rss_bytes: int = 0  # the process's peak resident memory after this stage's last batch
-    batches: int = 0
-    seconds: float = 0.0
-    load_seconds: float = 0.0
-    loads: int = 0
-    unloads: int = 0
-    memory_bytes: int = 0  # the stage's own estimate (DeviceNeeds.memory_bytes); 0: none or unknown
-    peak_memory_bytes: int = 0  # peak allocated on its GPU while its phase ran (shared with co-resident stages)
-    oom_retries: int = 0  # batches that ran out of GPU memory and were retried in halves
-    counters: dict[str, float] = field(default_factory=dict)  # the stage's own totals (Stage.counters): tokens, cost
-
-
-@dataclass
-class RunInfo:
-    name: str
-    pipeline_file: str
-    rows: int
-    out_dir: str
-    placement: dict[str, str]
-    devices: str
-    memory: dict[str, int] = field(default_factory=dict)  # stage -> estimated bytes, where known
-    phases: list[list[str]] = field(default_factory=list)  # residency phases (row stages, then group stages)
-    swaps: bool = False  # models do not fit together: some stages unload for others between phases
-
-
-@dataclass
-class RunSummary:
-    counts: dict[str, int]
-    stages: dict[str, StageStats]
-    seconds: float
-    warnings: list[str] = field(default_factory=list)
-    error: str | None = None
-    trace: str | None = None  # why the run stopped early, with its cause: errors.log
-    group_counts: dict[str, int] | None = None  # statuses of groups, when a stage aggregates
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-@dataclass
-class RunPlan:
-    """What a backend needs: the graph, the stage instances, where they run, how to batch."""
-
-    graph: PipelineGraph
-    stages: dict[str, Stage]
-    placement: dict[str, Device]
-    batch_sizes: dict[str, int]
-    pm: pluggy.PluginManager
-    stats: dict[str, StageStats]
-    warnings: list[str] = field(default_factory=list)
-    artifacts: ArtifactWriter | None = None  # set by execute() once the output folder is known
-    store: RunStore | None = None  # set by execute() when the run reuses and records results
-    residency: list[list[str]] = field(default_factory=list)  # stages whose models are resident together
-    # Every stage's devices, `placement[sid]` first; more than one: copies of it share its rows.
-    replicas: dict[str, list[Device]] = field(default_factory=dict)
-    needs: dict[str, DeviceNeeds] = field(default_factory=dict)  # each stage's, as make_plan read them once
-
-
-class ExecutorBackend(Protocol):
-    """Runs every live item of `states` through the plan.
-
-    Stages mark items failed or filtered as they go; the backend marks an item DONE once it has
-    passed every stage, then calls `on_finished` (when given) with the items just finished.
-    On an error it stops its workers, leaves unfinished items unmarked and raises.
-    """
-
-    def execute(
-        self, plan: RunPlan, states: list[ItemState], on_finished: Any, stage_ids: list[str] | None = None
-    ) -> None: ...
+from .store import RunStore
 
 
 @hookimpl(trylast=True)
@@ -251,28 +131,6 @@ def _preflight(stage_id: str, cls: Any, params: Any) -> None:
         raise StageError(stage_id, cls.type_name, str(exc)) from exc
 
 
-def result_keys(graph: PipelineGraph, domain: str = "row") -> list[tuple[str, str]]:
-    """(result name, value key) for every field of a run's per-row (or per-group) results."""
-    return [(name, str(ref)) for name, ref in graph.result_fields(domain).items()]
-
-
-def usage_keys(graph: PipelineGraph) -> list[tuple[str, str]]:
-    """(stage, value key) of every stage with a `usage` output: its per-row ledger (tokens, requests),
-    which every row's result carries under `usage`."""
-    return [(sid, f"{sid}.usage") for sid in graph.order if "usage" in graph.stage_class(sid).outputs]
-
-
-def item_result(state: ItemState, keys: list[tuple[str, str]], usage: list[tuple[str, str]] = ()) -> ItemResult:  # type: ignore[assignment]
-    values = state.values
-    outputs = {name: values[key] for name, key in keys if key in values}
-    status = state.status or NOT_RUN
-    error = None
-    if status in (FAILED, FILTERED, REJECTED) or (status == NOT_RUN and state.reason):
-        error = {"stage": state.stage or "input", "reason": state.reason or ""}
-    ledger = {sid: values[key] for sid, key in usage if values.get(key) is not None}
-    return ItemResult(state.index, state.line, status, outputs, error, state.flags, state.trace, ledger or None)
-
-
 def execute(
     plan: RunPlan,
     rows: list[InputRow],
@@ -321,8 +179,8 @@ def execute(
             run_in_phases(runner, plan, groups, None, phases.groups)
     except AigcError as exc:
         error, trace = str(exc), "".join(traceback.format_exception(exc))
-    except KeyboardInterrupt:
-        error = "interrupted; rows not finished are marked not_run"
+    except KeyboardInterrupt as exc:  # signals.StopSignal says which signal
+        error = str(exc) or "interrupted; rows not finished are marked not_run"
     results = [item_result(state, keys, usage) for state in states]
     group_keys = result_keys(graph, "group")
     group_results: list[ItemResult] = [group_result(state, group_keys) for state in groups]
@@ -346,8 +204,10 @@ def run_in_phases(
         last = number == len(parts) - 1
         gpus = {device for sid in part for device in _devices_of(plan, sid) if device.is_gpu}
         reset_peaks(gpus)
+        busy = BusySampler(gpus)
         try:
-            runner.execute(plan, states, on_finished if last else _pending_again(on_finished), part)
+            with busy:
+                runner.execute(plan, states, on_finished if last else _pending_again(on_finished), part)
         finally:
             if not last:  # a backend that stopped early may have marked items done: they are not
                 for state in states:
@@ -358,6 +218,15 @@ def run_in_phases(
                 stats = plan.stats[sid]
                 peak = max(peaks.get(device, 0) for device in _devices_of(plan, sid))
                 stats.peak_memory_bytes = max(stats.peak_memory_bytes, peak)
+            record_busy(plan, part, busy.fractions())
+
+
+def record_busy(plan: RunPlan, stage_ids: list[str], fractions: dict[Device, float]) -> None:
+    """Each stage's GPU busy fraction: that of its GPU(s) in its phase (the mean over its copies)."""
+    for sid in stage_ids:
+        values = [fractions[device] for device in _devices_of(plan, sid) if device in fractions]
+        if values:
+            plan.stats[sid].gpu_busy = sum(values) / len(values)
 
 
 def _pending_again(on_finished: Any) -> Any:
@@ -386,7 +255,7 @@ def _devices(plan: RunPlan) -> str:
 
 
 def _counts(results: list[ItemResult]) -> dict[str, int]:
-    counts = dict.fromkeys(STATUSES, 0)
+    counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
     for result in results:
         counts[result.status] += 1
     return counts

@@ -50,7 +50,7 @@ class PipelineGraph:
     domains: dict[str, str] = field(default_factory=dict)
 
     def stage_class(self, stage_id: str) -> Any:
-        return self.registry.get(self.pipeline.spec.stages[stage_id].uses).cls  # type: ignore[union-attr]
+        return self.registry.stage_class(self.pipeline.spec.stages[stage_id].uses)
 
     def result_fields(self, domain: str) -> dict[str, Ref]:
         """The results written per row ("row") or per group ("group")."""
@@ -147,7 +147,7 @@ class _GraphChecker:
         self.problems.append(self.locator.problem(path, message, key=key, **extra))
 
     def _class(self, stage_id: str) -> Any:
-        return self.registry.get(self.spec.stages[stage_id].uses).cls  # type: ignore[union-attr]
+        return self.registry.stage_class(self.spec.stages[stage_id].uses)
 
     def _wire_stage(self, stage_id: str) -> dict[str, Ref]:
         cls = self._class(stage_id)
@@ -229,13 +229,13 @@ class _GraphChecker:
             self._error(path, f"unknown stage '{ref.source}' in reference '{ref}'", stage=stage_id, field=field_name,
                         hint=hint)
             return None
-        outputs = self._class(ref.source).outputs
+        outputs: dict[str, ContentType] = self._class(ref.source).outputs
         if ref.name not in outputs:
             hint = did_you_mean(ref.name, list(outputs)) or self._ports_hint(ref)
             self._error(path, f"stage '{ref.source}' has no output port '{ref.name}'", stage=stage_id,
                         field=field_name, hint=hint)
             return None
-        return outputs[ref.name]  # type: ignore[no-any-return]
+        return outputs[ref.name]
 
     def _ports_hint(self, ref: Ref) -> str:
         if ref.is_column:

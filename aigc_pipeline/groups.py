@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import StageError
-from .executor import DONE, MODEL_LOAD_LOCK, ItemResult, ItemState, RunPlan, item_result
 from .graph import PipelineGraph
+from .records import DONE, MODEL_LOAD_LOCK, ItemResult, ItemState, RunPlan, item_result
+from .row_identity import group_identity
 from .sources import InputRow
 from .stage import Group
 from .stage_runner import StageRunner
@@ -44,6 +45,7 @@ class GroupState(ItemState):
     def __init__(self, index: int, group: Group, stage_id: str) -> None:
         super().__init__(InputRow(index, 0, None), {})
         self.key = group.key
+        self.identity = group_identity(stage_id, group.key)  # named by its key, never its position
         self.members = list(group.members)
         self.values.update({f"{stage_id}.{port}": value for port, value in group.outputs.items()})
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from .devices import Device, Inventory
-    from .executor import ItemResult, RunInfo, RunSummary
+    from .records import ItemResult, RunInfo, RunSummary
     from .stage import DeviceNeeds, Stage, StageItem
 
 hookspec = pluggy.HookspecMarker("aigc_pipeline")

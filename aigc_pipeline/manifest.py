@@ -2,7 +2,9 @@
 
 It records the pipeline (file, sha256 and text), the input file, package versions (read from the
 installed metadata: torch is never imported for this), each stage's model identity (the same one
-the run store's cache keys use), the run seed (item seeds derive from it: `stage.item_seed`),
+the run store's cache keys use), each stage's version and providing distribution (also in those
+keys: `provenance.py`) and every plugin distribution with its version, the run seed (item
+seeds derive from it: `seeding.item_seed`),
 devices, placement and residency phases, start and end times, counts per status and, per stage,
 time, model load time, loads and peak memory (CUDA max allocated on a GPU, the process's peak RSS
 otherwise). `status` is "running" until the run ends ("finished", or "stopped" with `error`), so
@@ -20,8 +22,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .executor import RunPlan, RunSummary
 from .graph import PipelineGraph
+from .provenance import pipeline_origins, plugin_distributions
+from .records import RunPlan, RunSummary
 from .sinks import write_atomic
 
 MANIFEST_FILE = "manifest.json"
@@ -44,12 +47,15 @@ def start_manifest(graph: PipelineGraph, plan: RunPlan, input_path: Path, rows: 
         "params": {sid: params.model_dump(mode="json") for sid, params in graph.pipeline.params.items()},
         "versions": {"python": platform.python_version(), **package_versions()},
         "models": _models(graph),
+        "random_weights": _random_weights(graph),
         "devices": sorted({str(device) for sid, first in plan.placement.items()
                            for device in plan.replicas.get(sid) or [first]}) or ["cpu"],
         "placement": {sid: str(device) for sid, device in plan.placement.items()},
         "replicas": {sid: [str(device) for device in devices]
                      for sid, devices in plan.replicas.items() if len(devices) > 1},
         "executor": executor,
+        "stage_versions": pipeline_origins(graph),
+        "plugins": plugin_distributions(graph),
         "phases": plan.residency,
         "started_at": _now(),
         "ended_at": None,
@@ -104,6 +110,20 @@ def _models(graph: PipelineGraph) -> dict[str, Any]:
         if identity:
             models[stage_id] = identity
     return models
+
+
+def _random_weights(graph: PipelineGraph) -> list[str]:
+    """Stages whose model folder holds random weights (`aigc models make-tiny`): the report says so."""
+    from .model_files import find_model
+    from .tiny import has_random_weights
+
+    stages = []
+    for stage_id in graph.order:
+        model = getattr(graph.pipeline.params[stage_id], "model", None)
+        folder = find_model(model) if isinstance(model, str) and model.strip() else None
+        if folder is not None and has_random_weights(folder):
+            stages.append(stage_id)
+    return stages
 
 
 def _now() -> str:

@@ -7,8 +7,8 @@ import threading
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from .executor import RunInfo, RunSummary
 from .plugin_manager import hookimpl
+from .records import RunInfo, RunSummary
 from .residency import format_bytes
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pluggy
@@ -27,9 +28,9 @@ class StageRegistry:
         for impl in hook.get_hookimpls():
             self._register_from(impl.plugin_name, impl.function)
 
-    def _register_from(self, plugin: str, register_function: object) -> None:
+    def _register_from(self, plugin: str, register_function: Callable[[], object]) -> None:
         try:
-            classes = register_function()  # type: ignore[operator]
+            classes = register_function()
         except Exception as exc:
             raise PluginError(plugin, f"raised in aigc_register_stages: {type(exc).__name__}: {exc}") from exc
         if not isinstance(classes, (list, tuple)):
@@ -56,6 +57,10 @@ class StageRegistry:
 
     def get(self, type_name: str) -> RegisteredStage | None:
         return self._by_name.get(type_name)
+
+    def stage_class(self, type_name: str) -> type[Stage]:
+        """The class of a registered type (KeyError for an unknown one: check with `in` first)."""
+        return self._by_name[type_name].cls
 
     def names(self) -> list[str]:
         return sorted(self._by_name)

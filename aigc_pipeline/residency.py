@@ -215,6 +215,15 @@ def reset_peaks(devices: Iterable[Device]) -> None:
             cuda.reset_peak_memory_stats(device.index)  # type: ignore[attr-defined]
 
 
+def allocated_bytes(device: Device) -> int:
+    """Bytes torch has allocated on a GPU now (0 on the CPU, or without torch or CUDA)."""
+    cuda = _cuda() if device.is_gpu else None
+    try:
+        return int(cuda.memory_allocated(device.index)) if cuda is not None else 0  # type: ignore[attr-defined]
+    except Exception:  # a measurement only: it never fails a load
+        return 0
+
+
 def read_peaks(devices: Iterable[Device]) -> dict[Device, int]:
     """Peak bytes allocated on each GPU since `reset_peaks` (empty without torch or CUDA)."""
     cuda = _cuda()

@@ -160,7 +160,8 @@ The stage contract (aigc_pipeline/stage.py): a `type_name`, a pydantic `Params` 
 stage's `with:` in a pipeline file), typed `inputs` and `outputs` ports, and `process(batch)`:
 a list of StageItem in, the same items out, each with its outputs set, or marked
 `item.fail(reason)`, `item.drop(reason)` or `item.flag(reason)`. Optional: `needs(params)`,
-`preflight(params)`, `load(device)` (load models here, not in `__init__`), `unload()`.
+`preflight(params)`, `load(device)` (load models here, not in `__init__`, which only keeps
+the params), `unload()`.
 """
 
 from __future__ import annotations
@@ -175,16 +176,12 @@ class ExampleParams(BaseModel):
     suffix: str = Field("!", description="added to the end of the text")
 
 
-class ExampleStage(Stage):
+class ExampleStage(Stage[ExampleParams]):  # generic in its params: `self.params` is an ExampleParams
     type_name = "$stage_type"
     description = "Example: upper-case the text and add a suffix (replace me)."
     Params = ExampleParams
     inputs = {"text": TEXT}
     outputs = {"text": TEXT}
-
-    def __init__(self, params: ExampleParams) -> None:
-        super().__init__(params)  # cheap: keep the configuration, load nothing
-        self.p = params
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         for item in batch:
@@ -192,7 +189,7 @@ class ExampleStage(Stage):
             if not text.strip():
                 item.drop("empty text")  # this row is filtered, with the reason; the others go on
                 continue
-            item.outputs["text"] = text.upper() + self.p.suffix
+            item.outputs["text"] = text.upper() + self.params.suffix
         return batch
 '''
 

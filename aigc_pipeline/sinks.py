@@ -17,12 +17,10 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .content import Artifact, ArtifactData
-
-if TYPE_CHECKING:
-    from .executor import ItemResult, RunSummary
+from .safe_paths import checked_path, real_folder
 
 RESULTS_FILE = "results.jsonl"
 GROUPS_FILE = "groups.jsonl"
@@ -50,7 +48,10 @@ def crash_point(point: str) -> None:
 def remove_stale_temp_files(out_dir: Path) -> int:
     """Delete the temporary files a killed run left (`.<name>.*.tmp`); they are never referenced."""
     removed = 0
-    for folder in (out_dir, *(p for p in (out_dir / "artifacts").glob("*") if p.is_dir())):
+    artifacts = out_dir / "artifacts"
+    # Never through a link: a linked folder's temp-looking files are someone else's.
+    stage_folders = [p for p in artifacts.iterdir() if real_folder(p)] if real_folder(artifacts) else []
+    for folder in (out_dir, *stage_folders):
         for temp in folder.glob(".*.tmp"):
             temp.unlink(missing_ok=True)
             removed += 1
@@ -98,33 +99,13 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-def write_error_log(out_dir: Path, results: Iterable[ItemResult], summary: RunSummary) -> Path | None:
-    """Write errors.log: one block per failed row with a traceback, plus why the run stopped.
-
-    Without any traceback the file is removed, so a stale log of an earlier run never misleads.
-    """
-    path = out_dir / ERRORS_FILE
-    blocks = [_error_block(result) for result in results if result.trace]
-    if summary.trace:
-        blocks.insert(0, f"the run stopped early: {summary.error}\n{summary.trace}")
-    if not blocks:
-        path.unlink(missing_ok=True)
-        return None
-    write_atomic(path, (block.rstrip("\n") + "\n\n" for block in blocks))
-    return path
-
-
-def _error_block(result: ItemResult) -> str:
-    error = result.error or {}
-    where = f"row {result.row}, line {result.line}, stage '{error.get('stage', '?')}'"
-    return f"{where}: {result.status}: {error.get('reason', '')}\n{result.trace}"
-
-
 class ArtifactWriter:
     """Saves stage artifacts as `artifacts/<stage>/<row>.<port><suffix>` inside the output folder.
 
-    Names are built from the stage id (validated to `[a-z0-9_]`), the row index and the port
-    name, never from row values, so nothing can be written outside the folder. Each file is
+    Names are built from the stage id (validated to `[a-z0-9_]`), the row's identity (a hex digest,
+    `row_identity.py`; an int is written as a zero-padded index) and the port name, never from row
+    values, so nothing can be written outside the folder. Naming by identity, not position, keeps
+    a re-run over an edited input from overwriting a stored row's artifact with another row's. Each file is
     written to a temporary name, fsynced and renamed; the returned Artifact carries the sha256 of
     its bytes (`digest`), which downstream cache keys use. A run store records the item only after
     this returns, so a recorded artifact is always complete; a kill before that re-runs the item,
@@ -134,10 +115,12 @@ class ArtifactWriter:
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
 
-    def save(self, stage_id: str, row: int, port: str, artifact: ArtifactData) -> Artifact:
+    def save(self, stage_id: str, row: str | int, port: str, artifact: ArtifactData, take: int = 0) -> Artifact:
+        """`take` > 0 (a re-take of the row, review/takes.py) names a file of its own: every take is kept."""
         suffix = artifact.suffix if _SAFE_SUFFIX.match(artifact.suffix) else ".bin"
-        relpath = f"artifacts/{stage_id}/{row:06d}.{port}{suffix}"
-        path = self.out_dir / relpath
+        name = (f"{row:06d}" if isinstance(row, int) else row) + (f".take{take}" if take else "")
+        relpath = f"artifacts/{stage_id}/{name}.{port}{suffix}"
+        path = checked_path(self.out_dir, relpath)
         write_atomic(path, [artifact.data])
         digest = hashlib.sha256(artifact.data).hexdigest()
         return Artifact(relpath, path.resolve(), dict(artifact.metadata), digest)

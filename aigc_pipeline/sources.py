@@ -17,6 +17,7 @@ from typing import Any
 
 from .content import check_column_value
 from .errors import InputDataError
+from .limits import MAX_CELL_CHARS, MAX_NESTING, value_problem
 from .spec import did_you_mean
 
 SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".ndjson")
@@ -26,17 +27,21 @@ _FALSE = {"false", "0", "no", "n"}
 
 @dataclass
 class InputRow:
-    """One input row: its 0-based index, its line in the file, and its values or why it was rejected."""
+    """One input row: its 0-based index, its line in the file, and its values or why it was rejected.
+
+    `identity` names the row across runs (`row_identity.identify_rows` sets it)."""
 
     index: int
     line: int
     values: dict[str, Any] | None
     error: str | None = None
+    identity: str | None = None
 
 
 def read_rows(path: str | Path, columns: dict[str, str], limit: int | None = None) -> list[InputRow]:
     """Read and check every row (at most `limit`) of a CSV or JSONL file."""
     path = Path(path)
+    csv.field_size_limit(MAX_CELL_CHARS)  # the default, 128 Ki, is below a long text; over it, a clear error
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise InputDataError(f"{path}: unsupported input format '{suffix or '(none)'}'; use .csv or .jsonl")
@@ -62,7 +67,7 @@ def _checked(index: int, line: int, values: Any, columns: dict[str, str]) -> Inp
         value = values[column]
         if isinstance(value, str) and column_type != "str" and column_type != "any":
             value = _from_csv_text(value, column_type)
-        reason = check_column_value(column_type, value)
+        reason = value_problem(value) or check_column_value(column_type, value)
         if reason:
             return InputRow(index, line, None, f"line {line}: column '{column}': {reason}")
         row[column] = value
@@ -73,6 +78,10 @@ def _csv_rows(handle: Any, path: Path, columns: dict[str, str]) -> Iterator[tupl
     """Check the header now (also for --limit 0), then yield (first line, record) per row."""
     reader = csv.reader(handle)
     header = next(reader, [])
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise InputDataError(f"{path}:1: the header names column(s) {', '.join(map(repr, twice))} more than once; "
+                             "rename or remove the copies (which one the pipeline should read is unclear)")
     missing = [c for c in columns if c not in header]
     if missing:
         # name the column each hint is for: with two missing columns, bare hints are ambiguous
@@ -81,16 +90,26 @@ def _csv_rows(handle: Any, path: Path, columns: dict[str, str]) -> Iterator[tupl
             f"{path}:1: the header lacks required column(s) {', '.join(repr(c) for c in missing)}; "
             f"header has: {', '.join(header) or 'nothing'}" + (f"; {'; '.join(hints)}" if hints else "")
         )
-    return _csv_records(reader, header)
+    return _csv_records(reader, header, path)
 
 
-def _csv_records(reader: Any, header: list[str]) -> Iterator[tuple[int, Any]]:
+def _csv_records(reader: Any, header: list[str], path: Path) -> Iterator[tuple[int, Any]]:
     # csv.reader, not DictReader: it yields blank lines, so a quoted multi-line cell still gets
     # the line its row starts on (reader.line_num is the line it ends on).
     end = reader.line_num
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a cell over the field size limit, or a NUL byte
+            raise InputDataError(f"{path}:{end + 1}: unreadable CSV ({exc}); a cell may hold at most "
+                                 f"{MAX_CELL_CHARS:,} characters: fix or split that row") from None
         start, end = end + 1, reader.line_num
-        if cells:  # a blank line is no row (as csv.DictReader skips it)
+        if len(cells) > len(header):
+            yield start, (f"line {start}: {len(cells)} cells, but the header names only {len(header)} column(s) "
+                          "(a comma in an unquoted cell?)")
+        elif cells:  # a blank line is no row (as csv.DictReader skips it)
             yield start, dict(zip(header, cells, strict=False))  # short rows: missing values
 
 
@@ -102,6 +121,9 @@ def _jsonl_rows(handle: Any) -> Iterator[tuple[int, Any]]:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
             yield number, f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
+            continue
+        except RecursionError:
+            yield number, f"line {number}: nested too deeply (at most {MAX_NESTING} levels of lists/objects)"
             continue
         if not isinstance(record, dict):
             yield number, f"line {number}: expected a JSON object, got {type(record).__name__}"
@@ -124,7 +146,7 @@ def _from_csv_text(text: str, column_type: str) -> Any:
             return _csv_list(stripped, column_type[5:-1])
         if column_type == "dict":
             return json.loads(stripped)
-    except (ValueError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # json.JSONDecodeError is a ValueError
         return text
     return text
 

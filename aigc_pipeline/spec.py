@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from .content import COLUMN_TYPES
 from .devices import Device
 from .errors import PipelineFileError, Problem
+from .limits import MAX_NESTING, MAX_PIPELINE_BYTES
 from .registry import StageRegistry
 
 STAGE_ID_PATTERN = r"^[a-z_][a-z0-9_]*$"
@@ -66,6 +67,8 @@ class PipelineSpec(BaseModel):
     inputs: dict[ColumnName, ColumnType] = Field(  # type: ignore[valid-type]
         default_factory=dict, description="columns every row must have")
     seed: int = 0
+    key: list[ColumnName] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="the input columns that identify a row (default: all its input values)")
     plugins: list[str] = Field(default_factory=list, description="plugins by registered (entry-point) name")
     stages: dict[StageId, StageSpec] = Field(min_length=1)
     outputs: dict[str, str] = Field(default_factory=dict, description="result name -> '<stage>.<port>'")
@@ -129,8 +132,10 @@ class _Loader(yaml.SafeLoader):
 
 def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
     """Parse YAML text into plain data and a Locator; YAML-level problems raise PipelineFileError."""
-    loader = _Loader(text)
+    _check_size(len(text.encode("utf-8", "surrogatepass")), file)
+    loader = None
     try:
+        loader = _Loader(text)  # a NUL or other control character is refused here (a ReaderError)
         node = loader.get_single_node()
         locator = Locator(file)
         if node is not None:
@@ -138,11 +143,26 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Locator]:
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         raise PipelineFileError([_yaml_problem(exc, file)]) from None
+    except yaml.reader.ReaderError as exc:  # located by character offset only
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise PipelineFileError([Problem(f"character U+{exc.character:04X} is not allowed in a pipeline file", file,
+                                         line, column, hint="remove it (a NUL or other control character)")]) from None
     except yaml.YAMLError as exc:
         raise PipelineFileError([Problem(f"not valid YAML: {exc}", file=file)]) from None
+    except RecursionError:  # nesting deeper than the parser's recursion limit, before _walk can count it
+        raise PipelineFileError([Problem(f"nested too deeply (at most {MAX_NESTING} levels)", file=file)]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, locator
+
+
+def _check_size(size: int, file: str) -> None:
+    if size > MAX_PIPELINE_BYTES:
+        raise PipelineFileError([Problem(f"the file is {size:,} bytes, over the limit of {MAX_PIPELINE_BYTES:,} for "
+                                         "a pipeline file; nothing was parsed", file=file,
+                                         hint="keep data in the input file, not in the pipeline")])
 
 
 def _yaml_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
@@ -163,10 +183,13 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, file: str) -> Problem:
 
 def _walk(node: yaml.Node, path: tuple[Any, ...], locator: Locator, file: str, count: list[int]) -> None:
     count[0] += 1
-    if count[0] > MAX_YAML_NODES:
+    if count[0] > MAX_YAML_NODES or len(path) > MAX_NESTING:
         mark = node.start_mark
-        message = f"document too large (over {MAX_YAML_NODES} nodes; aliases expand)"
-        hint = "nested aliases (*name) expand to copies"
+        if count[0] > MAX_YAML_NODES:
+            message = f"document too large (over {MAX_YAML_NODES} nodes; aliases expand)"
+        else:  # also what an alias inside its own anchor (`a: &x [*x]`) reaches: it never ends
+            message = f"nested deeper than {MAX_NESTING} levels"
+        hint = "nested aliases (*name) expand to copies; an alias inside its own anchor never ends"
         raise PipelineFileError([Problem(message, file, mark.line + 1, mark.column + 1, hint=hint)])
     locator.values[path] = (file, node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
@@ -205,7 +228,9 @@ def stage_and_field(path: tuple[Any, ...]) -> tuple[str | None, str | None]:
 
 
 def read_pipeline_file(path: str | Path) -> str:
+    """The file's text; its size is checked before it is read (an 11 MB file once took 59 s and 1.1 GB)."""
     try:
+        _check_size(Path(path).stat().st_size, str(path))
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PipelineFileError([Problem(f"cannot read pipeline file: {exc}", file=str(path))]) from None
@@ -232,10 +257,26 @@ def load_pipeline_text(
 
 def validate_envelope(data: dict[str, Any], locator: Locator) -> PipelineSpec:
     try:
-        return PipelineSpec.model_validate(data)
+        spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
         problems = [_pydantic_problem(err, (), locator, PipelineSpec) for err in exc.errors()]
         raise PipelineFileError(in_file_order(problems)) from None
+    _check_key_columns(spec, locator)
+    return spec
+
+
+def _check_key_columns(spec: PipelineSpec, locator: Locator) -> None:
+    """`key:` names declared input columns, each once."""
+    columns = list(spec.inputs)
+    problems = [
+        locator.problem(("key", index), f"key column '{name}' is not declared under 'inputs:'", field=f"key.{index}",
+                        hint=did_you_mean(name, columns) or f"columns: {', '.join(columns) or 'none'}")
+        for index, name in enumerate(spec.key) if name not in spec.inputs
+    ]
+    problems += [locator.problem(("key", index), f"key column '{name}' is listed twice", field=f"key.{index}")
+                 for index, name in enumerate(spec.key) if name in spec.key[:index]]
+    if problems:
+        raise PipelineFileError(problems)
 
 
 def check_plugin_names(spec: PipelineSpec, locator: Locator, available: Iterable[str]) -> None:

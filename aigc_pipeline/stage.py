@@ -3,7 +3,8 @@
 A stage type is a subclass of `Stage` with:
 
 - `type_name`: the name pipeline files use in `uses:` ("llm.text", "filter.text");
-- `Params`: a pydantic model of its `with:` parameters (unknown keys are errors);
+- `Params`: a pydantic model of its `with:` parameters (unknown keys are errors); the class is
+  generic in it (`class MyStage(Stage[MyParams])`), so `self.params` is a `MyParams`;
 - `inputs` / `outputs`: port name -> `ContentType`; `variadic_inputs` lets a stage accept any
   port names of one type (the template stage names its variables freely);
 - `needs(params) -> DeviceNeeds`: device kind, memory estimate, dtype; the engine decides;
@@ -20,6 +21,9 @@ A stage type is a subclass of `Stage` with:
 - `process(batch) -> batch`: a list of `StageItem` in, the same items out, each with its outputs
   set, or marked `fail(...)`, `drop(...)` or `flag(...)`;
 - `unload()`: releases what `load` took; always called, in a `finally`.
+- `version`: a string (default "1") that is part of every stored result's key, with the name and
+  version of the distribution that provides the stage: bump it when a change of the code changes
+  what the stage produces, and a re-run recomputes that stage instead of serving old results.
 - `reduces`: True for a reducing stage (many rows into one, e.g. `aggregate`): instead of
   `process`, its `reduce(items) -> list[Group]` gets every row that finished the per-row
   stages at once, and the stages downstream of it run once per group.
@@ -39,15 +43,15 @@ Abstract intermediate classes pass `abstract=True`.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from .budget import CostBudget
 from .content import ContentType
 from .devices import Device
+from .seeding import item_seed
 
 DeviceKind = Literal["cpu", "gpu", "any"]
 
@@ -73,12 +77,6 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def item_seed(run_seed: int, item_id: int, stage_id: str) -> int:
-    """A 63-bit seed from (run seed, item id, stage id): independent of batch, order and resume."""
-    digest = hashlib.blake2b(f"{run_seed}\x00{item_id}\x00{stage_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
-
-
 @dataclass
 class Group:
     """One output of a reducing stage: the rows it stands for and its output port values."""
@@ -92,12 +90,22 @@ _NO_FLAGS: list[str] = []  # shared and never appended to: StageItem.flag() swap
 
 
 class StageItem:
-    """One row as one stage sees it: its resolved input values and the outputs it sets."""
+    """One row as one stage sees it: its resolved input values and the outputs it sets.
 
-    __slots__ = ("id", "inputs", "outputs", "verdict", "reason", "flags", "_seed_parts")
+    `id` tells the items of a batch apart (the row's position in this run); `row_key` is the row's
+    identity (see `row_identity.py`), which the seed derives from; `take` numbers re-takes.
+    Without a `row_key` (a stage tested alone) the seed derives from `id`.
+    """
 
-    def __init__(self, item_id: int, inputs: dict[str, Any], seed_parts: tuple[int, str]) -> None:
+    __slots__ = ("id", "inputs", "outputs", "verdict", "reason", "flags", "_seed_parts", "row_key", "take")
+
+    def __init__(
+        self, item_id: int, inputs: dict[str, Any], seed_parts: tuple[int, str], row_key: str | None = None,
+        take: int = 0,
+    ) -> None:
         self.id = item_id
+        self.row_key = row_key
+        self.take = take
         self.inputs = inputs
         self.outputs: dict[str, Any] = {}
         self.verdict: str | None = None  # None: ok; "failed", "filtered" or "not_run"
@@ -109,7 +117,7 @@ class StageItem:
     def seed(self) -> int:
         """This item's seed for this stage (computed on demand: most stages never ask)."""
         run_seed, stage_id = self._seed_parts
-        return item_seed(run_seed, self.id, stage_id)
+        return item_seed(run_seed, self.id if self.row_key is None else self.row_key, stage_id, self.take)
 
     def fail(self, reason: str) -> None:
         """Mark this item failed at this stage; downstream stages skip it."""
@@ -132,9 +140,15 @@ class StageItem:
 
 _REQUIRED = ("type_name", "Params", "inputs", "outputs")
 
+P = TypeVar("P", bound=BaseModel)
 
-class Stage:
-    """Base class of every stage type. See the module docstring for the contract."""
+
+class Stage(Generic[P]):
+    """Base class of every stage type. See the module docstring for the contract.
+
+    Generic in its params model, so `self.params` and the classmethods' `params` have the stage's
+    own type: `class WatermarkStage(Stage[WatermarkParams])` with `Params = WatermarkParams`.
+    """
 
     type_name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
@@ -145,17 +159,18 @@ class Stage:
     description: ClassVar[str] = ""
     reduces: ClassVar[bool] = False
     budget: CostBudget | None = None  # the run's spending cap, set on the instance by the engine
+    version: ClassVar[str] = "1"
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not abstract:
             check_stage_class(cls)
 
-    def __init__(self, params: BaseModel) -> None:
-        self.params = params
+    def __init__(self, params: P) -> None:
+        self.params: P = params
 
     @classmethod
-    def variables(cls, params: BaseModel) -> set[str]:
+    def variables(cls, params: P) -> set[str]:
         """Names this stage reads by name (a template's variables). Default: none.
 
         The graph resolves each to an input port of the same name or, failing that, to the row
@@ -164,7 +179,7 @@ class Stage:
         return set()
 
     @classmethod
-    def preflight(cls, params: BaseModel) -> None:
+    def preflight(cls, params: P) -> None:
         """Cheap checks before the run starts (is the model there? is a program installed?).
 
         Raise an `AigcError` (e.g. `ModelUnavailableError`) with a message that says how to fix
@@ -172,12 +187,12 @@ class Stage:
         """
 
     @classmethod
-    def needs(cls, params: BaseModel) -> DeviceNeeds:
+    def needs(cls, params: P) -> DeviceNeeds:
         """Device needs for these params. Default: CPU, no model memory."""
         return DeviceNeeds()
 
     @classmethod
-    def model_identity(cls, params: BaseModel) -> Any:
+    def model_identity(cls, params: P) -> Any:
         """JSON-able identity of the models these params use; part of every cached result's key.
 
         Default: each `model` param found in the params (nested ones too) with its `revision`
@@ -187,12 +202,12 @@ class Stage:
         return _model_params(params.model_dump(mode="json"))
 
     @classmethod
-    def cache_params(cls, params: BaseModel) -> dict[str, Any]:
+    def cache_params(cls, params: P) -> dict[str, Any]:
         """The params as they enter every cached result's key (default: all of them)."""
         return params.model_dump(mode="json")
 
     @classmethod
-    def batch_size_for(cls, params: BaseModel) -> int:
+    def batch_size_for(cls, params: P) -> int:
         """Items per micro-batch when the pipeline file sets no batch_size (default: default_batch_size)."""
         return cls.default_batch_size
 
@@ -201,7 +216,7 @@ class Stage:
         return {}
 
     @classmethod
-    def cacheable(cls, params: BaseModel) -> bool:
+    def cacheable(cls, params: P) -> bool:
         """Whether the run store keeps this stage's results (default: True). Return False when a
         result depends on more than the item's inputs, seed, params and models (e.g. run-wide
         duplicate detection), or when recomputing is cheaper than a store lookup and record (a few
@@ -209,7 +224,7 @@ class Stage:
         return True
 
     @classmethod
-    def run_wide(cls, params: BaseModel) -> bool:
+    def run_wide(cls, params: P) -> bool:
         """Whether an item's result depends on the other items of the run (default: False), e.g.
         duplicate detection across the run. Such a stage must see every item in one instance, in
         input order: it never gets replicas, and on Ray it runs in a single actor."""
@@ -277,6 +292,8 @@ def _contract_problems(cls: Any) -> list[str]:
         problems.append("a reducing stage (reduces = True) must implement reduce(items)")
     if not cls.reduces and cls.process is Stage.process:
         problems.append("process(batch) must be implemented")
+    if not isinstance(cls.version, str) or not cls.version:
+        problems.append(f"version {cls.version!r} must be a non-empty string")
     if not isinstance(cls.default_batch_size, int) or cls.default_batch_size < 1:
         problems.append("default_batch_size must be a positive int")
     return problems

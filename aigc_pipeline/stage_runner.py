@@ -20,7 +20,8 @@ from typing import Any
 from .content import AUDIO, IMAGE, ArtifactData
 from .devices import Device
 from .errors import AigcError, StageError
-from .executor import (
+from .provenance import origin_of
+from .records import (
     DONE,
     FAILED,
     FILTERED,
@@ -31,6 +32,7 @@ from .executor import (
     StageStats,
 )
 from .residency import (
+    allocated_bytes,
     free_cached_memory,
     is_out_of_memory,
 )
@@ -75,7 +77,9 @@ class LazyLoad:
         started = time.perf_counter()
         try:
             with MODEL_LOAD_LOCK:
+                before = allocated_bytes(self.device)
                 stage.load(self.device)
+                stats.model_bytes = max(stats.model_bytes, allocated_bytes(self.device) - before)
         except Exception as exc:
             raise StageError(self.stage_id, stage.type_name, f"failed to load: {type(exc).__name__}: {exc}") from exc
         stats.loads += 1
@@ -108,11 +112,14 @@ class StageRunner:
         self.max_batch: int | None = None  # set by an out-of-memory error: the size that fits
         self.load = load
         self.store = plan.store
+        self.takes = plan.takes
         self.prefix: str | None = None  # the stage's part of every cache key; None: not cached
+        self.rerun = stage_id in plan.rerun  # --rerun: compute and store again, reuse nothing
         if self.store is not None:
             cls, params = type(self.stage), graph.pipeline.params[stage_id]
             if cls.cacheable(params):
-                self.prefix = stage_prefix(cls.type_name, cls.cache_params(params), cls.model_identity(params))
+                origin = origin_of(graph, stage_id).as_key()
+                self.prefix = stage_prefix(cls.type_name, cls.cache_params(params), cls.model_identity(params), origin)
 
     def run(self, states: list[ItemState]) -> None:
         """Process live items of `states` (skipping failed/filtered ones) as one micro-batch."""
@@ -134,6 +141,8 @@ class StageRunner:
             if counters := self.stage.counters():
                 self.stats.counters = dict(counters)
             self.stats.peak_rss_bytes = max(self.stats.peak_rss_bytes, peak_rss())
+            if self.stats.first_batch_seconds is None:
+                self.stats.first_batch_seconds = time.perf_counter() - started
         self.stats.seconds += time.perf_counter() - started
 
     def _run_part(self, states: list[ItemState], keys: dict[int, str | None]) -> None:
@@ -166,8 +175,9 @@ class StageRunner:
         run_seed, stage_id = self.seed_parts
         for state in states:
             inputs = {port: state.values[key] for port, key in self.inputs}
-            keys[state.index] = item_key(self.prefix, item_seed(run_seed, state.index, stage_id), inputs)
-        stored = self.store.lookup([key for key in keys.values() if key is not None])
+            seed = item_seed(run_seed, state.identity, stage_id, self._take(state))
+            keys[state.index] = item_key(self.prefix, seed, inputs)
+        stored = {} if self.rerun else self.store.lookup([key for key in keys.values() if key is not None])
         missing = []
         for state in states:
             key = keys[state.index]
@@ -175,7 +185,8 @@ class StageRunner:
             if hit is not None and self._apply(state, *hit):
                 continue
             if key is not None and self.store.crashes(key) >= QUARANTINE_AFTER:
-                self._record_failure(state, f"{QUARANTINED} (stage '{stage_id}'); run with --fresh to try it again")
+                self._record_failure(state, f"{QUARANTINED} (stage '{stage_id}'); "
+                                     "run with --retry-quarantined to try it again")
                 continue
             missing.append(state)
         return missing
@@ -216,10 +227,13 @@ class StageRunner:
         return results
 
     def items(self, states: list[ItemState]) -> list[StageItem]:
-        return [
-            StageItem(state.index, {port: state.values[key] for port, key in self.inputs}, self.seed_parts)
-            for state in states
-        ]
+        seed_parts, inputs, take = self.seed_parts, self.inputs, self._take
+        return [StageItem(state.index, {port: state.values[key] for port, key in inputs}, seed_parts, state.identity,
+                          take(state)) for state in states]
+
+    def _take(self, state: ItemState) -> int:
+        """The row's take at this stage (0 unless a --retake re-seeded it)."""
+        return self.takes[state.index].get(self.stage_id, 0) if state.index in self.takes else 0
 
     def _run_isolated(self, states: list[ItemState]) -> None:
         items = self.items(states)
@@ -308,7 +322,7 @@ class StageRunner:
             if self.artifacts is None:
                 raise AigcError("this run has no output folder for artifacts")
             try:
-                item.outputs[port] = self.artifacts.save(self.stage_id, state.index, port, value)
+                item.outputs[port] = self.artifacts.save(self.stage_id, state.identity, port, value, self._take(state))
             except OSError as exc:
                 self._record_failure(state, f"could not write the {port} artifact: {exc}", exc)
                 return False

@@ -3,9 +3,11 @@
 Re-running the same command over the same output folder reuses every finished result and runs
 only what is missing. A result is found again by its cache key, a hash of:
 
-    stage type | params (canonical JSON) | model identity (Stage.model_identity: the model name,
-    revision and a fingerprint of its files' sizes and mtimes) | the item's seed | the input
-    values the stage consumed (canonical JSON; artifacts by the sha256 of their bytes)
+    stage type | stage version and its distribution's name and version (provenance.py) |
+    params (canonical JSON) | model identity (Stage.model_identity: the model name,
+    revision and a fingerprint of its files' sizes and mtimes) | the item's seed (from the row's
+    identity, never its position: row_identity.py) | the input values the stage consumed
+    (canonical JSON; artifacts by the sha256 of their bytes)
 
 So changing one stage's params re-runs that stage and, for the rows whose outputs changed, the
 stages downstream of it (their inputs differ); a downstream stage whose inputs came out equal is
@@ -47,11 +49,12 @@ from pydantic import BaseModel
 
 from .content import Artifact
 from .errors import RunStoreError
+from .signals import SIGNALLED_FILE
 from .sinks import remove_stale_temp_files
 
 STORE_FILE = "run.sqlite"
 LOCK_FILE = ".run.lock"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: keys and seeds from row identity (1 keyed rows by position)
 QUARANTINE_AFTER = 2  # crashes of the process with the item in flight
 QUARANTINED = "quarantined: crashed the process twice"
 _SQL_VARS = 500  # keys per SELECT ... IN (...)
@@ -95,14 +98,18 @@ class RunStore:
         self._lock = threading.Lock()
         self._lock_fd = lock_fd
         self.crashed_items = 0  # items in flight when the previous run died
+        self.stopped_items = 0  # items in flight when the previous run was stopped by a signal
+        self._closed = False
         self._suspects: dict[str, int] = {}
 
     @classmethod
-    def open(cls, out_dir: Path, identity: dict[str, Any], fresh: bool = False) -> RunStore:
+    def open(cls, out_dir: Path, identity: dict[str, Any], fresh: bool = False,
+             retry_quarantined: bool = False) -> RunStore:
         """Open (or create) the store of `out_dir` for a pipeline with `identity` (name, inputs).
 
-        Raises RunStoreError when the folder holds another pipeline's results or another run
-        is using it. `fresh` discards what the store holds.
+        Raises RunStoreError when the folder holds another pipeline's results, another run is
+        using it, or the file is damaged. `fresh` discards what the store holds;
+        `retry_quarantined` gives quarantined items one more chance (they run alone).
         """
         out_dir.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock_folder(out_dir)
@@ -112,7 +119,10 @@ class RunStore:
                     (out_dir / (STORE_FILE + suffix)).unlink(missing_ok=True)
             db = _connect(out_dir)
             store = cls(out_dir, db, lock_fd)
-            store._setup(identity)
+            store._setup(identity, retry_quarantined)
+        except sqlite3.DatabaseError as exc:
+            _unlock(lock_fd)
+            raise RunStoreError(damaged(out_dir, exc)) from None
         except BaseException:
             _unlock(lock_fd)
             raise
@@ -130,8 +140,9 @@ class RunStore:
         store._suspects = dict(db.execute("SELECT key, crashes FROM suspects").fetchall())
         return store
 
-    def _setup(self, identity: dict[str, Any]) -> None:
+    def _setup(self, identity: dict[str, Any], retry_quarantined: bool = False) -> None:
         db = self._db
+        check_integrity(db)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
@@ -141,17 +152,25 @@ class RunStore:
             db.execute("INSERT INTO meta VALUES ('identity', ?)", (wanted,))
         elif row[0] != wanted:
             raise RunStoreError(_mismatch(self.out_dir, json.loads(row[0]), json.loads(wanted)))
-        self._count_crashes()
+        self._count_crashes(retry_quarantined)
 
-    def _count_crashes(self) -> None:
+    def _count_crashes(self, retry_quarantined: bool = False) -> None:
+        """Count a crash against each item left in flight, unless the last run was stopped by a
+        signal (signals.SIGNALLED_FILE): an outside stop is no evidence against the items."""
         db = self._db
+        signalled = self.out_dir / SIGNALLED_FILE
         db.execute("BEGIN IMMEDIATE")
         crashed = db.execute("SELECT key, stage, item FROM inflight").fetchall()
+        if signalled.exists():
+            self.stopped_items, crashed = len(crashed), []
         db.executemany(
             "INSERT INTO suspects VALUES (?, ?, ?, 1) ON CONFLICT(key) DO UPDATE SET crashes = crashes + 1", crashed
         )
+        if retry_quarantined:  # one crash left on the count: they run alone, and one more crash quarantines
+            db.execute("UPDATE suspects SET crashes = 1 WHERE crashes >= ?", (QUARANTINE_AFTER,))
         db.execute("DELETE FROM inflight")
         db.execute("COMMIT")
+        signalled.unlink(missing_ok=True)
         self.crashed_items = len(crashed)
         self._suspects = dict(db.execute("SELECT key, crashes FROM suspects").fetchall())
 
@@ -180,6 +199,8 @@ class RunStore:
     def begin(self, stage_id: str, entries: list[tuple[str, int]]) -> None:
         """Mark (key, item) entries in flight: committed before the stage runs them."""
         with self._lock:
+            if self._closed:  # a batch abandoned after a stop signal: the run has ended
+                return
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
                                  [(key, stage_id, item) for key, item in entries])
@@ -189,6 +210,8 @@ class RunStore:
         """Record results and clear the in-flight markers (and crash counts) of `keys`, in one commit."""
         now = time.time()
         with self._lock:
+            if self._closed:
+                return
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -205,11 +228,35 @@ class RunStore:
         with self._lock:
             return dict(self._db.execute("SELECT stage, COUNT(*) FROM results GROUP BY stage").fetchall())
 
+    def release_in_flight(self) -> None:
+        """After a run stopped by a signal: the in-flight markers left belong to batches abandoned
+        after the grace period, no crash; they go, with the signal's note (signals.SIGNALLED_FILE)."""
+        with self._lock:
+            try:
+                self._db.execute("DELETE FROM inflight")
+                (self.out_dir / SIGNALLED_FILE).unlink(missing_ok=True)
+            except (sqlite3.Error, OSError):
+                pass  # a full disk or a damaged file: the note stays, and the next run discards them
+
     def close(self) -> None:
         with self._lock:
+            self._closed = True  # an abandoned batch's late begin/finish finds the run over
             self._db.close()
         _unlock(self._lock_fd)
         self._lock_fd = None
+
+
+def check_integrity(db: sqlite3.Connection) -> None:
+    """Raise sqlite3.DatabaseError when the store file is damaged (a truncated or garbled file reads
+    as a store until a lookup hits the damage, half-way through a run)."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError("; ".join(problems[:3]))
+
+
+def damaged(out_dir: Path, exc: sqlite3.Error) -> str:
+    return (f"the run store {out_dir / STORE_FILE} is damaged ({exc}); its results cannot be trusted. "
+            "Run again with --fresh to discard it (every row runs again), or give this run another --out")
 
 
 def _connect(out_dir: Path) -> sqlite3.Connection:
@@ -240,7 +287,9 @@ def _unlock(fd: int | None) -> None:
 
 
 def _mismatch(out_dir: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> str:
-    if stored.get("schema") != wanted.get("schema"):
+    if stored.get("schema") == "1":
+        what = "results keyed by row position (an older aigc-pipeline; now rows are keyed by identity)"
+    elif stored.get("schema") != wanted.get("schema"):
         what = f"a run store of another format (version {stored.get('schema')}, this engine writes {SCHEMA_VERSION})"
     elif stored.get("pipeline") != wanted.get("pipeline"):
         what = f"results of pipeline '{stored.get('pipeline')}', not '{wanted.get('pipeline')}'"
@@ -266,11 +315,12 @@ def _key_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def stage_prefix(type_name: str, params: BaseModel | dict[str, Any], identity: Any) -> str:
+def stage_prefix(type_name: str, params: BaseModel | dict[str, Any], identity: Any, origin: Any = None) -> str:
     """The part of every cache key of one stage that does not depend on the item (`params`: as
-    `Stage.cache_params` gives them)."""
+    `Stage.cache_params` gives them). `origin`: the stage's version and its distribution's name
+    and version (`provenance.StageOrigin.as_key`)."""
     fields = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
-    text = canonical_json({"type": type_name, "params": fields, "models": identity})
+    text = canonical_json({"type": type_name, "params": fields, "models": identity, "origin": origin})
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 

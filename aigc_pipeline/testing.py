@@ -31,9 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from .content import ANY, IMAGE, TEXT, ArtifactData
 from .devices import Device, GpuInfo, Inventory
 from .engine import Engine, RunResult
-from .executor import ItemResult, RunInfo, RunSummary
 from .plugin_manager import hookimpl
-from .stage import DeviceNeeds, Stage, StageItem
+from .records import ItemResult, RunInfo, RunSummary
+from .stage import DeviceKind, DeviceNeeds, Stage, StageItem
 
 GiB = 2**30
 
@@ -50,7 +50,7 @@ class NoopParams(BaseModel):
     store: bool = Field(False, description="keep results in the run store (measures the store's cost)")
 
 
-class NoopStage(Stage):
+class NoopStage(Stage[NoopParams]):
     """Passes `value` through unchanged: measures pure engine overhead (and, with store, the store's)."""
 
     type_name = "test.noop"
@@ -61,8 +61,8 @@ class NoopStage(Stage):
     default_batch_size = 1024
 
     @classmethod
-    def cacheable(cls, params: BaseModel) -> bool:
-        return bool(params.store)  # type: ignore[attr-defined]
+    def cacheable(cls, params: NoopParams) -> bool:
+        return bool(params.store)
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         for item in batch:
@@ -75,7 +75,7 @@ class EchoParams(BaseModel):
     prefix: str = ""
 
 
-class EchoStage(Stage):
+class EchoStage(Stage[EchoParams]):
     """Returns `prefix + text`; records the batch sizes it saw (class-wide, for assertions)."""
 
     type_name = "test.echo"
@@ -87,7 +87,7 @@ class EchoStage(Stage):
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         EchoStage.batch_sizes_seen.append(len(batch))
         for item in batch:
-            item.outputs["text"] = self.params.prefix + item.inputs["text"]  # type: ignore[attr-defined]
+            item.outputs["text"] = self.params.prefix + item.inputs["text"]
         return batch
 
 
@@ -96,7 +96,7 @@ class RaiseOnParams(BaseModel):
     needle: str = Field(description="raise ValueError for any text containing this")
 
 
-class RaiseOnStage(Stage):
+class RaiseOnStage(Stage[RaiseOnParams]):
     """Raises for a whole batch when any text contains `needle` (tests per-item isolation)."""
 
     type_name = "test.raise_on"
@@ -106,7 +106,7 @@ class RaiseOnStage(Stage):
     default_batch_size = 8
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
-        needle = self.params.needle  # type: ignore[attr-defined]
+        needle = self.params.needle
         for item in batch:
             if needle in item.inputs["text"]:
                 raise ValueError(f"found {needle!r} in row {item.id}")
@@ -117,10 +117,10 @@ class RaiseOnStage(Stage):
 class SlowParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seconds_per_item: float = Field(0.001, ge=0)
-    device: str = Field("cpu", description="declared device kind: cpu, gpu or any")
+    device: DeviceKind = Field("cpu", description="declared device kind: cpu, gpu or any")
 
 
-class SlowStage(Stage):
+class SlowStage(Stage[SlowParams]):
     """Sleeps per item (releasing the GIL, as model code does): for concurrency tests."""
 
     type_name = "test.slow"
@@ -130,11 +130,11 @@ class SlowStage(Stage):
     default_batch_size = 4
 
     @classmethod
-    def needs(cls, params: BaseModel) -> DeviceNeeds:
-        return DeviceNeeds(kind=params.device)  # type: ignore[attr-defined]
+    def needs(cls, params: SlowParams) -> DeviceNeeds:
+        return DeviceNeeds(kind=params.device)
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
-        time.sleep(self.params.seconds_per_item * len(batch))  # type: ignore[attr-defined]
+        time.sleep(self.params.seconds_per_item * len(batch))
         for item in batch:
             item.outputs["text"] = item.inputs["text"]
         return batch
@@ -148,14 +148,14 @@ class ModelParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field("model", description="the name the load/unload log uses")
     memory_gib: float = Field(1.0, ge=0, description="declared memory need (DeviceNeeds.memory_bytes), GiB")
-    device: str = Field("any", description="declared device kind: cpu, gpu or any")
+    device: DeviceKind = Field("any", description="declared device kind: cpu, gpu or any")
     seconds_per_item: float = Field(0.0, ge=0)
     oom_above: int = Field(0, ge=0, description="raise OutOfMemoryError for batches larger than this (0: never)")
     oom_on: str | None = Field(None, description="raise OutOfMemoryError for any batch with a text containing this")
     load_error: str | None = Field(None, description="load() raises OSError with this message (a missing model)")
 
 
-class ModelStage(Stage):
+class ModelStage(Stage[ModelParams]):
     """A fake model stage: declares GPU memory, logs loads and unloads, can run out of memory.
 
     It never touches a device: placed on "cuda:0" by a fake inventory, it still runs on the CPU.
@@ -172,20 +172,19 @@ class ModelStage(Stage):
     log: list[tuple[str, str, Any]] = []
 
     @classmethod
-    def needs(cls, params: BaseModel) -> DeviceNeeds:
-        p: ModelParams = params  # type: ignore[assignment]
-        return DeviceNeeds(kind=p.device, memory_bytes=int(p.memory_gib * GiB))  # type: ignore[arg-type]
+    def needs(cls, params: ModelParams) -> DeviceNeeds:
+        return DeviceNeeds(kind=params.device, memory_bytes=int(params.memory_gib * GiB))
 
     def load(self, device: Device) -> None:
-        ModelStage.log.append(("load", self.params.name, str(device)))  # type: ignore[attr-defined]
-        if self.params.load_error:  # type: ignore[attr-defined]
-            raise OSError(self.params.load_error)  # type: ignore[attr-defined]
+        ModelStage.log.append(("load", self.params.name, str(device)))
+        if self.params.load_error:
+            raise OSError(self.params.load_error)
 
     def unload(self) -> None:
-        ModelStage.log.append(("unload", self.params.name, ""))  # type: ignore[attr-defined]
+        ModelStage.log.append(("unload", self.params.name, ""))
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
-        p: ModelParams = self.params  # type: ignore[assignment]
+        p = self.params
         ModelStage.log.append(("batch", p.name, len(batch)))
         needle = p.oom_on
         if (p.oom_above and len(batch) > p.oom_above) or (needle and any(needle in i.inputs["text"] for i in batch)):
@@ -201,7 +200,7 @@ class ImageParams(BaseModel):
     size: int = Field(8, ge=1, le=256, description="width and height in pixels")
 
 
-class ImageStage(Stage):
+class ImageStage(Stage[ImageParams]):
     """A `size`x`size` PNG whose colours come from the text and the item's seed (standard library only)."""
 
     type_name = "test.image"
@@ -211,7 +210,7 @@ class ImageStage(Stage):
     default_batch_size = 8
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
-        size = self.params.size  # type: ignore[attr-defined]
+        size = self.params.size
         for item in batch:
             colour = hashlib.blake2b(f"{item.seed}:{item.inputs['text']}".encode(), digest_size=6).digest()
             pixels = [colour[:3] if (x + y) % 2 else colour[3:] for y in range(size) for x in range(size)]
@@ -236,7 +235,7 @@ class CrashOnParams(BaseModel):
     needle: str = Field(description="kill the whole process (SIGKILL) for any text containing this")
 
 
-class CrashOnStage(Stage):
+class CrashOnStage(Stage[CrashOnParams]):
     """Kills the process when a text contains `needle`, like a segfault in model code (crash recovery tests)."""
 
     type_name = "test.crash_on"
@@ -247,7 +246,7 @@ class CrashOnStage(Stage):
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         for item in batch:
-            if self.params.needle in item.inputs["text"]:  # type: ignore[attr-defined]
+            if self.params.needle in item.inputs["text"]:
                 os.kill(os.getpid(), signal.SIGKILL)
             item.outputs["text"] = item.inputs["text"]
         return batch

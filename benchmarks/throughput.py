@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from common import GcTimer, git_state, import_seconds, machine, package_versions, spread
+from length_batching import length_section, print_section
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -673,6 +674,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--diffusion-steps", type=int, default=4)
     parser.add_argument("--diffusion-size", type=int, default=64)
     parser.add_argument("--diffusion-repeats", type=int, default=3)
+    parser.add_argument("--length-aware", action="store_true",
+                        help="add length_batching.py's section: mixed-length prompts, generate_batch on vs off")
+    parser.add_argument("--length-only", action="store_true", help="run only that section (implies --length-aware)")
+    parser.add_argument("--length-rows", type=int, default=128)
+    parser.add_argument("--length-factor", type=int, default=4, help="on arm: batch_size = factor x --batch-size")
     parser.add_argument("--work-dir", type=Path, default=None, help="models, inputs and outputs (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None,
                         help="result JSON (default benchmarks/results/throughput-<date>[-quick].json)")
@@ -810,8 +816,11 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="aigc-throughput-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.length_only:
+        return length_only(args, work, date, started)
     try:
         bench = LlmBench(args, work)
+        length = run_length_section(args, bench.folder, work) if args.length_aware else None
         runs = bench.run()
         profile = bench.profile() if args.profile else None
         diffusion = diffusion_section(args, work) if args.with_diffusion else None
@@ -839,11 +848,14 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         **({"profile": profile} if profile else {}),
         **({"diffusion": diffusion} if diffusion is not None else {}),
+        **({"length_aware": length} if length is not None else {}),
         "load_average": {"before": [round(x, 2) for x in load_before],
                          "after": [round(x, 2) for x in os.getloadavg()]},
         "total_seconds": time.perf_counter() - started,
     }
     print_report(report)
+    if length is not None:
+        print_section(length)
     sd_profile = {f"diffusion, {key}": text for key, text in (diffusion or {}).get("profile", {}).items()}
     for key, text in [*(profile or {}).items(), *sd_profile.items()]:
         print(f"\nprofile, {key}:")
@@ -852,6 +864,35 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"\nwritten: {out}  ({report['total_seconds']:.0f} s in all)")
+    return 0
+
+
+def run_length_section(args: argparse.Namespace, folder: Path, work: Path) -> dict[str, Any]:
+    return length_section(folder, work, args.length_rows, args.batch_size, args.length_factor, args.new_tokens,
+                          args.repeats)
+
+
+def length_only(args: argparse.Namespace, work: Path, date: dt.datetime, started: float) -> int:
+    """Only the length-aware section: its own result file."""
+    load_before = os.getloadavg()
+    try:
+        folder = build_models(work, args.lm_size)
+        section = run_length_section(args, folder, work)
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    report = {"benchmark": "llm-length-aware", "date": date.isoformat(timespec="seconds"),
+              "command": " ".join([os.path.relpath(sys.executable), *sys.argv]), "lm_size": args.lm_size,
+              "torch_threads": args.threads, "versions": versions(), "git": git_state(), "machine": cpu_machine(),
+              "length_aware": section,
+              "load_average": {"before": [round(x, 2) for x in load_before],
+                               "after": [round(x, 2) for x in os.getloadavg()]},
+              "total_seconds": time.perf_counter() - started}
+    print_section(section)
+    out = args.out or HERE / "results" / f"length-aware-{date.date().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"\nwritten: {out}  ({report['total_seconds']:.0f} s in all; load average {report['load_average']})")
     return 0
 
 

@@ -10,7 +10,8 @@ import pytest
 
 from aigc_pipeline import hookimpl
 from aigc_pipeline.content import RECORD, TEXT
-from aigc_pipeline.executor import ItemResult
+from aigc_pipeline.records import ItemResult
+from aigc_pipeline.row_identity import row_identity
 from aigc_pipeline.stage import Stage, StageItem, item_seed
 from aigc_pipeline.testing import BatchLog, EchoStage, RecordingPlugin, RunResult, fake_engine, run_text
 
@@ -284,7 +285,8 @@ def test_item_seeds_do_not_depend_on_batch_size(tmp_path: Path) -> None:
         ]
         for batch in (1, 8)
     }
-    assert seeds[1] == seeds[8] == [item_seed(1234, index, "s") for index in range(10)]
+    # seeds derive from the row's identity (a hash of its input values), not its position
+    assert seeds[1] == seeds[8] == [item_seed(1234, row_identity({"text": f"r{i}"}), "s") for i in range(10)]
     assert len(set(seeds[1])) == 10
 
 
@@ -298,7 +300,8 @@ stages:
   s: {uses: test.seed, inputs: {text: gate.text}, batch_size: 8}
 """
     result = run_text(pipeline, rows("a", "boom", "b"), tmp_path / "out", engine=fake_engine(Stages(SeedStage)))
-    assert [r.outputs.get("s.seed") for r in result.results] == [item_seed(1234, 0, "s"), None, item_seed(1234, 2, "s")]
+    seeds = [item_seed(1234, row_identity({"text": text}), "s") for text in ("a", "b")]
+    assert [r.outputs.get("s.seed") for r in result.results] == [seeds[0], None, seeds[1]]
 
 
 # ---------------------------------------------------------------- summary and observers

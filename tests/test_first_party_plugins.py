@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from aigc_pipeline.row_identity import row_identity
+
 pytestmark = pytest.mark.slow
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
@@ -133,10 +135,10 @@ def test_brand_overlay_runs_and_a_corrupt_image_fails_only_its_row(site: Path, s
     assert [row["status"] for row in rows] == ["done", "failed", "done"]
     assert rows[1]["error"]["stage"] == "branded"
     assert rows[1]["error"]["reason"].startswith(
-        "cannot brand image 'artifacts/canvas/000001.image.png': UnidentifiedImageError")
+        f"cannot brand image 'artifacts/canvas/{row_identity({'color': 'corrupt'})}.image.png': UnidentifiedImageError")
     written = rows[2]["outputs"]["image"]  # a path, or {"path": ..., **metadata}
     relpath = written if isinstance(written, str) else written["path"]
-    assert relpath == "artifacts/branded/000002.image.png"
+    assert relpath == f"artifacts/branded/{row_identity({'color': 'green'})}.image.png"
     with Image.open(tmp_path / "out" / relpath) as image:
         assert image.getpixel((6, 6)) == (255, 0, 0) and image.getpixel((90, 60)) == (0, 128, 0)
 

@@ -162,7 +162,9 @@ def test_a_row_that_crashes_the_process_twice_is_quarantined(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("value", ["../../escape", "/etc/passwd", "a\x00b", "..\\..\\win", "~/home"])
 def test_row_values_never_name_files(tmp_path: Path, value: str) -> None:
-    """Artifact names come from the stage id and row index only: row values cannot place a file."""
+    """Artifact names come from the stage id and the row's identity (a hex digest) only: row values
+    cannot place a file."""
+    from aigc_pipeline.row_identity import row_identity
     from aigc_pipeline.testing import run_text
 
     pipeline = PIPELINE.replace("seconds_per_item: 0.004", "seconds_per_item: 0")
@@ -171,7 +173,8 @@ def test_row_values_never_name_files(tmp_path: Path, value: str) -> None:
     assert result.summary.counts["done"] == 2
     written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert all(p.resolve().is_relative_to((tmp_path / "out").resolve()) for p in written)
-    assert sorted(p.name for p in (tmp_path / "out" / "artifacts").rglob("*.*")) == [
-        "000000.audio.wav", "000000.image.png", "000001.audio.wav", "000001.image.png"]
+    names = [row_identity({"text": text}) for text in (value, f"x/{value}/y")]
+    assert sorted(p.name for p in (tmp_path / "out" / "artifacts").rglob("*.*")) == sorted(
+        f"{name}.{port}" for name in names for port in ("audio.wav", "image.png"))
     assert {p for p in tmp_path.parent.iterdir()} == before
     assert not Path("/etc/passwd.png").exists()

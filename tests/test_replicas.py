@@ -16,8 +16,9 @@ from aigc_pipeline import hookimpl
 from aigc_pipeline.devices import CPU, Device, GpuInfo, Inventory
 from aigc_pipeline.engine import Engine
 from aigc_pipeline.errors import PipelineFileError, PlacementError
-from aigc_pipeline.executor import RunPlan, make_plan
+from aigc_pipeline.executor import make_plan
 from aigc_pipeline.progress import placement_lines
+from aigc_pipeline.records import RunPlan
 from aigc_pipeline.stage import Stage
 from aigc_pipeline.testing import (
     CPU_ONLY,

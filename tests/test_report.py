@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -29,8 +30,10 @@ stages:
   digest: {uses: aggregate, inputs: {line: check.text}, with: {group_by: topic, template: "{{ key }}: {{ count }}"}}
 outputs: {text: check.text, image: picture.image, audio: voice.audio, digest: digest.text}
 """
-ROWS = [{"topic": "a", "text": "sun"}, {"topic": "a", "text": XSS}, {"topic": "b", "text": "banned word"},
-        {"topic": "b", "text": "boom"}, {"topic": "b", "text": "moon"}, {"wrong": 1}]
+ROWS: list[dict[str, Any]] = [
+    {"topic": "a", "text": "sun"}, {"topic": "a", "text": XSS}, {"topic": "b", "text": "banned word"},
+    {"topic": "b", "text": "boom"}, {"topic": "b", "text": "moon"}, {"wrong": 1},
+]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
@@ -74,6 +77,7 @@ def test_aigc_report_rebuilds_it(out: Path) -> None:
 @pytest.mark.skipif(CHROMIUM is None,
                     reason="chromium is not installed (scripts/setup.sh installs it when run as root)")
 def test_the_report_opens_in_a_headless_browser(out: Path, tmp_path: Path) -> None:
+    assert CHROMIUM is not None
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run",
              f"--user-data-dir={tmp_path / 'profile'}",

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from aigc_pipeline.cli import app
 from aigc_pipeline.devices import CPU, Device, GpuInfo, Inventory
-from aigc_pipeline.executor import RunInfo
 from aigc_pipeline.progress import placement_lines
+from aigc_pipeline.records import RunInfo
 from aigc_pipeline.residency import GiB, MemoryCap, cap_inventory, fit_replicas, oversized, plan_phases, within
 from aigc_pipeline.testing import ONE_GPU_8GB, TWO_GPUS_80GB, ModelStage, RecordingPlugin, fake_engine, run_text
 

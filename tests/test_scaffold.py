@@ -142,3 +142,11 @@ def test_scaffold_installs_with_pip_lists_its_stage_and_its_test_passes(tmp_path
                            text=True, env=env, timeout=120)
     assert tests.returncode == 0, tests.stdout + tests.stderr
     assert "1 passed" in tests.stdout
+
+
+def test_the_scaffolded_stage_is_generic_in_its_params(tmp_path: Path) -> None:
+    scaffold_plugin("aigc-demo-typed", tmp_path)
+    source = (tmp_path / "aigc-demo-typed" / "aigc_demo_typed" / "stages.py").read_text()
+    assert "class ExampleStage(Stage[ExampleParams]):" in source
+    assert "self.p " not in source and "self.p." not in source  # no untyped alias of the params
+    assert "self.params.suffix" in source

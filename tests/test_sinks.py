@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from aigc_pipeline.executor import ItemResult, RunSummary
-from aigc_pipeline.sinks import ERRORS_FILE, RESULTS_FILE, write_atomic, write_error_log, write_results
+from aigc_pipeline.engine import write_error_log
+from aigc_pipeline.records import ItemResult, RunSummary
+from aigc_pipeline.sinks import ERRORS_FILE, RESULTS_FILE, write_atomic, write_results
 
 
 def summary(error: str | None = None, trace: str | None = None) -> RunSummary:

@@ -129,7 +129,7 @@ def test_contract_members_in_the_docstring_exist_on_stage() -> None:
     """The contract is written once, in stage.py's docstring; this keeps it true to the code."""
     documented = set(re.findall(r"^- `(\w+)", stage_module.__doc__ or "", re.MULTILINE))
     assert documented == {"type_name", "Params", "inputs", "needs", "variables", "preflight", "__init__", "load",
-                          "process", "reduces", "unload", "model_identity", "cacheable", "run_wide"}
+                          "process", "reduces", "unload", "model_identity", "cacheable", "run_wide", "version"}
     for name in documented:
         assert hasattr(Stage, name) or name in Stage.__annotations__
 
@@ -139,6 +139,7 @@ def test_defaults_of_the_base_class() -> None:
     params = NoParams()
     stage = cls(params)
     assert stage.params is params
+    assert cls.version == "1"
     assert cls.needs(params) == DeviceNeeds(kind="cpu", memory_bytes=0, dtype=None)
     assert cls.variables(params) == set()
     assert cls.variadic_inputs is None and cls.default_batch_size == 1

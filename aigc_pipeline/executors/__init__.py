@@ -2,6 +2,6 @@
 
 `local` (the default) runs in this process, one thread per stage; `ray` (`--executor ray`, the
 optional `ray` extra) runs the same plan as Ray Data steps on a Ray cluster. Every backend follows the
-`aigc_pipeline.executor.ExecutorBackend` protocol and reuses `StageRunner` for the per-batch work,
+`aigc_pipeline.records.ExecutorBackend` protocol and reuses `StageRunner` for the per-batch work,
 so outputs are the same item for item whichever backend runs them.
 """

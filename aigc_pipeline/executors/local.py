@@ -17,13 +17,14 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..devices import Device
 from ..errors import StageError
-from ..executor import DONE, ItemState, RunPlan, StageStats
 from ..plugin_manager import has_observers, notify
+from ..records import DONE, ItemState, RunPlan, StageStats
+from ..signals import join_workers, stop_grace
 from ..stage import Stage
 from ..stage_runner import LazyLoad, StageRunner
 
@@ -58,8 +59,9 @@ class LocalExecutor:
             flow.collect(on_finished)
         finally:
             flow.cancel()
-            for worker in workers:
-                worker.join()
+            if join_workers(workers):  # only after a stop signal: batches still running past the grace period
+                plan.warnings.append(f"stopped waiting for micro-batches still running {stop_grace():g} s after "
+                                     "the stop signal; their rows are not_run")
             flow.collect(on_finished)  # chunks that every stage finished while stopping are done too
         if flow.error is not None:
             raise flow.error
@@ -154,7 +156,7 @@ class _Flow:
             self._guarded(stage_id, load, lambda: self._process_shared(stage_id, runner))
         finally:
             with self.condition:
-                _add_stats(total, stats)
+                total.merge(stats)
 
     def _guarded(self, stage_id: str, load: LazyLoad, work: Callable[[], None]) -> None:
         """Do a stage thread's `work`; any error stops the run; the stage unloads if it loaded."""
@@ -274,13 +276,3 @@ class _Flow:
             if on_finished is not None:
                 on_finished(chunk)
 
-
-def _add_stats(total: StageStats, part: StageStats) -> None:
-    """Add one copy's counts to its stage's: counts and seconds add up, peaks take the larger;
-    the rest (names, the memory estimate) is the stage's own."""
-    for item in fields(StageStats):
-        name = item.name
-        if name.startswith("peak_"):
-            setattr(total, name, max(getattr(total, name), getattr(part, name)))
-        elif name != "memory_bytes" and isinstance(getattr(total, name), int | float):
-            setattr(total, name, getattr(total, name) + getattr(part, name))

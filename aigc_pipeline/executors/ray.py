@@ -42,9 +42,9 @@ import pluggy
 from .. import hookspecs
 from ..devices import Device, GpuInfo, probe_inventory
 from ..errors import AigcError, StageError
-from ..executor import DONE, ItemState, RunPlan, StageStats
 from ..graph import PipelineGraph
 from ..plugin_manager import PROJECT, has_observers, notify
+from ..records import DONE, ItemState, RunPlan, StageStats
 from ..sinks import ArtifactWriter
 from ..stage_runner import LazyLoad, StageRunner
 from ..store import RunStore
@@ -319,10 +319,7 @@ def _add_stats(plan: RunPlan, batch: dict[str, Any], stages: list[str]) -> None:
             if not blob:
                 continue
             change, warnings = pickle.loads(blob)
-            for name in _ADDED:
-                setattr(stats, name, getattr(stats, name) + change[name])
-            for name in _PEAKS:
-                setattr(stats, name, max(getattr(stats, name), change[name]))
+            stats.merge(change)
             plan.warnings.extend(warnings)
 
 

@@ -40,7 +40,7 @@ class AggregateParams(BaseModel):
         return template
 
 
-class AggregateStage(Stage):
+class AggregateStage(Stage[AggregateParams]):
     type_name = "aggregate"
     description = "Many rows into one: group rows and render a sandboxed template per group."
     Params = AggregateParams
@@ -51,29 +51,28 @@ class AggregateStage(Stage):
 
     def __init__(self, params: AggregateParams) -> None:
         super().__init__(params)
-        self.p = params
         self.template = ENVIRONMENT.from_string(params.template)
 
     @classmethod
-    def variables(cls, params: BaseModel) -> set[str]:
+    def variables(cls, params: AggregateParams) -> set[str]:
         """The row fields it reads by name: the graph wires each to an input port or a column."""
-        names = set(params.fields)  # type: ignore[attr-defined]
-        return names | {params.group_by} if params.group_by else names  # type: ignore[attr-defined]
+        names = set(params.fields)
+        return names | {params.group_by} if params.group_by else names
 
     def reduce(self, items: list[StageItem]) -> list[Group]:
         grouped: dict[str, list[StageItem]] = {}
         for item in items:  # dicts keep first-appearance order: groups come out in input order
-            key = ALL if self.p.group_by is None else str(item.inputs[self.p.group_by])
+            key = ALL if self.params.group_by is None else str(item.inputs[self.params.group_by])
             grouped.setdefault(key, []).append(item)
         return [self._render(key, members) for key, members in grouped.items()]
 
     def _render(self, key: str, members: list[StageItem]) -> Group:
-        kept = members[: self.p.max_rows] if self.p.max_rows else members
+        kept = members[: self.params.max_rows] if self.params.max_rows else members
         try:
             text = self.template.render(rows=[item.inputs for item in kept], key=key, count=len(members))
         except Exception as exc:
             raise ValueError(f"group '{key}': template failed: {type(exc).__name__}: {exc}") from exc
-        outputs = {"text": text.strip() if self.p.strip else text, "key": key, "count": len(members)}
+        outputs = {"text": text.strip() if self.params.strip else text, "key": key, "count": len(members)}
         return Group(key, [item.id for item in members], outputs)
 
 

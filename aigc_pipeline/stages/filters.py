@@ -44,7 +44,7 @@ from ..stage import DeviceNeeds, Stage, StageItem
 from . import text_checks as checks
 
 PiiKind = Literal["email", "phone", "card"]
-RULE_TIMEOUT_S = 1.0  # per regex rule and text; generous for any sane pattern on generated text
+RULE_TIMEOUT_S = checks.PATTERN_TIMEOUT_S  # per regex rule and text (and per JSON Schema pattern)
 
 
 def _all_kinds() -> list[PiiKind]:
@@ -213,7 +213,7 @@ class _Draft:
     pii: dict[str, int] = field(default_factory=dict)  # PII found: kind -> count
 
 
-class TextFilterStage(Stage):
+class TextFilterStage(Stage[TextFilterParams]):
     type_name = "filter.text"
     description = ("Quality gate on text: length, blocklist, regex rules, PII, JSON, a classifier score, "
                    "duplicates; drop, flag or redact.")
@@ -224,7 +224,6 @@ class TextFilterStage(Stage):
 
     def __init__(self, params: TextFilterParams) -> None:
         super().__init__(params)
-        self.p = params
         terms = sorted(params.blocklist, key=len, reverse=True)
         self.blocked = re.compile("|".join(map(_term_pattern, terms)), re.I) if terms else None
         self.rules = [(regex.compile(rule.pattern), rule) for rule in params.rules]
@@ -237,9 +236,9 @@ class TextFilterStage(Stage):
         self.classifier: checks.TextClassifier | None = None
 
     @classmethod
-    def needs(cls, params: BaseModel) -> DeviceNeeds:
+    def needs(cls, params: TextFilterParams) -> DeviceNeeds:
         """CPU; with a classifier, any device, memory from the model's safetensors headers (0 if not local)."""
-        check = params.classifier  # type: ignore[attr-defined]
+        check = params.classifier
         if check is None:
             return DeviceNeeds()
         folder = find_model(check.model, check.revision)
@@ -248,21 +247,21 @@ class TextFilterStage(Stage):
         return DeviceNeeds(kind="any", memory_bytes=memory)
 
     @classmethod
-    def cacheable(cls, params: BaseModel) -> bool:
+    def cacheable(cls, params: TextFilterParams) -> bool:
         """Only with a classifier (model work worth storing), and never with `dedupe`: whether a text
         is a duplicate depends on the rows before it in this run. The other checks are regexes,
         cheaper to redo than to look up."""
-        return params.classifier is not None and params.dedupe is None  # type: ignore[attr-defined]
+        return params.classifier is not None and params.dedupe is None
 
     @classmethod
-    def run_wide(cls, params: BaseModel) -> bool:
+    def run_wide(cls, params: TextFilterParams) -> bool:
         """With `dedupe`: a text is a duplicate of an earlier row's, so rows must pass in order."""
-        return params.dedupe is not None  # type: ignore[attr-defined]
+        return params.dedupe is not None
 
     @classmethod
-    def preflight(cls, params: BaseModel) -> None:
+    def preflight(cls, params: TextFilterParams) -> None:
         """With a classifier: the packages are installed, the model resolves to safetensors, the label exists."""
-        check = params.classifier  # type: ignore[attr-defined]
+        check = params.classifier
         if check is None:
             return
         for package in ("torch", "transformers"):
@@ -278,7 +277,7 @@ class TextFilterStage(Stage):
             raise AigcError(checks.unknown_label(check.label, check.model, labels))
 
     def load(self, device: Device) -> None:
-        check = self.p.classifier
+        check = self.params.classifier
         if check is not None:
             folder = resolve_model(check.model, check.revision, allow_pickle=check.allow_pickle)
             self.classifier = checks.TextClassifier(folder, check, device)
@@ -290,7 +289,7 @@ class TextFilterStage(Stage):
 
     def reasons(self, text: str) -> list[str]:
         """Every reason `text` fails the length, blocklist and rule checks (empty when it passes)."""
-        p, found = self.p, []
+        p, found = self.params, []
         words, chars = len(text.split()), len(text)
         for value, limit, name in ((words, p.min_words, "words"), (chars, p.min_chars, "characters")):
             if limit is not None and value < limit:
@@ -324,7 +323,7 @@ class TextFilterStage(Stage):
         return batch
 
     def _draft(self, text: str) -> _Draft:
-        p = self.p
+        p = self.params
         if p.json_check is not None:
             text = checks.unfence(text)
         counts: dict[str, int] = {}
@@ -341,10 +340,10 @@ class TextFilterStage(Stage):
 
     def _drops(self, draft: _Draft) -> bool:
         """Whether the checks so far already filter this text out (then the classifier skips it)."""
-        return bool(draft.reasons and self.p.on_fail != "flag") or bool(draft.pii and self.pii_action == "drop")
+        return bool(draft.reasons and self.params.on_fail != "flag") or bool(draft.pii and self.pii_action == "drop")
 
     def _classify(self, drafts: list[_Draft]) -> None:
-        check = self.p.classifier
+        check = self.params.classifier
         if check is None:
             return
         if self.classifier is None:  # a safety gate must not pass texts unchecked
@@ -359,7 +358,7 @@ class TextFilterStage(Stage):
     def _judge(self, item: StageItem, draft: _Draft) -> None:
         drop: list[str] = []
         flags: list[str] = []
-        (flags if self.p.on_fail == "flag" else drop).extend(draft.reasons)
+        (flags if self.params.on_fail == "flag" else drop).extend(draft.reasons)
         found = checks.describe_counts(draft.pii)
         if draft.pii and self.pii_action in ("drop", "flag"):
             (drop if self.pii_action == "drop" else flags).append(f"contains PII: {found}")

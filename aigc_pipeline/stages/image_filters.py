@@ -58,7 +58,7 @@ class ImageFilterParams(BaseModel):
         return self
 
 
-class ImageFilterStage(Stage):
+class ImageFilterStage(Stage[ImageFilterParams]):
     type_name = "filter.image"
     description = "Quality gate on images: size, aspect ratio, blank images, a classifier score; drop or flag."
     Params = ImageFilterParams
@@ -68,11 +68,10 @@ class ImageFilterStage(Stage):
 
     def __init__(self, params: ImageFilterParams) -> None:
         super().__init__(params)
-        self.p = params
         self.classifier: Any = None
 
     @classmethod
-    def preflight(cls, params: ImageFilterParams) -> None:  # type: ignore[override]
+    def preflight(cls, params: ImageFilterParams) -> None:
         check = params.classifier
         if check is not None:
             folder = resolve_model(check.model, check.revision, allow_pickle=check.allow_pickle)
@@ -83,14 +82,14 @@ class ImageFilterStage(Stage):
                 )
 
     @classmethod
-    def needs(cls, params: ImageFilterParams) -> DeviceNeeds:  # type: ignore[override]
+    def needs(cls, params: ImageFilterParams) -> DeviceNeeds:
         check = params.classifier
         if check is None:
             return DeviceNeeds()
         return DeviceNeeds("any", int(weights_memory(check.model, check.revision, None) * ACTIVATION_OVERHEAD))
 
     def load(self, device: Device) -> None:
-        check = self.p.classifier
+        check = self.params.classifier
         if check is None:
             return
         from transformers import pipeline
@@ -120,7 +119,7 @@ class ImageFilterStage(Stage):
         return batch
 
     def _judge(self, item: StageItem, reasons: list[str]) -> None:
-        if reasons and self.p.on_fail == "drop":
+        if reasons and self.params.on_fail == "drop":
             item.drop("; ".join(reasons))
             return
         for reason in reasons:
@@ -129,7 +128,7 @@ class ImageFilterStage(Stage):
 
     def reasons(self, image: Any, score: float | None = None) -> list[str]:
         """Every reason `image` (a PIL image) fails this gate; `score` is its classifier score."""
-        p, found = self.p, []
+        p, found = self.params, []
         width, height = image.size
         if p.min_width is not None and width < p.min_width:
             found.append(f"too narrow: width {width} < min_width {p.min_width}")
@@ -152,7 +151,7 @@ class ImageFilterStage(Stage):
 
     def _scores(self, images: list[Any]) -> list[float | None]:
         """The classifier's score for the configured label, per image (None without a classifier)."""
-        check = self.p.classifier
+        check = self.params.classifier
         if check is None or self.classifier is None or not images:
             return [None] * len(images)
         import torch

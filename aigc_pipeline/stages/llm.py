@@ -5,7 +5,9 @@ unless `allow_pickle: true`, and the model's own Python code (`auto_map`) is nev
 `trust_remote_code: true`. Heavy libraries are imported in `load`, not when this module is.
 
 Batching: a micro-batch is ONE `generate` call, prompts left-padded with an attention mask (the
-position ids follow the mask), so a row sees only its own tokens.
+position ids follow the mask), so a row sees only its own tokens. `generate_batch` cuts it into
+calls of prompts of similar length, and `static_cache` decodes with a static (on a GPU, compiled)
+KV cache: see `llm_batching`.
 
 Determinism: every row samples with its own seed (`item.seed`: run seed, row id, stage id).
 Tokens are drawn by a logits processor that keeps one `torch.Generator` per row, and `generate`
@@ -30,7 +32,7 @@ import importlib.util
 import json
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
 from ..content import RECORD, TEXT
 from ..devices import Device
@@ -40,12 +42,13 @@ from ..plugin_manager import hookimpl
 from ..served.backend import ROUNDS_PER_BATCH, ServedLlm
 from ..served.params import ServedFields, cache_fields, check_backend_fields, endpoint_of
 from ..stage import DeviceNeeds, Stage, StageItem
+from .llm_batching import in_length_order, padded_width, static_cache_kwargs
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 HEADROOM = 1.2  # activations and the KV cache of a micro-batch, on top of the weights
 HEADROOM_BYTES = 256 * 2**20
 LOCAL_ONLY = frozenset({"revision", "dtype", "min_new_tokens", "top_k", "repetition_penalty", "chat_template",
-                        "trust_remote_code", "allow_pickle"})
+                        "trust_remote_code", "allow_pickle", "generate_batch", "static_cache"})
 
 
 class LlmParams(ServedFields):
@@ -68,6 +71,13 @@ class LlmParams(ServedFields):
     strip: bool = Field(True, description="strip leading and trailing whitespace from the generated text")
     trust_remote_code: bool = Field(False, description="run Python code shipped with the model (only models you trust)")
     allow_pickle: bool = Field(False, description="allow pickle weights (.bin), which can run code when loaded")
+    generate_batch: int | None = Field(
+        None, ge=1, description="rows per generate call: the stage's batch is sorted by prompt length and cut into "
+                                "calls of this many rows, so short prompts are not padded to long ones (same "
+                                "outputs); none: one call per batch")
+    static_cache: bool = Field(
+        False, description="static KV cache, prompt widths bucketed; on a GPU the decode step is compiled "
+                           "(torch.compile: the first call takes tens of seconds); same greedy outputs")
 
     @field_validator("stop")
     @classmethod
@@ -84,7 +94,7 @@ class LlmParams(ServedFields):
         return self
 
 
-class LlmTextStage(Stage):
+class LlmTextStage(Stage[LlmParams]):
     type_name = "llm.text"
     description = ("Generate text from a prompt with a Hugging Face causal LM (batched, seeded per row), "
                    "or with any OpenAI-compatible endpoint (backend: openai)")
@@ -96,17 +106,16 @@ class LlmTextStage(Stage):
 
     def __init__(self, params: LlmParams) -> None:
         super().__init__(params)
-        self.p = params
         self.model: Any = None
         self.tokenizer: Any = None
         self.device: Device | None = None
         self.served = ServedLlm(params, self._finish_text) if params.backend == "openai" else None
 
     @classmethod
-    def needs(cls, params: BaseModel) -> DeviceNeeds:
+    def needs(cls, params: LlmParams) -> DeviceNeeds:
         """GPU if there is one; memory from the safetensors headers (0 when the model is not local yet).
         A served model needs nothing here: a CPU thread waiting on the network."""
-        p: LlmParams = params  # type: ignore[assignment]
+        p = params
         if p.backend == "openai":
             return DeviceNeeds()
         folder = find_model(p.model, p.revision)
@@ -115,27 +124,26 @@ class LlmTextStage(Stage):
         return DeviceNeeds(kind="any", memory_bytes=memory, dtype=None if p.dtype == "auto" else p.dtype)
 
     @classmethod
-    def model_identity(cls, params: BaseModel) -> Any:
-        p: LlmParams = params  # type: ignore[assignment]
+    def model_identity(cls, params: LlmParams) -> Any:
+        p = params
         if p.backend == "openai" and p.base_url:  # the endpoint, never its key
             return [{"endpoint": endpoint_of(p.base_url), "model": p.model, "api": p.api}]
         return super().model_identity(params)
 
     @classmethod
-    def cache_params(cls, params: BaseModel) -> dict[str, Any]:
+    def cache_params(cls, params: LlmParams) -> dict[str, Any]:
         return cache_fields(params)
 
     @classmethod
-    def batch_size_for(cls, params: BaseModel) -> int:
-        p: LlmParams = params  # type: ignore[assignment]
-        return ROUNDS_PER_BATCH * p.max_concurrency if p.backend == "openai" else cls.default_batch_size
+    def batch_size_for(cls, params: LlmParams) -> int:
+        return ROUNDS_PER_BATCH * params.max_concurrency if params.backend == "openai" else cls.default_batch_size
 
     def counters(self) -> dict[str, float]:
         return dict(self.served.counters) if self.served is not None else {}
 
     @classmethod
-    def preflight(cls, params: BaseModel) -> None:
-        p: LlmParams = params  # type: ignore[assignment]
+    def preflight(cls, params: LlmParams) -> None:
+        p = params
         if p.backend == "openai":
             if importlib.util.find_spec("openai") is None:
                 raise MissingDependencyError("openai", "the llm.text stage with backend: openai", extra="served")
@@ -155,7 +163,7 @@ class LlmTextStage(Stage):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        p = self.p
+        p = self.params
         folder = resolve_model(p.model, p.revision, allow_pickle=p.allow_pickle)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=p.trust_remote_code)
         tokenizer.padding_side = "left"
@@ -204,7 +212,9 @@ class LlmTextStage(Stage):
         )["input_ids"]
         ready = [(item, ids) for item, ids in zip(live, token_ids, strict=True) if self._fits(item, ids)]
         if ready:
-            texts = self.generate([ids for _, ids in ready], [item.seed for item, _ in ready])
+            token_ids, seeds = [ids for _, ids in ready], [item.seed for item, _ in ready]
+            texts = in_length_order(token_ids, self.params.generate_batch,
+                                    lambda rows: self.generate([token_ids[r] for r in rows], [seeds[r] for r in rows]))
             for (item, _), text in zip(ready, texts, strict=True):
                 item.outputs["text"] = text
                 item.outputs["record"] = item.outputs["usage"] = None  # no schema, no tokens counted locally
@@ -214,7 +224,7 @@ class LlmTextStage(Stage):
 
     def format_prompt(self, prompt: str) -> str:
         """The text the model sees: the chat template when there is one, else system + prompt."""
-        system = self.p.system
+        system = self.params.system
         if self._uses_chat():
             messages = [{"role": "user", "content": prompt}]
             if system:
@@ -231,13 +241,13 @@ class LlmTextStage(Stage):
     def served_prompt(self, prompt: str) -> Any:
         """What the endpoint gets: chat messages (`api: chat`; the server applies the chat template)
         or, for `api: completions`, the text as a local model without a chat template sees it."""
-        system = self.p.system
-        if self.p.api == "chat":
+        system = self.params.system
+        if self.params.api == "chat":
             return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}]
         return f"{system}\n\n{prompt}" if system else prompt
 
     def _uses_chat(self) -> bool:
-        return self.p.chat_template and bool(getattr(self.tokenizer, "chat_template", None))
+        return self.params.chat_template and bool(getattr(self.tokenizer, "chat_template", None))
 
     def _fits(self, item: StageItem, ids: list[int]) -> bool:
         """Fail (not crash the batch on) a prompt that is empty or too long for the model's context."""
@@ -249,8 +259,8 @@ class LlmTextStage(Stage):
                 return False
             ids.append(start)
         context = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
-        if context is not None and len(ids) + self.p.max_new_tokens > context:
-            item.fail(f"the prompt is {len(ids)} tokens; with max_new_tokens {self.p.max_new_tokens} that exceeds "
+        if context is not None and len(ids) + self.params.max_new_tokens > context:
+            item.fail(f"the prompt is {len(ids)} tokens; with max_new_tokens {self.params.max_new_tokens} that exceeds "
                       f"the model's context of {context} tokens")
             return False
         return True
@@ -259,8 +269,8 @@ class LlmTextStage(Stage):
         """One `generate` call for the whole micro-batch; returns each row's new text."""
         import torch
 
-        p, pad_id = self.p, self.tokenizer.pad_token_id
-        width = max(map(len, token_ids))
+        p, pad_id = self.params, self.tokenizer.pad_token_id
+        width = padded_width(max(map(len, token_ids)), p.static_cache)
         input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(token_ids), width), dtype=torch.long)
         for row, ids in enumerate(token_ids):  # left padding: every prompt ends where generation starts
@@ -275,7 +285,7 @@ class LlmTextStage(Stage):
                 do_sample=False, temperature=None, top_p=None, top_k=None,  # sampling is SeededSampler's
                 repetition_penalty=p.repetition_penalty, pad_token_id=pad_id,
                 logits_processor=_as_list("LogitsProcessorList", processors),
-                stopping_criteria=_as_list("StoppingCriteriaList", criteria),
+                stopping_criteria=_as_list("StoppingCriteriaList", criteria), **static_cache_kwargs(p.static_cache),
             )
         end_ids = self._end_ids()
         return [self._finish(_until(row, end_ids)) for row in output[:, width:].tolist()]
@@ -289,8 +299,8 @@ class LlmTextStage(Stage):
         return self._finish_text(self.tokenizer.decode(new_ids, skip_special_tokens=True))
 
     def _finish_text(self, text: str) -> str:
-        text = cut_at_stop(text, self.p.stop)
-        return text.strip() if self.p.strip else text
+        text = cut_at_stop(text, self.params.stop)
+        return text.strip() if self.params.strip else text
 
 
 def cut_at_stop(text: str, stop: list[str]) -> str:

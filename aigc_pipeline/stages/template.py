@@ -34,6 +34,7 @@ from jinja2.visitor import NodeTransformer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..content import ANY, TEXT, ContentType
+from ..limits import MAX_TEMPLATE_NESTING, template_nesting
 from ..plugin_manager import hookimpl
 from ..stage import Stage, StageItem
 
@@ -334,10 +335,14 @@ ENVIRONMENT = make_environment()
 
 def template_variables(template: str) -> set[str]:
     """The variables a template reads (not its globals); ValueError naming the line if it does not parse."""
+    if template_nesting(template) > MAX_TEMPLATE_NESTING:  # Jinja parses and compiles recursively
+        raise ValueError(f"the template nests brackets more than {MAX_TEMPLATE_NESTING} deep; simplify the expression")
     try:
         names = meta.find_undeclared_variables(ENVIRONMENT.parse(template))
     except TemplateSyntaxError as exc:
         raise ValueError(f"template syntax error on line {exc.lineno} of the template: {exc.message}") from None
+    except RecursionError:  # deep without brackets, e.g. thousands of unary minus signs
+        raise ValueError("the template's expressions nest too deeply; simplify them") from None
     return {name for name in names if name not in ENVIRONMENT.globals}
 
 
@@ -354,7 +359,7 @@ class TemplateParams(BaseModel):
         return template
 
 
-class TemplateStage(Stage):
+class TemplateStage(Stage[TemplateParams]):
     type_name = "template"
     description = "Render a sandboxed Jinja2 template per row (row columns and named inputs as variables)."
     Params = TemplateParams
@@ -368,8 +373,8 @@ class TemplateStage(Stage):
         self.template = ENVIRONMENT.from_string(params.template)
 
     @classmethod
-    def variables(cls, params: BaseModel) -> set[str]:
-        return template_variables(params.template)  # type: ignore[attr-defined]
+    def variables(cls, params: TemplateParams) -> set[str]:
+        return template_variables(params.template)
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         for item in batch:
@@ -381,7 +386,7 @@ class TemplateStage(Stage):
             except (SecurityError, OverflowError) as exc:  # OverflowError: Jinja's own range() limit
                 item.fail(f"template blocked by the sandbox: {exc}")
                 continue
-            item.outputs["text"] = text.strip() if self.params.strip else text  # type: ignore[attr-defined]
+            item.outputs["text"] = text.strip() if self.params.strip else text
         return batch
 
 

@@ -27,6 +27,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+# Seconds per regex search on one text, for the filter's rules and a JSON Schema's patterns alike:
+# generous for any sane pattern on generated text, and a bound on one that backtracks catastrophically.
+PATTERN_TIMEOUT_S = 1.0
+
 # ------------------------------------------------------------------ PII
 
 PII_KINDS = ("email", "phone", "card")
@@ -154,11 +158,54 @@ def check_schema(schema: Any) -> None:
 
 
 def schema_validator(schema: dict[str, Any]) -> Any:
-    """A jsonschema validator for `schema` (already checked), with format checks on."""
+    """A jsonschema validator for `schema` (already checked), with format checks on, whose `pattern`
+    and `patternProperties` searches run under PATTERN_TIMEOUT_S like the filter's regex rules: a
+    pattern such as `^(a|aa)+$` backtracks exponentially in the text's length (121 s on 45 characters)."""
     from jsonschema import validators
 
     cls = validators.validator_for(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    timed = validators.extend(cls, {"pattern": _timed_pattern, "patternProperties": _timed_pattern_properties})
+    return timed(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def _search(pattern: str, text: str) -> bool:
+    """`regex.search` with the time limit; TimeoutError when the pattern gives up."""
+    import regex
+
+    return regex.search(pattern, text, timeout=PATTERN_TIMEOUT_S) is not None
+
+
+def _gave_up(pattern: str) -> str:
+    return (f"pattern /{_short(pattern)}/ gave up after {PATTERN_TIMEOUT_S:g} s on this text "
+            "(the pattern backtracks too much: simplify it)")
+
+
+def _timed_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterable[Any]:
+    from jsonschema.exceptions import ValidationError
+
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        if not _search(pattern, instance):
+            yield ValidationError(f"{instance!r} does not match {pattern!r}")
+    except TimeoutError:
+        yield ValidationError(_gave_up(pattern))
+
+
+def _timed_pattern_properties(validator: Any, properties: dict[str, Any], instance: Any, schema: Any) -> Iterable[Any]:
+    from jsonschema.exceptions import ValidationError
+
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in properties.items():
+        for key, value in instance.items():
+            try:
+                matched = _search(pattern, key)
+            except TimeoutError:
+                yield ValidationError(_gave_up(pattern))
+                continue
+            if matched:
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
 
 def json_problem(text: str, validator: Any | None) -> str | None:

@@ -253,7 +253,7 @@ def _wav(pcm: bytes, sample_rate: int, metadata: dict[str, Any]) -> ArtifactData
     return ArtifactData(encode_wav(pcm, sample_rate), ".wav", info)
 
 
-class TtsStage(Stage):
+class TtsStage(Stage[TtsParams]):
     type_name = "tts"
     description = "Speak text as a WAV file per row: espeak-ng, a VITS model (transformers), or a stub tone."
     Params = TtsParams
@@ -266,14 +266,14 @@ class TtsStage(Stage):
         self.speaker: StubSpeaker | EspeakSpeaker | VitsSpeaker | None = None
 
     @classmethod
-    def preflight(cls, params: TtsParams) -> None:  # type: ignore[override]
+    def preflight(cls, params: TtsParams) -> None:
         if params.backend == "espeak":
             _check_espeak(params.voice)
         elif params.backend == "transformers":
             _check_vits(params)
 
     @classmethod
-    def needs(cls, params: TtsParams) -> DeviceNeeds:  # type: ignore[override]
+    def needs(cls, params: TtsParams) -> DeviceNeeds:
         if params.backend != "transformers":
             return DeviceNeeds("cpu")
         # From the safetensors headers when the model is on this machine already (never downloads).
@@ -282,7 +282,7 @@ class TtsStage(Stage):
         return DeviceNeeds("any", int(weights * HEADROOM) + HEADROOM_BYTES if weights else 0, params.dtype)
 
     def load(self, device: Device) -> None:
-        params: TtsParams = self.params  # type: ignore[assignment]
+        params = self.params
         if params.backend == "stub":
             self.speaker = StubSpeaker(params)
         elif params.backend == "espeak":

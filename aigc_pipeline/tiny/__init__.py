@@ -28,6 +28,15 @@ Use real models (`model: gpt2`, a Stable Diffusion folder, ...) for real content
 """
 
 
+def has_random_weights(folder: str | Path) -> bool:
+    """Whether a model folder was built by `make_tiny` (its README carries the notice): its outputs are noise."""
+    try:
+        with (Path(folder) / "README.md").open(encoding="utf-8") as handle:
+            return handle.readline().strip() == NOTICE.splitlines()[0]
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def make_tiny(out_dir: str | Path, kinds: list[str] | None = None, seed: int = 0) -> dict[str, Path]:
     """Build the tiny models named in `kinds` (default: all) under `out_dir`; return their folders."""
     out = Path(out_dir)

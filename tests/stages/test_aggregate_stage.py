@@ -134,8 +134,8 @@ def test_a_reducing_stage_must_implement_reduce() -> None:
 
         class NoReduce(Stage):
             type_name = "test.no_reduce"
-            inputs: dict = {}
-            outputs: dict = {}
+            inputs = {}
+            outputs = {}
             reduces = True
 
 

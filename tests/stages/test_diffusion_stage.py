@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from aigc_pipeline.cli import app
 from aigc_pipeline.engine import Engine
 from aigc_pipeline.errors import ModelUnavailableError, PipelineFileError
+from aigc_pipeline.row_identity import row_identity
 from aigc_pipeline.stage import item_seed
 from aigc_pipeline.stages.diffusion import DiffusionImageStage, DiffusionParams, _scheduler
 
@@ -82,7 +83,12 @@ def runs(tiny_model: Any, rows: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def png(out: Path, row: int) -> Path:
-    return out / "artifacts" / "hero" / f"{row:06d}.image.png"
+    return out / "artifacts" / "hero" / f"{identity(row)}.image.png"
+
+
+def identity(row: int) -> str:
+    """A row's identity (artifact names and seeds derive from it): a hash of its input values."""
+    return row_identity({"product": PRODUCTS[row]})
 
 
 def test_every_row_gets_a_png_of_the_requested_size_with_its_settings(runs: dict[str, Path], tiny_model: Any) -> None:
@@ -90,12 +96,13 @@ def test_every_row_gets_a_png_of_the_requested_size_with_its_settings(runs: dict
     assert [r["status"] for r in records] == ["done"] * len(PRODUCTS)
     for row, (record, product) in enumerate(zip(records, PRODUCTS, strict=True)):
         settings = {
-            "prompt": f"a studio photo of {product}", "negative_prompt": "blurry", "seed": item_seed(11, row, "hero"),
+            "prompt": f"a studio photo of {product}", "negative_prompt": "blurry",
+            "seed": item_seed(11, identity(row), "hero"),
             "model": str(tiny_model("sd")), "steps": 2, "guidance": 7.5, "scheduler": "PNDMScheduler",
             "width": 64, "height": 48, "note": "random weights: this image is noise from a tiny test model",
         }
         # results.jsonl: the image's path and settings (filter.image passed the artifact on), the prompt
-        assert record["outputs"] == {"image": {"path": f"artifacts/hero/{row:06d}.image.png", **settings},
+        assert record["outputs"] == {"image": {"path": f"artifacts/hero/{identity(row)}.image.png", **settings},
                                      "prompt": f"a studio photo of {product}"}
         # the classifier check ran on every image; threshold 0 flags them all, with the score
         assert record["flags"][0]["stage"] == "checked"

@@ -18,8 +18,8 @@ import pytest
 
 from aigc_pipeline.engine import Engine
 from aigc_pipeline.errors import PipelineFileError
-from aigc_pipeline.executor import ItemResult
 from aigc_pipeline.plugin_manager import hookimpl
+from aigc_pipeline.records import ItemResult
 from aigc_pipeline.stage import DeviceNeeds
 from aigc_pipeline.stages import filters
 from aigc_pipeline.stages.filters import TextFilterParams, TextFilterStage
@@ -435,6 +435,7 @@ def test_bad_new_params_are_rejected_at_validation(engine: Engine, params: dict[
 def test_true_and_false_switch_checks_on_and_off_and_the_schema_says_so(engine: Engine) -> None:
     graph = engine.load_text(pipeline({"pii": True, "dedupe": True, "json": False}), "<test>")
     params = graph.pipeline.params["gate"]
+    assert isinstance(params, TextFilterParams) and params.pii is not None and params.dedupe is not None
     assert params.pii.detect == ["email", "phone", "card"] and params.pii.action is None
     assert params.dedupe.mode == "exact" and params.json_check is None
     schema = TextFilterParams.model_json_schema(by_alias=True)

@@ -30,13 +30,15 @@ def artifact(tmp_path: Path, name: str, image: Any | None = None, raw: bytes | N
     if raw is not None:
         path.write_bytes(raw)
     else:
+        assert image is not None
         image.save(path, format="PNG")
     return Artifact(f"artifacts/gen/{name}.png", path)
 
 
 def run(params: dict[str, Any], images: list[Any], device: Any = CPU) -> list[StageItem]:
-    stage = ImageFilterStage(ImageFilterParams(**params))
-    ImageFilterStage.preflight(stage.params)
+    checked = ImageFilterParams(**params)
+    stage = ImageFilterStage(checked)
+    ImageFilterStage.preflight(checked)
     stage.load(device)
     try:
         items = [StageItem(index, {"image": image}, (0, "gate")) for index, image in enumerate(images)]
@@ -93,15 +95,15 @@ def test_an_unreadable_image_fails_only_its_item(tmp_path: Path) -> None:
     in_memory = ArtifactData(png.getvalue(), ".png")  # bytes not yet written are read too
     items = run({}, [truncated, garbage, in_memory, "a string"])
     assert [item.verdict for item in items] == ["failed", "failed", None, "failed"]
-    assert items[0].reason.startswith("cannot read the image artifacts/gen/cut.png: ")
-    assert "expected an image artifact, got str" in items[3].reason
+    assert (items[0].reason or "").startswith("cannot read the image artifacts/gen/cut.png: ")
+    assert "expected an image artifact, got str" in (items[3].reason or "")
 
 
 def test_params_are_checked() -> None:
     with pytest.raises(ValidationError, match=r"min_aspect \(2.0\) is greater than max_aspect \(1.0\)"):
         ImageFilterParams(min_aspect=2, max_aspect=1)
     with pytest.raises(ValidationError, match="extra"):
-        ImageFilterParams(min_widht=3)
+        ImageFilterParams(min_widht=3)  # type: ignore[call-arg]  # the typo is the point
     with pytest.raises(ValidationError):
         ImageFilterParams(classifier={"model": "x", "label": "nsfw", "threshold": 1.5})
 
@@ -127,12 +129,13 @@ def test_classifier_threshold_decides_and_runs_once_per_batch(classifier: str, t
     stage.load(CPU)
     calls: list[int] = []
     real = stage.classifier
-    stage.classifier = lambda batch, **kw: calls.append(len(batch)) or real(batch, **kw)
+    stage.classifier = lambda batch, **kw: calls.append(len(batch)) or real(batch, **kw)  # type: ignore[func-returns-value]
     items = stage.process([StageItem(i, {"image": image}, (0, "gate")) for i, image in enumerate(images)])
     assert calls == [3]  # one classifier call for the micro-batch
     for item in items:
         assert item.verdict == "filtered"
-        assert item.reason.startswith("classifier: 'nsfw' score 0.") and item.reason.endswith(">= threshold 0")
+        reason = item.reason or ""
+        assert reason.startswith("classifier: 'nsfw' score 0.") and reason.endswith(">= threshold 0")
     kept = run({"classifier": {"model": classifier, "label": "nsfw", "threshold": 1.0}}, images)
     assert [item.verdict for item in kept] == [None, None, None]
 

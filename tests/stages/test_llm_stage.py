@@ -243,7 +243,7 @@ def test_without_a_chat_template_the_system_prompt_is_prepended(lm: Path) -> Non
     stage = stage_for(lm, system="Be brief.", chat_template=False)
     assert stage.format_prompt("Hi") == "Be brief.\n\nHi"
     stage.tokenizer.chat_template = None
-    stage.p = LlmParams(model=str(lm), system="Be brief.")
+    stage.params = LlmParams(model=str(lm), system="Be brief.")
     assert stage.format_prompt("Hi") == "Be brief.\n\nHi"
     assert stage_for(lm, chat_template=False).format_prompt("Hi") == "Hi"
 

@@ -16,7 +16,7 @@ import pytest
 
 from aigc_pipeline.engine import Engine
 from aigc_pipeline.errors import PipelineFileError
-from aigc_pipeline.executor import ItemResult
+from aigc_pipeline.records import ItemResult
 from aigc_pipeline.testing import CPU_ONLY, FakeStages, run_text
 
 COLUMNS = "{x: str, d: dict, n: int, features: 'list[str]', nums: 'list[int]', price: float}"

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from aigc_pipeline.cli import app
 from aigc_pipeline.devices import Device
 from aigc_pipeline.errors import ModelUnavailableError, StageError
-from aigc_pipeline.executor import ItemResult
+from aigc_pipeline.records import ItemResult
 from aigc_pipeline.stages.filters import TextFilterParams, TextFilterStage
 from aigc_pipeline.testing import CPU_ONLY, fake_engine, run_text
 
@@ -108,7 +108,7 @@ def test_the_classifier_skips_texts_other_checks_dropped(classifier: str) -> Non
     assert stage.classifier is not None
     seen: list[list[str]] = []
     real = stage.classifier.scores
-    stage.classifier.scores = lambda texts: seen.append(texts) or real(texts)  # type: ignore[method-assign]
+    stage.classifier.scores = lambda texts: seen.append(texts) or real(texts)  # type: ignore[method-assign, func-returns-value]
     from aigc_pipeline.stage import StageItem
 
     batch = [StageItem(i, {"text": text}, (0, "gate")) for i, text in enumerate(["ok then", "far too many words here"])]

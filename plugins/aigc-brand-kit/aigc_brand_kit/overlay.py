@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -66,7 +66,7 @@ class OverlayParams(BaseModel):
         return self
 
 
-class OverlayStage(Stage):
+class OverlayStage(Stage[OverlayParams]):
     type_name = "brand.overlay"
     description = "Put a logo or a line of text on each image (corner or centre, opacity, margin)."
     Params = OverlayParams
@@ -76,21 +76,19 @@ class OverlayStage(Stage):
 
     def __init__(self, params: OverlayParams) -> None:
         super().__init__(params)
-        self.p = params
         self.mark: Image | None = None  # the logo or rendered text, full opacity applied, unscaled
         self._scaled: dict[tuple[int, int], Image] = {}
 
     @classmethod
-    def preflight(cls, params: BaseModel) -> None:
+    def preflight(cls, params: OverlayParams) -> None:
         """The logo (and font) exist and open, so a bad asset stops the run before any row."""
-        params = cast(OverlayParams, params)
         if params.logo is not None:
             _open_logo(params.logo)
         if params.font is not None:
             _open_font(params.font, params.font_size)
 
     def load(self, device: Device) -> None:
-        p = self.p
+        p = self.params
         self.mark = _open_logo(p.logo) if p.logo is not None else _render_text(p)
         self.mark = _with_opacity(self.mark, p.opacity)
 
@@ -119,7 +117,7 @@ class OverlayStage(Stage):
             base = source.convert("RGBA")
         mark = self._fitted(base.size)
         layer = pil.Image.new("RGBA", base.size, (0, 0, 0, 0))
-        layer.paste(mark, _offset(self.p.position, base.size, mark.size, self.p.margin))
+        layer.paste(mark, _offset(self.params.position, base.size, mark.size, self.params.margin))
         composed = pil.Image.alpha_composite(base, layer)
         buffer = io.BytesIO()
         (composed if keep_alpha else composed.convert("RGB")).save(buffer, format="PNG")
@@ -128,19 +126,19 @@ class OverlayStage(Stage):
     def _fitted(self, size: tuple[int, int]) -> Image:
         """The mark for an image of `size`: a logo scaled to `logo_width` and to fit inside the margins."""
         assert self.mark is not None, "load() was not called"
-        if self.p.logo is None:
+        if self.params.logo is None:
             return self.mark
         if size not in self._scaled:
             width, height = size
-            room_w, room_h = max(1, width - 2 * self.p.margin), max(1, height - 2 * self.p.margin)
+            room_w, room_h = max(1, width - 2 * self.params.margin), max(1, height - 2 * self.params.margin)
             mark_w, mark_h = self.mark.size
-            scale = min(width * self.p.logo_width / mark_w, room_w / mark_w, room_h / mark_h)
+            scale = min(width * self.params.logo_width / mark_w, room_w / mark_w, room_h / mark_h)
             new_size = (max(1, round(mark_w * scale)), max(1, round(mark_h * scale)))
             self._scaled[size] = self.mark.resize(new_size, _pil().Image.Resampling.LANCZOS)
         return self._scaled[size]
 
     def _metadata(self, source: Artifact, size: tuple[int, int]) -> dict[str, Any]:
-        p = self.p
+        p = self.params
         overlay = {"logo": Path(p.logo).name if p.logo else None, "text": p.text, "position": p.position,
                    "opacity": p.opacity, "margin": p.margin}
         return {**source.metadata, "source": source.relpath, "width": size[0], "height": size[1],

@@ -17,7 +17,7 @@ reason as a flag (`on_fail: flag`).
 from __future__ import annotations
 
 import re
-from typing import Literal, cast
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -106,7 +106,7 @@ class VoiceParams(BaseModel):
     on_fail: Literal["drop", "flag"] = "drop"
 
 
-class VoiceStage(Stage):
+class VoiceStage(Stage[VoiceParams]):
     type_name = "brand.voice"
     description = "Check text against a brand file (required, forbidden, tone words); drop or flag."
     Params = VoiceParams
@@ -116,15 +116,14 @@ class VoiceStage(Stage):
 
     def __init__(self, params: VoiceParams) -> None:
         super().__init__(params)
-        self.p = params
         self.brand: BrandFile | None = None
 
     @classmethod
-    def preflight(cls, params: BaseModel) -> None:
-        load_brand_file(cast(VoiceParams, params).brand_file)
+    def preflight(cls, params: VoiceParams) -> None:
+        load_brand_file(params.brand_file)
 
     def load(self, device: Device) -> None:
-        self.brand = brand = load_brand_file(self.p.brand_file)
+        self.brand = brand = load_brand_file(self.params.brand_file)
         self.required = {_normal(term): term for term in brand.required}
         self.required_re = _matcher(brand.required)
         self.forbidden_re = _matcher(brand.forbidden)
@@ -152,7 +151,7 @@ class VoiceStage(Stage):
         for item in batch:
             text = item.inputs["text"]
             reasons = self.reasons(text)
-            if reasons and self.p.on_fail == "drop":
+            if reasons and self.params.on_fail == "drop":
                 item.drop("; ".join(reasons))
                 continue
             for reason in reasons:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -95,16 +96,17 @@ def test_output_is_a_new_png_artifact_with_metadata(engine: Engine, tmp_path: Pa
     result = run_text(pipeline(overlay, {"mode": "RGBA"}), [{"color": "green"}], tmp_path / "out", engine=engine)
     artifact = result.results[0].outputs["image"]
     assert isinstance(artifact, Artifact)
-    assert artifact.relpath == "artifacts/branded/000000.image.png"
+    # artifact names come from the row's identity (a hex digest), never its values
+    assert re.fullmatch(r"artifacts/branded/[0-9a-f]+\.image\.png", artifact.relpath)
     assert artifact.path.read_bytes().startswith(b"\x89PNG")
     assert Image.open(artifact.path).mode == "RGBA"  # an image with alpha keeps it
     assert artifact.metadata["color"] == "green"  # upstream metadata is carried on
-    assert artifact.metadata["source"] == "artifacts/canvas/000000.image.png"
+    assert artifact.metadata["source"] == artifact.relpath.replace("branded", "canvas")
     assert (artifact.metadata["width"], artifact.metadata["height"]) == (96, 64)
     assert artifact.metadata["brand.overlay"] == {"logo": "logo.png", "text": None, "position": "center",
                                                   "opacity": 0.7, "margin": 16}
     written = json.loads(result.results_path.read_text().splitlines()[0])["outputs"]["image"]
-    assert (written if isinstance(written, str) else written["path"]) == "artifacts/branded/000000.image.png"
+    assert (written if isinstance(written, str) else written["path"]) == artifact.relpath
 
 
 def test_a_corrupt_image_fails_only_its_own_row_with_the_reason(engine: Engine, tmp_path: Path, logo: Path) -> None:
@@ -114,7 +116,8 @@ def test_a_corrupt_image_fails_only_its_own_row_with_the_reason(engine: Engine, 
     assert [r.status for r in result.results] == ["done", "failed", "done"]
     error = result.results[1].error
     assert error is not None and error["stage"] == "branded"
-    assert error["reason"].startswith("cannot brand image 'artifacts/canvas/000001.image.png': UnidentifiedImageError")
+    assert re.match(r"cannot brand image 'artifacts/canvas/[0-9a-f]+\.image\.png': UnidentifiedImageError",
+                    error["reason"])
     assert result.summary.stages["branded"].failed == 1 and result.summary.stages["branded"].done == 2
 
 

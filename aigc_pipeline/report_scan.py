@@ -1,0 +1,115 @@
+"""Which rows a report shows, chosen while reading `results.jsonl` once, line by line.
+
+A report of a million-row run must stay small and quick to open, and building it must not hold
+the run in memory. So the scan keeps counts of everything, every row that needs looking at
+(failed, filtered, rejected, flagged, rejected by a reviewer) up to a limit, and a uniform sample
+(reservoir sampling, seeded: the same run gives the same sample) of the rows that simply passed.
+What it leaves out is counted per status, so the page can say so and name the command that
+shows more (`aigc report OUT --rows N|all`). Runs of at most `SHOW_ALL_UP_TO` rows show every row.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SHOW_ALL_UP_TO = 3000  # rows; a run this small shows every row
+DEFAULT_ROWS = 1000  # otherwise: up to this many rows that need a look, and a sample of this many done rows
+STATUS_ORDER = ("done", "filtered", "failed", "rejected", "not_run")
+
+
+@dataclass
+class Scan:
+    """What one pass over results.jsonl found: counts, and the rows to show (in row order)."""
+
+    total: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUS_ORDER, 0))
+    flagged: int = 0
+    reviews: dict[str, int] = field(default_factory=dict)  # approved / rejected / pending, when reviewed
+    shown: list[dict[str, Any]] = field(default_factory=list)
+    left_out: dict[str, int] = field(default_factory=dict)  # status -> rows not shown
+    limit: int | None = None  # None: every row is shown
+
+    @property
+    def complete(self) -> bool:
+        return not self.left_out
+
+
+def needs_a_look(record: dict[str, Any]) -> bool:
+    """Rows a person should see first: anything but a plain, unflagged, not rejected success."""
+    return record.get("status") != "done" or bool(record.get("flags")) or record.get("review") == "rejected"
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Each JSON object of a JSONL file, streamed; lines that are not objects are skipped."""
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError:
+        return
+    with handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+def scan_results(path: Path, rows: int | None = DEFAULT_ROWS) -> Scan:
+    """Read results.jsonl once. `rows`: the limit per kind (needing a look, done); None shows all."""
+    scan = Scan(limit=rows)
+    everything: list[dict[str, Any]] = []  # every row, while the run is small enough to show whole
+    trouble: list[dict[str, Any]] = []
+    sample = _Reservoir(rows or 0, random.Random(0))
+    for record in read_records(path):
+        _count(scan, record)
+        if rows is None or scan.total <= SHOW_ALL_UP_TO:
+            everything.append(record)
+        if rows is not None:
+            if not needs_a_look(record):
+                sample.offer(record)
+            elif len(trouble) < rows:
+                trouble.append(record)
+    if rows is None or scan.total <= SHOW_ALL_UP_TO:
+        scan.shown, scan.limit = everything, None
+        return scan
+    scan.shown = sorted(trouble + sample.items, key=lambda r: r.get("row", 0))
+    shown_counts: dict[str, int] = {}
+    for record in scan.shown:
+        status = str(record.get("status"))
+        shown_counts[status] = shown_counts.get(status, 0) + 1
+    scan.left_out = {s: n - shown_counts.get(s, 0) for s, n in scan.counts.items() if n > shown_counts.get(s, 0)}
+    return scan
+
+
+def _count(scan: Scan, record: dict[str, Any]) -> None:
+    scan.total += 1
+    status = str(record.get("status"))
+    scan.counts[status] = scan.counts.get(status, 0) + 1
+    if record.get("flags"):
+        scan.flagged += 1
+    review = record.get("review")
+    if isinstance(review, str):
+        scan.reviews[review] = scan.reviews.get(review, 0) + 1
+
+
+class _Reservoir:
+    """A uniform sample of at most `size` of the items offered (Algorithm R), in bounded memory."""
+
+    def __init__(self, size: int, rng: random.Random) -> None:
+        self.size, self.rng, self.seen = size, rng, 0
+        self.items: list[dict[str, Any]] = []
+
+    def offer(self, item: dict[str, Any]) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+            return
+        slot = self.rng.randrange(self.seen)
+        if slot < self.size:
+            self.items[slot] = item

@@ -1,0 +1,141 @@
+"""GPU truths in the summary: busy fraction (sampled), model weights' memory, first-batch time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from aigc_pipeline import gpu_busy
+from aigc_pipeline.cli import _gpu_lines
+from aigc_pipeline.devices import CPU, Device
+from aigc_pipeline.executor import record_busy
+from aigc_pipeline.gpu_busy import BusySampler
+from aigc_pipeline.records import StageStats
+from aigc_pipeline.testing import ONE_GPU_8GB, fake_engine, run_text
+
+CUDA0, CUDA1 = Device("cuda", 0), Device("cuda", 1)
+
+PIPELINE = """
+name: two_models
+inputs: {text: str}
+stages:
+  copy:  {uses: test.model, inputs: {text: inputs.text}, with: {name: llm, memory_gib: 5}, batch_size: 4}
+  check: {uses: test.raise_on, inputs: {text: copy.text}, with: {needle: bad}}
+  hero:  {uses: test.model, inputs: {text: check.text}, with: {name: sd, memory_gib: 5}, batch_size: 4}
+"""
+
+
+def test_the_fraction_is_the_mean_of_the_readings_per_gpu() -> None:
+    readings = {CUDA0: iter([100.0, 50.0, 90.0]), CUDA1: iter([None, 20.0, 120.0])}
+    sampler = BusySampler([CUDA0, CUDA1, CPU], read=lambda device: next(readings[device]), interval=3600)
+    sampler.sample()
+    sampler.sample()
+    sampler.sample()
+    assert sampler.devices == [CUDA0, CUDA1]  # the CPU is never sampled
+    assert sampler.fractions() == {CUDA0: pytest.approx(0.8), CUDA1: pytest.approx(0.6)}  # None left out, 120 -> 100
+
+
+def test_a_reader_error_is_no_reading_and_no_reading_is_no_figure() -> None:
+    def broken(device: Device) -> float:
+        raise RuntimeError("NVML_ERROR_UNKNOWN")
+
+    sampler = BusySampler([CUDA0], read=broken)
+    sampler.sample()
+    assert sampler.fractions() == {}
+
+
+def test_the_thread_samples_until_the_phase_ends_and_once_at_the_end() -> None:
+    calls: list[Device] = []
+
+    def read(device: Device) -> float:
+        calls.append(device)
+        return 40.0
+
+    with BusySampler([CUDA0], read=read, interval=0.001) as sampler:
+        while len(calls) < 3:  # the sampling thread is running: wait for a few of its readings
+            pass
+    count = len(calls)
+    assert sampler.fractions() == {CUDA0: pytest.approx(0.4)} and count >= 4
+    assert len(calls) == count  # stopped: no reading after the phase
+
+
+def test_without_a_gpu_no_thread_and_no_reader_is_looked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu_busy, "nvml_reader", lambda: pytest.fail("looked for NVML on a CPU-only run"))
+    with BusySampler([CPU]) as sampler:
+        assert sampler._thread is None
+    assert sampler.fractions() == {}
+
+
+def test_without_cuda_there_is_no_reader_here() -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    try:
+        import pynvml  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        assert gpu_busy.nvml_reader() is None
+
+
+def test_each_stage_gets_its_gpus_fraction_copies_averaged() -> None:
+    stats = {sid: StageStats("t", "cuda:0") for sid in ("copy", "hero", "check")}
+    plan: Any = SimpleNamespace(stats=stats, replicas={"hero": [CUDA0, CUDA1]},
+                                placement={"copy": CUDA0, "hero": CUDA0, "check": CPU})
+    record_busy(plan, ["copy", "hero", "check"], {CUDA0: 0.9, CUDA1: 0.5})
+    assert (stats["copy"].gpu_busy, stats["hero"].gpu_busy, stats["check"].gpu_busy) == (0.9, pytest.approx(0.7), None)
+
+
+def test_a_run_on_a_gpu_reports_busy_and_first_batch_per_model_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fake inventory: the model stages are placed on cuda:0 (and run on the CPU); NVML is faked too.
+    monkeypatch.setattr(gpu_busy, "nvml_reader", lambda: lambda device: 75.0 if device == CUDA0 else None)
+    rows = [{"text": f"row{i}"} for i in range(10)]
+    result = run_text(PIPELINE, rows, tmp_path / "out", fake_engine(), inventory=ONE_GPU_8GB)
+    stages = result.summary.stages
+    assert [r.status for r in result.results] == ["done"] * 10
+    assert stages["copy"].gpu_busy == stages["hero"].gpu_busy == pytest.approx(0.75)  # two phases, both sampled
+    assert stages["check"].gpu_busy is None  # a CPU stage in those phases has no GPU of its own
+    assert all(stages[sid].first_batch_seconds is not None and stages[sid].loads == 1 for sid in ("copy", "hero"))
+    assert stages["copy"].model_bytes == 0  # torch allocated nothing on a fake GPU
+    assert _gpu_lines(result.summary)[0].startswith("copy: busy 75%, first batch ")
+
+
+def test_the_gpu_line_lists_what_was_measured() -> None:
+    measured = StageStats("llm.text", "cuda:0", model_bytes=512 * 2**20, gpu_busy=0.934, first_batch_seconds=17.2)
+    cpu = StageStats("template", "cpu", first_batch_seconds=0.01)
+    summary = SimpleNamespace(stages={"copy": measured, "prompt": cpu})
+    assert _gpu_lines(summary) == ["copy: weights 512 MiB, busy 93%, first batch 17.20s"]
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU")
+def test_on_a_gpu_nvml_is_read_and_a_real_load_counts_its_weights(tiny_model: Any, tmp_path: Path) -> None:
+    import torch  # noqa: F401  # the reader is looked for only once torch is imported
+
+    read = gpu_busy.nvml_reader()
+    if read is None:
+        pytest.skip("no pynvml here")
+    assert 0.0 <= read(CUDA0) <= 100.0  # type: ignore[operator]
+    pipeline = PIPELINE_LM.replace("MODEL", str(tiny_model("lm")))
+    result = run_text(pipeline, [{"text": f"row {i}"} for i in range(8)], tmp_path / "out")
+    copy = result.summary.stages["copy"]
+    assert copy.device == "cuda:0" and copy.model_bytes > 0 and copy.gpu_busy is not None and copy.loads == 1
+
+
+PIPELINE_LM = """
+name: lm_on_gpu
+inputs: {text: str}
+stages:
+  copy: {uses: llm.text, inputs: {prompt: inputs.text}, with: {model: "MODEL", max_new_tokens: 4}}
+"""

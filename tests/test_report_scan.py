@@ -1,0 +1,44 @@
+"""report_scan: which rows a large run's report shows, read in one streaming pass."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from aigc_pipeline.report_scan import SHOW_ALL_UP_TO, scan_results
+
+
+def _write(path: Path, rows: int, failed_every: int) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for row in range(rows):
+            status = "failed" if row % failed_every == 0 else "done"
+            flags = [{"stage": "gate", "reason": "long"}] if row % 97 == 1 else []
+            record = {"row": row, "line": row + 1, "status": status, "outputs": {"text": f"t{row}"}, "flags": flags}
+            handle.write(json.dumps(record) + "\n")
+
+
+def test_a_small_run_shows_every_row(tmp_path: Path) -> None:
+    _write(tmp_path / "r.jsonl", 50, 10)
+    scan = scan_results(tmp_path / "r.jsonl", rows=5)
+    assert scan.total == 50 and len(scan.shown) == 50 and scan.complete and scan.limit is None
+    assert scan.counts["failed"] == 5 and scan.counts["done"] == 45 and scan.flagged == 1
+
+
+def test_a_large_run_shows_trouble_and_a_sample_and_counts_the_rest(tmp_path: Path) -> None:
+    rows = SHOW_ALL_UP_TO + 2000
+    _write(tmp_path / "r.jsonl", rows, 100)
+    scan = scan_results(tmp_path / "r.jsonl", rows=40)
+    failed = (rows + 99) // 100
+    flagged_done = sum(1 for r in range(rows) if r % 97 == 1 and r % 100 != 0)
+    assert scan.total == rows and scan.counts["failed"] == failed
+    shown_failed = [r for r in scan.shown if r["status"] == "failed"]
+    shown_done = [r for r in scan.shown if r["status"] == "done"]
+    assert len(shown_failed) + sum(1 for r in shown_done if r["flags"]) == 40  # trouble first, up to the limit
+    assert len([r for r in shown_done if not r["flags"]]) == 40  # a sample of plain done rows
+    assert [r["row"] for r in scan.shown] == sorted(r["row"] for r in scan.shown)
+    assert scan.left_out == {"failed": failed - len(shown_failed), "done": rows - failed - len(shown_done)}
+    assert flagged_done > 0
+    again = scan_results(tmp_path / "r.jsonl", rows=40)
+    assert [r["row"] for r in again.shown] == [r["row"] for r in scan.shown]  # the same sample every time
+    everything = scan_results(tmp_path / "r.jsonl", rows=None)
+    assert len(everything.shown) == rows and everything.complete
