@@ -309,6 +309,29 @@ def stages(plugin: PluginOpt = None) -> None:
 
 
 @app.command()
+def history(out_dir: Annotated[Path, typer.Argument(help="a run's output folder")]) -> None:
+    """List the runs made in an output folder: when, how long, their counts, what each made and reused."""
+    from .history import history_rows
+
+    runs = history_rows(out_dir)
+    if not runs:
+        err.print(f"error: {out_dir} holds no run history (runs/*/manifest.json); give the --out folder of a run",
+                  style="red", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("run", "status", "started", "seconds", "rows", "done", "filtered", "failed", "made",
+                   "reused", "loads"):
+        table.add_column(column, justify="left" if column in ("run", "status", "started") else "right")
+    for run in runs:
+        counts = run["counts"]
+        seconds = f"{run['seconds']:.1f}" if isinstance(run["seconds"], (int, float)) else "-"
+        table.add_row(str(run["run_id"]), str(run["status"]), str(run["started_at"] or "-"), seconds,
+                      str(run["rows"]), *(str(counts.get(key, 0)) for key in ("done", "filtered", "failed")),
+                      str(run["made_now"]), str(run["reused"]), str(run["loads"]))
+    out.print(table, soft_wrap=True)
+
+
+@app.command()
 def plugins(plugin: PluginOpt = None) -> None:
     """List loaded plugins, where each comes from, and what each registers."""
     from .listing import plugin_rows

@@ -8,6 +8,7 @@ unknown after that; then both validation phases and the graph checks run, before
 from __future__ import annotations
 
 import gc
+import sqlite3
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,9 +19,10 @@ from typing import Any
 import pluggy
 
 from .devices import Device, Inventory
-from .errors import InputDataError, PipelineFileError, PluginError, Problem
+from .errors import InputDataError, OutputFolderError, PipelineFileError, PluginError, Problem, RunStoreError
 from .executor import execute, make_plan
 from .graph import PipelineGraph, build_graph
+from .history import add_made_by
 from .manifest import finish_manifest, start_manifest, write_manifest
 from .plugin_manager import (
     BUILTIN_PLUGINS,
@@ -36,11 +38,11 @@ from .review.takes import Retake, plan_retake, record_review
 from .row_identity import identify_rows
 from .safe_paths import prepare_output_folder
 from .signals import interruptible, received, stop_on_signals
-from .sinks import ERRORS_FILE, GROUPS_FILE, write_atomic, write_results
+from .sinks import ERRORS_FILE, GROUPS_FILE, RESULTS_FILE, results_file, write_atomic, write_results
 from .sources import InputRow, read_rows
 from .spec import Pipeline, check_plugin_names, did_you_mean, parse_pipeline, read_pipeline_file, validate_stage_params
 from .stage import Stage
-from .store import RunStore
+from .store import RunStore, store_failure
 
 
 @dataclass
@@ -159,7 +161,10 @@ class Engine:
             identity = {"pipeline": spec.name, "inputs": dict(spec.inputs)}
             store = RunStore.open(out, identity, fresh, retry_quarantined) if cache else None
             try:
-                takes = plan_retake(out, graph, retake) if store is not None or retake else None
+                try:
+                    takes = plan_retake(out, graph, retake) if store is not None or retake else None
+                except sqlite3.Error as exc:  # the review tables live in the store: a full disk, a damaged file
+                    raise RunStoreError(store_failure(out, exc)) from None
                 plan.takes = takes.seeds if takes is not None else {}
                 return _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes)
             finally:
@@ -193,13 +198,25 @@ def _run_plan(
 
     executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
-    write_manifest(out, manifest)
+    try:
+        write_manifest(out, manifest)
+    except OSError as exc:
+        raise OutputFolderError(cannot_write(out, exc)) from None
     with interruptible():  # a stop signal stops the execution; what follows always runs
         summary, results, groups = execute(plan, rows, out, backend, store)
-    path = write_results(out, (result.as_dict() for result in results))
-    groups_path = write_results(out, (g.as_dict() for g in groups), GROUPS_FILE) if groups else None
-    errors_path = write_error_log(out, [*results, *groups], summary)
-    write_manifest(out, finish_manifest(manifest, summary))
+    name = results_file(out, summary.counts.get("done", 0), not summary.ok)
+    path = out / name
+    try:
+        write_results(out, (result.as_dict() for result in results), name)
+        groups_path = write_results(out, (g.as_dict() for g in groups), GROUPS_FILE) if groups else None
+        errors_path = write_error_log(out, [*results, *groups], summary)
+        write_manifest(out, add_made_by(out, finish_manifest(manifest, summary)))
+    except OSError as exc:  # a full disk: the results stay in the store; say so, with the summary
+        summary.error = summary.error or cannot_write(out, exc)
+        return RunResult(summary, results, path)
+    if name != RESULTS_FILE:
+        summary.warnings.append(f"kept {out / RESULTS_FILE}: it holds more finished rows than this stopped run; "
+                                f"this run's results are in {path}")
     try:
         if store is not None:
             record_review(out, takes)  # new takes, and the review fields once the run has any
@@ -207,6 +224,11 @@ def _run_plan(
     except Exception as exc:  # the results are safe on disk; a report bug must not hide them
         summary.warnings.append(f"could not write report.html: {type(exc).__name__}: {exc}")
     return RunResult(summary, results, path, errors_path, groups, groups_path)
+
+
+def cannot_write(out: Path, exc: OSError) -> str:
+    return (f"could not write in {out}: {exc.strerror or exc}; free space (or fix the folder) and run the same "
+            "command again: finished rows are kept in its run store")
 
 
 def write_error_log(out_dir: Path, results: Iterable[ItemResult], summary: RunSummary) -> Path | None:

@@ -14,7 +14,8 @@ from typing import Any
 
 from .errors import StageError
 from .graph import PipelineGraph
-from .records import DONE, MODEL_LOAD_LOCK, ItemResult, ItemState, RunPlan, item_result
+from .lifecycle import StageLifecycle
+from .records import DONE, ItemResult, ItemState, RunPlan, item_result
 from .row_identity import group_identity
 from .sources import InputRow
 from .stage import Group
@@ -78,17 +79,12 @@ def _reduce(plan: RunPlan, stage_id: str, rows: list[ItemState]) -> list[Group]:
     if not rows:
         return []
     started = time.perf_counter()
-    try:
-        with MODEL_LOAD_LOCK:
-            stage.load(plan.placement[stage_id])
-        stats.loads += 1
+    with StageLifecycle(stage_id, stage, plan.placement[stage_id], stats, plan.warnings.append) as lifecycle:
+        lifecycle()  # a load error is raised as "failed to load: ..."
         try:
             groups = stage.reduce(StageRunner(stage_id, plan).items(rows))
-        finally:
-            stage.unload()
-            stats.unloads += 1
-    except Exception as exc:
-        raise StageError(stage_id, stage.type_name, f"reduce failed: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise StageError(stage_id, stage.type_name, f"reduce failed: {type(exc).__name__}: {exc}") from exc
     _check_groups(stage_id, stage.type_name, type(stage).outputs, groups)
     stats.done += len(groups)
     stats.batches += 1

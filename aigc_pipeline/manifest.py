@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .graph import PipelineGraph
+from .history import keep_manifest, new_run_id
 from .provenance import pipeline_origins, plugin_distributions
 from .records import RunPlan, RunSummary
 from .sinks import write_atomic
@@ -38,6 +39,7 @@ def start_manifest(graph: PipelineGraph, plan: RunPlan, input_path: Path, rows: 
     spec, text = graph.pipeline.spec, graph.pipeline.source_text
     return {
         "manifest_version": 1,
+        "run_id": new_run_id(),  # also runs/<run id>/manifest.json, kept by later runs: history.py
         "status": "running",
         "pipeline": {"name": spec.name, "file": graph.pipeline.file,
                      "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "text": text},
@@ -75,6 +77,8 @@ def finish_manifest(manifest: dict[str, Any], summary: RunSummary) -> dict[str, 
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
+    """Write manifest.json (the latest run) and the run's own kept copy (runs/<run id>/)."""
+    keep_manifest(out_dir, manifest)
     path = out_dir / MANIFEST_FILE
     write_atomic(path, [json.dumps(manifest, indent=2, ensure_ascii=False, default=str) + "\n"])
     return path

@@ -8,6 +8,7 @@ may itself be a link: that is where they chose to put the run.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -57,3 +58,22 @@ def checked_path(out_dir: Path, relpath: str) -> Path:
         if folder.is_symlink():
             raise OSError(f"{folder} is a symbolic link; a run writes only inside its output folder")
     return out_dir / relpath
+
+
+def intact_artifact(out_dir: Path, relpath: str, size: int, digest: str | None) -> bool:
+    """Whether a stored artifact is still what the run store recorded: a regular file inside the
+    output folder (no link on the way) with the recorded size and sha256. A same-size file with
+    other bytes (a damaged disk, a hand edit, a half copy) is not served as done: it runs again."""
+    try:
+        path = checked_path(out_dir, relpath)
+        if path.is_symlink() or path.stat().st_size != size:
+            return False
+        if digest is None:
+            return True
+        hasher = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+        return hasher.hexdigest() == digest
+    except OSError:
+        return False

@@ -23,6 +23,7 @@ from .content import Artifact, ArtifactData
 from .safe_paths import checked_path, real_folder
 
 RESULTS_FILE = "results.jsonl"
+STOPPED_RESULTS_FILE = "results.stopped.jsonl"  # a stopped run's results, when results.jsonl holds more
 GROUPS_FILE = "groups.jsonl"
 ERRORS_FILE = "errors.log"
 _SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
@@ -83,6 +84,20 @@ def write_results(out_dir: Path, records: Iterable[dict[str, Any]], name: str = 
     write_atomic(path, _crashing_halfway(json.dumps(record, ensure_ascii=False, default=_json_value) + "\n"
                                          for record in records))
     return path
+
+
+def results_file(out_dir: Path, done: int, stopped: bool) -> str:
+    """Where a run's results go: RESULTS_FILE, unless the run stopped early and the results.jsonl
+    already there holds more done rows (a resumed run stopped by a signal, a damaged store, a full
+    disk): a worse file never replaces a better one; this run's results go to STOPPED_RESULTS_FILE."""
+    if not stopped:
+        return RESULTS_FILE
+    try:
+        with (out_dir / RESULTS_FILE).open(encoding="utf-8") as handle:
+            before = sum('"status": "done"' in line for line in handle)  # quotes inside values are escaped
+    except (OSError, UnicodeDecodeError):
+        return RESULTS_FILE
+    return STOPPED_RESULTS_FILE if before > done else RESULTS_FILE
 
 
 def _crashing_halfway(lines: Iterable[str]) -> Iterable[str]:

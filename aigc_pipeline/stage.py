@@ -97,7 +97,7 @@ class StageItem:
     Without a `row_key` (a stage tested alone) the seed derives from `id`.
     """
 
-    __slots__ = ("id", "inputs", "outputs", "verdict", "reason", "flags", "_seed_parts", "row_key", "take")
+    __slots__ = ("id", "inputs", "outputs", "verdict", "reason", "flags", "_seed_parts", "row_key", "take", "final")
 
     def __init__(
         self, item_id: int, inputs: dict[str, Any], seed_parts: tuple[int, str], row_key: str | None = None,
@@ -109,6 +109,7 @@ class StageItem:
         self.inputs = inputs
         self.outputs: dict[str, Any] = {}
         self.verdict: str | None = None  # None: ok; "failed", "filtered" or "not_run"
+        self.final = True  # False: a failure the next run tries again (not stored)
         self.reason: str | None = None
         self.flags: list[str] = _NO_FLAGS  # replaced by a list on the first flag(): saves an allocation
         self._seed_parts = seed_parts
@@ -119,9 +120,10 @@ class StageItem:
         run_seed, stage_id = self._seed_parts
         return item_seed(run_seed, self.id if self.row_key is None else self.row_key, stage_id, self.take)
 
-    def fail(self, reason: str) -> None:
-        """Mark this item failed at this stage; downstream stages skip it."""
-        self.verdict, self.reason = "failed", reason
+    def fail(self, reason: str, final: bool = True) -> None:
+        """Mark this item failed at this stage; downstream stages skip it. The failure is stored as
+        the item's result unless `final` is False (a transient cause: the next run tries again)."""
+        self.verdict, self.reason, self.final = "failed", reason, final
 
     def drop(self, reason: str) -> None:
         """Filter this item out (a quality gate said no); downstream stages skip it."""

@@ -1,7 +1,7 @@
 """Where a micro-batch meets a stage: store lookups, lazy loading, isolation, OOM backoff.
 
 `StageRunner` builds the `StageItem`s of a micro-batch, serves what the run store already holds,
-loads the stage on its first miss (`LazyLoad`: a run whose results are all stored loads no model),
+loads the stage on its first miss (its `StageLifecycle`: a run whose results are all stored loads no model),
 calls the `aigc_process_batch` hook (plugins wrap it), isolates failures (a batch that raises is
 retried one item at a time; only items that fail alone are marked failed), halves the batch on an
 out-of-memory error, writes artifacts, and records new results in the store, one commit per
@@ -10,29 +10,29 @@ micro-batch, after the artifacts are in place. Every executor backend uses it.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .branches import row_filter
 from .content import AUDIO, IMAGE, ArtifactData
-from .devices import Device
-from .errors import AigcError, StageError
+from .errors import AigcError, OutputFolderError
 from .provenance import origin_of
 from .records import (
     DONE,
     FAILED,
     FILTERED,
-    MODEL_LOAD_LOCK,
     NOT_RUN,
     ItemState,
     RunPlan,
     StageStats,
 )
 from .residency import (
-    allocated_bytes,
     free_cached_memory,
     is_out_of_memory,
 )
@@ -47,43 +47,6 @@ from .store import (
     item_key,
     stage_prefix,
 )
-
-
-class LazyLoad:
-    """Loads a stage the first time it is called (under MODEL_LOAD_LOCK); `attempted` says whether
-    `unload()` is due. A load error is raised as StageError ("failed to load: ..."), chained.
-
-    By default it loads the plan's instance of the stage on its placement and counts in its stats;
-    a copy of a replicated stage passes its own instance, device and stats.
-    """
-
-    def __init__(
-        self, stage_id: str, plan: RunPlan, stage: Stage | None = None, device: Device | None = None,
-        stats: StageStats | None = None,
-    ) -> None:
-        self.stage_id = stage_id
-        self.stage = plan.stages[stage_id] if stage is None else stage
-        self.device = plan.placement[stage_id] if device is None else device
-        self.stats = plan.stats[stage_id] if stats is None else stats
-        self.attempted = False
-
-    def __call__(self) -> None:
-        if self.attempted:
-            return
-        self.attempted = True
-        stage, stats = self.stage, self.stats
-        if type(stage).load is Stage.load:  # nothing to load: no lock to wait for, no load to count
-            return
-        started = time.perf_counter()
-        try:
-            with MODEL_LOAD_LOCK:
-                before = allocated_bytes(self.device)
-                stage.load(self.device)
-                stats.model_bytes = max(stats.model_bytes, allocated_bytes(self.device) - before)
-        except Exception as exc:
-            raise StageError(self.stage_id, stage.type_name, f"failed to load: {type(exc).__name__}: {exc}") from exc
-        stats.loads += 1
-        stats.load_seconds += time.perf_counter() - started
 
 
 class StageRunner:
@@ -115,6 +78,10 @@ class StageRunner:
         self.takes = plan.takes
         self.prefix: str | None = None  # the stage's part of every cache key; None: not cached
         self.rerun = stage_id in plan.rerun  # --rerun: compute and store again, reuse nothing
+        self.runs = row_filter(plan, stage_id)  # live rows, and rows another branch ended: branches.py
+        self._verdicts: dict[int, str] = {}  # this stage's verdict per item of the current batch
+        self.ranks = {sid: rank for rank, sid in enumerate(graph.order)}
+        self.rank = self.ranks.get(stage_id, len(self.ranks))
         if self.store is not None:
             cls, params = type(self.stage), graph.pipeline.params[stage_id]
             if cls.cacheable(params):
@@ -122,10 +89,12 @@ class StageRunner:
                 self.prefix = stage_prefix(cls.type_name, cls.cache_params(params), cls.model_identity(params), origin)
 
     def run(self, states: list[ItemState]) -> None:
-        """Process live items of `states` (skipping failed/filtered ones) as one micro-batch."""
-        live = [state for state in states if state.status is None]
+        """Process the items of `states` this stage runs (`self.runs`) as one micro-batch."""
+        runs = self.runs
+        live = [state for state in states if runs(state)]
         if not live:
             return
+        self._verdicts.clear()
         started = time.perf_counter()
         keys: dict[int, str | None] = {}
         if self.prefix is not None:
@@ -196,9 +165,9 @@ class StageRunner:
         values = decode_outputs(outputs, self.artifacts.out_dir) if self.artifacts is not None else None
         if values is None:
             return False
-        if verdict == FILTERED:
-            state.status, state.stage, state.reason = FILTERED, self.stage_id, reason
-            self.stats.filtered += 1
+        if verdict in (FILTERED, FAILED):
+            self._verdicts[state.index] = verdict
+            self._end(state, verdict, reason)
         else:
             for port, key in self.outputs_list:
                 state.values[key] = values[port]
@@ -211,19 +180,24 @@ class StageRunner:
         return True
 
     def _new_results(self, states: list[ItemState], keys: dict[int, str | None]) -> list[NewResult]:
-        """What to store: items that passed (outputs) or were filtered here; never failed ones."""
+        """What to store: items that passed (outputs, also of a row another branch ended), were
+        filtered here, or failed here by the stage's own verdict (`item.fail`: final). Never a
+        failure from an exception (often transient: out of memory, a flaky program): tried again."""
         results = []
+        verdicts = self._verdicts
         for state in states:
             key = keys.get(state.index)
-            if key is None or state.status == FAILED:
+            verdict = verdicts.get(state.index)
+            if key is None or verdict == _RAISED:
                 continue
             flags = [flag["reason"] for flag in state.flags if flag["stage"] == self.stage_id]
-            if state.status is None:
+            if verdict is None:
                 encoded = encode_outputs({port: state.values[value_key] for port, value_key in self.outputs_list})
                 if encoded is not None:
                     results.append(NewResult(key, state.index, DONE, None, encoded, flags))
-            elif state.status == FILTERED and state.stage == self.stage_id:
-                results.append(NewResult(key, state.index, FILTERED, state.reason, "{}", flags))
+            else:
+                reason = state.reason if state.stage == self.stage_id else None
+                results.append(NewResult(key, state.index, verdict, reason, "{}", flags))
         return results
 
     def items(self, states: list[ItemState]) -> list[StageItem]:
@@ -297,13 +271,12 @@ class StageRunner:
             state.flags.extend({"stage": self.stage_id, "reason": reason} for reason in item.flags)
             self.stats.flagged += 1
         if item.verdict is not None:
-            state.status, state.stage, state.reason = item.verdict, self.stage_id, item.reason
-            if item.verdict == NOT_RUN:
+            if item.verdict == NOT_RUN:  # not started (the run's cost cap): nothing stored, a re-run runs it
+                if state.status is None:
+                    state.status, state.stage, state.reason = NOT_RUN, self.stage_id, item.reason
                 return
-            if item.verdict == FILTERED:
-                self.stats.filtered += 1
-            else:
-                self.stats.failed += 1
+            self._verdicts[state.index] = item.verdict if item.final else _RAISED
+            self._end(state, item.verdict, item.reason)
             return
         missing = [port for port in self.outputs if port not in item.outputs]
         if missing:
@@ -324,16 +297,37 @@ class StageRunner:
             try:
                 item.outputs[port] = self.artifacts.save(self.stage_id, state.identity, port, value, self._take(state))
             except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # every row after it would fail the same way
+                    raise OutputFolderError(f"no space left in {self.artifacts.out_dir} to write artifacts; free "
+                                            "space and run the same command again (finished rows are kept)") from exc
                 self._record_failure(state, f"could not write the {port} artifact: {exc}", exc)
                 return False
             crash_point("artifact")
         return True
 
+    def _end(self, state: ItemState, verdict: str, reason: str | None, trace: str | None = None) -> bool:
+        """This stage filtered or failed the item. When two branches end a row, the row reports the
+        verdict of the stage first in the pipeline's order, whichever thread got there first, so
+        results.jsonl never depends on timing; each stage's own verdict is counted (and stored)."""
+        with _VERDICT_LOCK:
+            mine = state.status is None or (state.stage is not None and self.rank < self.ranks.get(state.stage, -1))
+            if mine:
+                state.status, state.stage, state.reason, state.trace = verdict, self.stage_id, reason, trace
+        if verdict == FILTERED:
+            self.stats.filtered += 1
+        else:
+            self.stats.failed += 1
+        return mine
+
     def _record_failure(self, state: ItemState, reason: str, exc: BaseException | None = None) -> None:
-        state.status, state.stage, state.reason = FAILED, self.stage_id, reason
-        self.stats.failed += 1
-        if exc is not None:
-            state.trace = "".join(traceback.format_exception(exc))
+        """The item failed by an exception (or the engine's check): not final, never stored."""
+        trace = "".join(traceback.format_exception(exc)) if exc is not None else None
+        self._end(state, FAILED, reason, trace)
+        self._verdicts[state.index] = _RAISED
+
+
+_VERDICT_LOCK = threading.Lock()  # two branches may end one row at once
+_RAISED = "raised"  # a failure from an exception: not stored, tried again next run
 
 
 def peak_rss() -> int:

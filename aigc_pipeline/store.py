@@ -15,9 +15,11 @@ reused, which is right. A stage whose results depend on more than the item (`cac
 False, e.g. a dedupe across the run) is never reused.
 
 What is stored: outputs (JSON; artifacts as relative path + sha256 + size, checked to still be
-there before reuse) of items that passed the stage, and the verdict of items it filtered out
-(deterministic quality gates). Failed items are not stored: a failure is often transient (out
-of memory, a flaky program), so the next run tries them again.
+there before reuse) of items that passed the stage (also of rows another branch ended: see
+branches.py), the verdict of items it filtered out (deterministic quality gates), and of items it
+failed by its own verdict (`item.fail(reason)`: the prompt is too long, the text is empty), which
+are final. A failure from an exception is not stored: it is often transient (out of memory, a
+flaky program), so the next run tries it again. So a re-run of a finished run loads no model.
 
 Crash safety: before a micro-batch runs, one "in-flight" marker per item is committed; the
 item's result (after its artifacts are fsynced and renamed) and the removal of its marker are
@@ -41,6 +43,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,7 @@ from pydantic import BaseModel
 
 from .content import Artifact
 from .errors import RunStoreError
+from .safe_paths import intact_artifact
 from .signals import SIGNALLED_FILE
 from .sinks import remove_stale_temp_files
 
@@ -122,7 +127,7 @@ class RunStore:
             store._setup(identity, retry_quarantined)
         except sqlite3.DatabaseError as exc:
             _unlock(lock_fd)
-            raise RunStoreError(damaged(out_dir, exc)) from None
+            raise RunStoreError(store_failure(out_dir, exc)) from None
         except BaseException:
             _unlock(lock_fd)
             raise
@@ -192,8 +197,11 @@ class RunStore:
                 part = keys[start : start + _SQL_VARS]
                 marks = ",".join("?" * len(part))
                 query = f"SELECT key, verdict, reason, outputs, flags FROM results WHERE key IN ({marks})"
-                for key, verdict, reason, outputs, flags in self._db.execute(query, part):
-                    found[key] = (verdict, reason, outputs, flags)
+                try:
+                    for key, verdict, reason, outputs, flags in self._db.execute(query, part):
+                        found[key] = (verdict, reason, outputs, flags)
+                except sqlite3.Error as exc:
+                    raise RunStoreError(store_failure(self.out_dir, exc)) from exc
         return found
 
     def begin(self, stage_id: str, entries: list[tuple[str, int]]) -> None:
@@ -201,10 +209,9 @@ class RunStore:
         with self._lock:
             if self._closed:  # a batch abandoned after a stop signal: the run has ended
                 return
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
-                                 [(key, stage_id, item) for key, item in entries])
-            self._db.execute("COMMIT")
+            with self._writing() as db:
+                db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
+                               [(key, stage_id, item) for key, item in entries])
 
     def finish(self, stage_id: str, results: list[NewResult], keys: list[str]) -> None:
         """Record results and clear the in-flight markers (and crash counts) of `keys`, in one commit."""
@@ -212,16 +219,29 @@ class RunStore:
         with self._lock:
             if self._closed:
                 return
-            db = self._db
+            with self._writing() as db:
+                db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs,
+                                 json.dumps(r.flags, ensure_ascii=False), now) for r in results])
+                params = [(key,) for key in keys]
+                db.executemany("DELETE FROM inflight WHERE key = ?", params)
+                if self._suspects:
+                    db.executemany("DELETE FROM suspects WHERE key = ?", params)
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (with the lock held). A failure rolls it back, so the connection
+        stays usable, and is a RunStoreError that says what to do (a full disk, a damaged file)."""
+        db = self._db
+        try:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs,
-                             json.dumps(r.flags, ensure_ascii=False), now) for r in results])
-            params = [(key,) for key in keys]
-            db.executemany("DELETE FROM inflight WHERE key = ?", params)
-            if self._suspects:
-                db.executemany("DELETE FROM suspects WHERE key = ?", params)
+            yield db
             db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise RunStoreError(store_failure(self.out_dir, exc)) from exc
 
     def counts(self) -> dict[str, int]:
         """Stored results per stage (for tests and the manifest)."""
@@ -257,6 +277,17 @@ def check_integrity(db: sqlite3.Connection) -> None:
 def damaged(out_dir: Path, exc: sqlite3.Error) -> str:
     return (f"the run store {out_dir / STORE_FILE} is damaged ({exc}); its results cannot be trusted. "
             "Run again with --fresh to discard it (every row runs again), or give this run another --out")
+
+
+def store_failure(out_dir: Path, exc: sqlite3.Error) -> str:
+    """What to do when the store fails during a run: free space, or start it over."""
+    text = str(exc)
+    if "full" in text or "disk I/O" in text:  # SQLite says "disk I/O error" when the WAL index cannot grow
+        return (f"the run store {out_dir / STORE_FILE} failed: {text}; free space there (or check the disk) and run "
+                "the same command again (what was recorded is kept)")
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+        return damaged(out_dir, exc)
+    return f"the run store {out_dir / STORE_FILE} failed: {text}"
 
 
 def _connect(out_dir: Path) -> sqlite3.Connection:
@@ -349,7 +380,8 @@ def _stored_value(value: Any) -> Any:
 
 
 def decode_outputs(text: str, out_dir: Path) -> dict[str, Any] | None:
-    """Stored outputs back as values; None when an artifact is gone or changed size (re-run it)."""
+    """Stored outputs back as values; None when an artifact is gone or changed (re-run it): its size
+    and content hash are checked (safe_paths.intact_artifact)."""
     missing: list[str] = []
 
     def revive(record: dict[str, Any]) -> Any:
@@ -357,11 +389,7 @@ def decode_outputs(text: str, out_dir: Path) -> dict[str, Any] | None:
         if not isinstance(relpath, str) or "sha256" not in record:
             return record
         path = out_dir / relpath
-        try:
-            ok = path.stat().st_size == record["size"]
-        except OSError:
-            ok = False
-        if not ok:
+        if not intact_artifact(out_dir, relpath, record["size"], record["sha256"]):
             missing.append(relpath)
         return Artifact(relpath, path.resolve(), record["metadata"], record["sha256"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -42,7 +43,8 @@ def test_outputs_round_trip_and_a_missing_artifact_is_a_miss(tmp_path: Path) -> 
     path = tmp_path / "artifacts" / "s" / "000000.image.png"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"png")
-    artifact = Artifact("artifacts/s/000000.image.png", path.resolve(), {"seed": 3, "width": 8}, "abc")
+    digest = hashlib.sha256(b"png").hexdigest()
+    artifact = Artifact("artifacts/s/000000.image.png", path.resolve(), {"seed": 3, "width": 8}, digest)
     encoded = encode_outputs({"image": artifact, "text": "hi", "record": {"n": [1, 2.5]}})
     assert encoded is not None
     assert decode_outputs(encoded, tmp_path) == {"image": artifact, "text": "hi", "record": {"n": [1, 2.5]}}

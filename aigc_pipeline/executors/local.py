@@ -20,13 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..branches import row_filter
 from ..devices import Device
 from ..errors import StageError
+from ..lifecycle import StageLifecycle
 from ..plugin_manager import has_observers, notify
 from ..records import DONE, ItemState, RunPlan, StageStats
 from ..signals import join_workers, stop_grace
 from ..stage import Stage
-from ..stage_runner import LazyLoad, StageRunner
+from ..stage_runner import StageRunner
 
 MIN_CHUNK = 64
 
@@ -114,6 +116,7 @@ class _Flow:
         self.collected = 0  # chunks already marked DONE by collect()
         # Upstream stages outside this phase (before an aggregate) have finished already.
         self.upstream = {sid: [p for p in plan.graph.graph.predecessors(sid) if p in self.completed] for sid in stages}
+        self.runs = {sid: row_filter(plan, sid) for sid in stages}  # which rows each stage runs: branches.py
         self.condition = threading.Condition()
         self.cancelled = False
         self.error: BaseException | None = None
@@ -143,49 +146,46 @@ class _Flow:
     def run_stage(self, stage_id: str) -> None:
         """Run one stage over every chunk. It loads lazily, on the first micro-batch the run store
         cannot serve: a stage whose results are all stored loads no model."""
-        load = LazyLoad(stage_id, self.plan)
-        self._guarded(stage_id, load, lambda: self._process_chunks(stage_id, load))
+        plan = self.plan
+        lifecycle = StageLifecycle(stage_id, plan.stages[stage_id], plan.placement[stage_id], plan.stats[stage_id],
+                                   plan.warnings.append)
+        self._guarded(stage_id, lifecycle, lambda: self._process_chunks(stage_id, lifecycle))
 
     def run_copy(self, stage_id: str, stage: Stage, device: Device) -> None:
         """Run one copy of a replicated stage: micro-batches from the shared queue, on `device`."""
         total = self.plan.stats[stage_id]
         stats = StageStats(total.type_name, total.device, memory_bytes=total.memory_bytes)
-        load = LazyLoad(stage_id, self.plan, stage, device, stats)
-        runner = StageRunner(stage_id, self.plan, load, stage, stats)
+        lifecycle = StageLifecycle(stage_id, stage, device, stats, self.plan.warnings.append)
+        runner = StageRunner(stage_id, self.plan, lifecycle, stage, stats)
         try:
-            self._guarded(stage_id, load, lambda: self._process_shared(stage_id, runner))
+            self._guarded(stage_id, lifecycle, lambda: self._process_shared(stage_id, runner))
         finally:
             with self.condition:
                 total.merge(stats)
 
-    def _guarded(self, stage_id: str, load: LazyLoad, work: Callable[[], None]) -> None:
-        """Do a stage thread's `work`; any error stops the run; the stage unloads if it loaded."""
-        stage = load.stage
-        try:
-            work()
-        except StageError as exc:  # failed to load
-            self._fail(exc, exc.__cause__ or exc)
-        except Exception as exc:  # StageRunner isolates a stage's exceptions: this one is the engine's
-            self._fail(StageError(stage_id, stage.type_name, f"engine error: {type(exc).__name__}: {exc}"), exc)
-        except BaseException as exc:  # SystemExit from a stage: stop the run rather than hang it
-            self._fail(StageError(stage_id, stage.type_name, f"stopped the run: {type(exc).__name__}: {exc}"), exc)
-        finally:
+    def _guarded(self, stage_id: str, lifecycle: StageLifecycle, work: Callable[[], None]) -> None:
+        """Do a stage thread's `work`; any error stops the run (before the stage unloads, so the
+        other threads stop at once); the lifecycle unloads the stage if it loaded."""
+        type_name = lifecycle.stage.type_name
+        with lifecycle:
             try:
-                if load.attempted:
-                    stage.unload()
-                    load.stats.unloads += 1
-            except Exception as exc:
-                self.plan.warnings.append(f"stage '{stage_id}': unload failed: {type(exc).__name__}: {exc}")
+                work()
+            except StageError as exc:  # failed to load
+                self._fail(exc, exc.__cause__ or exc)
+            except Exception as exc:  # StageRunner isolates a stage's exceptions: this one is the engine's
+                self._fail(StageError(stage_id, type_name, f"engine error: {type(exc).__name__}: {exc}"), exc)
+            except BaseException as exc:  # SystemExit from a stage: stop the run rather than hang it
+                self._fail(StageError(stage_id, type_name, f"stopped the run: {type(exc).__name__}: {exc}"), exc)
 
-    def _process_chunks(self, stage_id: str, load: LazyLoad) -> None:
-        runner = StageRunner(stage_id, self.plan, load)
-        batch_size = self.plan.batch_sizes[stage_id]
+    def _process_chunks(self, stage_id: str, lifecycle: StageLifecycle) -> None:
+        runner = StageRunner(stage_id, self.plan, lifecycle)
+        runs, batch_size = self.runs[stage_id], self.plan.batch_sizes[stage_id]
         report = has_observers(self.plan.pm, "aigc_stage_progress")
         seen = 0
         for index, chunk in enumerate(self.chunks):
             if not self._wait_for(self.upstream[stage_id], index + 1):
                 return
-            live = [state for state in chunk if state.status is None]
+            live = [state for state in chunk if runs(state)]
             for start in range(0, len(live), batch_size):
                 runner.run(live[start : start + batch_size])
             seen += len(chunk)
@@ -222,7 +222,8 @@ class _Flow:
     def _open_chunk(self, stage_id: str, work: _SharedWork) -> None:
         """Queue the next chunk's micro-batches (with the condition held)."""
         index, size = work.opened, self.plan.batch_sizes[stage_id]
-        live = [state for state in self.chunks[index] if state.status is None]
+        runs = self.runs[stage_id]
+        live = [state for state in self.chunks[index] if runs(state)]
         work.queue.extend((index, live[start : start + size]) for start in range(0, len(live), size))
         work.unfinished.append(-(-len(live) // size))
         work.opened += 1

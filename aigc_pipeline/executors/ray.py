@@ -43,10 +43,11 @@ from .. import hookspecs
 from ..devices import Device, GpuInfo, probe_inventory
 from ..errors import AigcError, StageError
 from ..graph import PipelineGraph
+from ..lifecycle import StageLifecycle
 from ..plugin_manager import PROJECT, has_observers, notify
 from ..records import DONE, ItemState, RunPlan, StageStats
 from ..sinks import ArtifactWriter
-from ..stage_runner import LazyLoad, StageRunner
+from ..stage_runner import StageRunner
 from ..store import RunStore
 
 INSTALL_HINT = "pip install 'aigc-pipeline[ray]'"
@@ -248,7 +249,10 @@ class _StageWorker:
             self.plan.artifacts = ArtifactWriter(step.out_dir)
             self.plan.store = RunStore.attach(step.out_dir) if step.use_store else None
         self.stage_id = stage_id
-        self.runner = StageRunner(stage_id, self.plan, LazyLoad(stage_id, self.plan))
+        # Loaded on the first batch the store cannot serve; the actor, and the model with it, ends
+        # with the dataset (Ray gives a worker no last call), which the driver counts as the unload.
+        self.lifecycle = StageLifecycle(stage_id, stage, step.device, stats)
+        self.runner = StageRunner(stage_id, self.plan, self.lifecycle)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Run the batch; a stage that fails as a whole (its model does not load) marks the batch

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +194,15 @@ def serve(out_dir: Path, host: str, port: int, rows: int | None, ready: Any = No
 
     app = ReviewApp(out_dir, host, port, rows)
     url = f"http://{host}:{port}/"
-    asgi = app.asgi(None if ready is None else lambda: ready(url))
-    server = uvicorn.Server(uvicorn.Config(asgi, host=host, port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app.asgi(), host=host, port=port, log_level="warning", access_log=False))
+
+    def announce() -> None:  # once the socket listens, so the printed URL answers at once
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started and ready is not None:
+            ready(url)
+
+    threading.Thread(target=announce, daemon=True).start()
     try:
         server.run()
     finally:

@@ -76,11 +76,11 @@ class ServedLlm:
                       if self.budget else "not started: the run's cost cap was reached")
             return
         except RowFailed as exc:
-            item.fail(str(exc))
+            item.fail(str(exc), final=False)  # the endpoint may answer next time: not stored
             return
         except Exception as exc:  # a bug or an SDK surprise: this row fails, the batch goes on
             assert self.client is not None
-            item.fail(self.client.redact(f"{type(exc).__name__}: {exc}"))
+            item.fail(self.client.redact(f"{type(exc).__name__}: {exc}"), final=False)
             return
         self._set_outputs(item, answer)
 

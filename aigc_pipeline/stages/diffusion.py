@@ -29,7 +29,6 @@ torch and diffusers are imported in `load` / `process` only: importing this modu
 from __future__ import annotations
 
 import io
-import json
 import os
 import typing
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -40,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..content import IMAGE, TEXT, ArtifactData
 from ..devices import Device
-from ..model_files import find_model, resolve_model, weights_bytes
+from ..models import dtype_keyword, memory_estimate, resolve_model
 from ..plugin_manager import hookimpl
 from ..stage import DeviceNeeds, Stage, StageItem
 
@@ -108,8 +107,9 @@ class DiffusionImageStage(Stage[DiffusionParams]):
 
     @classmethod
     def needs(cls, params: DiffusionParams) -> DeviceNeeds:
-        memory = weights_memory(params.model, params.revision, DTYPE_BYTES[params.dtype])
-        return DeviceNeeds("any", int(memory * ACTIVATION_OVERHEAD), None if params.dtype == "auto" else params.dtype)
+        memory = memory_estimate(params.model, params.revision, dtype_bytes=DTYPE_BYTES[params.dtype],
+                                 headroom=ACTIVATION_OVERHEAD)
+        return DeviceNeeds("any", memory, None if params.dtype == "auto" else params.dtype)
 
     def load(self, device: Device) -> None:
         import torch
@@ -120,7 +120,7 @@ class DiffusionImageStage(Stage[DiffusionParams]):
         folder = resolve_model(p.model, p.revision, allow_pickle=p.allow_pickle)
         dtype = torch.float16 if p.dtype == "auto" and device.is_gpu else getattr(torch, p.dtype, torch.float32)
         pipe = AutoPipelineForText2Image.from_pretrained(
-            str(folder), **{_dtype_keyword(): dtype}, use_safetensors=None if p.allow_pickle else True,
+            str(folder), **{dtype_keyword("diffusers"): dtype}, use_safetensors=None if p.allow_pickle else True,
             trust_remote_code=p.trust_remote_code,
         )
         if p.scheduler is not None:
@@ -184,14 +184,7 @@ class DiffusionImageStage(Stage[DiffusionParams]):
         if self.encoders is not None:
             self.encoders.shutdown(wait=True)
             self.encoders = None
-        if self.pipe is None:
-            return
-        on_gpu = str(getattr(self.pipe, "device", "cpu")).startswith("cuda")
-        self.pipe = None
-        if on_gpu:
-            import torch
-
-            torch.cuda.empty_cache()
+        self.pipe = None  # the engine returns the cached GPU memory once the stage has unloaded
 
 
 def _tune_for_gpu(pipe: Any, compile_model: bool) -> None:
@@ -230,13 +223,6 @@ def _scheduler(current: Any, name: str) -> Any:
     return getattr(diffusers, name).from_config(current.config)
 
 
-def _dtype_keyword() -> str:
-    """diffusers renamed `torch_dtype` to `dtype` (0.42); older releases know only `torch_dtype`."""
-    from diffusers.utils import deprecation_utils
-
-    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
-
-
 def _quiet_progress_bars() -> None:
     """Loading progress bars of diffusers and transformers would garble the run's own progress."""
     import diffusers
@@ -253,28 +239,6 @@ def says_random_weights(folder: Path) -> bool:
         return "random-weight" in readme.read_text(encoding="utf-8", errors="replace").lower()
     except OSError:
         return False
-
-
-# ------------------------------------------------------------------ memory estimate
-
-
-def weights_memory(model: str, revision: str | None, dtype_bytes: int | None) -> int:
-    """Bytes the model's weights take at `dtype_bytes` per floating-point value (None: as stored);
-    0 when unknown.
-
-    Reads only safetensors headers: of each component a diffusers `model_index.json` lists, or of
-    the folder itself. Never downloads: a model not on disk yet counts 0.
-    """
-    folder = find_model(model, revision)
-    if folder is None:
-        return 0
-    parts = [folder]
-    try:
-        components = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
-        parts = [folder / name for name, value in components.items() if isinstance(value, list) and value[0]]
-    except (OSError, ValueError, AttributeError):
-        pass  # not a diffusers pipeline folder: a single model
-    return sum(weights_bytes(part, dtype_bytes) for part in parts if part.is_dir())
 
 
 @hookimpl

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..content import TEXT
 from ..devices import Device
 from ..errors import AigcError, MissingDependencyError
-from ..model_files import find_model, resolve_model, weights_bytes
+from ..models import check_no_remote_code, memory_estimate, resolve_model
 from ..plugin_manager import hookimpl
 from ..stage import DeviceNeeds, Stage, StageItem
 from . import text_checks as checks
@@ -241,9 +241,8 @@ class TextFilterStage(Stage[TextFilterParams]):
         check = params.classifier
         if check is None:
             return DeviceNeeds()
-        folder = find_model(check.model, check.revision)
-        weights = weights_bytes(folder) if folder is not None else 0
-        memory = int(weights * checks.CLASSIFIER_HEADROOM) + checks.CLASSIFIER_HEADROOM_BYTES if weights else 0
+        memory = memory_estimate(check.model, check.revision, headroom=checks.CLASSIFIER_HEADROOM,
+                                 extra_bytes=checks.CLASSIFIER_HEADROOM_BYTES)
         return DeviceNeeds(kind="any", memory_bytes=memory)
 
     @classmethod
@@ -269,8 +268,6 @@ class TextFilterStage(Stage[TextFilterParams]):
                 raise MissingDependencyError(package, "the filter.text classifier check", extra="models")
         folder = resolve_model(check.model, check.revision, allow_pickle=check.allow_pickle)
         if not check.trust_remote_code:
-            from .llm import check_no_remote_code
-
             check_no_remote_code(folder, check.model)
         labels = checks.model_labels(folder)
         if labels and check.label not in labels:

@@ -21,10 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..content import IMAGE, Artifact, ArtifactData
 from ..devices import Device
 from ..errors import ModelUnavailableError
-from ..model_files import resolve_model
+from ..models import memory_estimate, resolve_model
 from ..plugin_manager import hookimpl
 from ..stage import DeviceNeeds, Stage, StageItem
-from .diffusion import ACTIVATION_OVERHEAD, weights_memory
+from .diffusion import ACTIVATION_OVERHEAD
 
 
 class ClassifierCheck(BaseModel):
@@ -86,7 +86,7 @@ class ImageFilterStage(Stage[ImageFilterParams]):
         check = params.classifier
         if check is None:
             return DeviceNeeds()
-        return DeviceNeeds("any", int(weights_memory(check.model, check.revision, None) * ACTIVATION_OVERHEAD))
+        return DeviceNeeds("any", memory_estimate(check.model, check.revision, headroom=ACTIVATION_OVERHEAD))
 
     def load(self, device: Device) -> None:
         check = self.params.classifier

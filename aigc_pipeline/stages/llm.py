@@ -29,15 +29,14 @@ the tokens each row took in `usage`.
 from __future__ import annotations
 
 import importlib.util
-import json
 from typing import Any, Literal
 
 from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
 from ..content import RECORD, TEXT
 from ..devices import Device
-from ..errors import MissingDependencyError, ModelUnavailableError
-from ..model_files import find_model, resolve_model, weights_bytes
+from ..errors import MissingDependencyError
+from ..models import check_no_remote_code, dtype_keyword, memory_estimate, resolve_model
 from ..plugin_manager import hookimpl
 from ..served.backend import ROUNDS_PER_BATCH, ServedLlm
 from ..served.params import ServedFields, cache_fields, check_backend_fields, endpoint_of
@@ -115,13 +114,11 @@ class LlmTextStage(Stage[LlmParams]):
     def needs(cls, params: LlmParams) -> DeviceNeeds:
         """GPU if there is one; memory from the safetensors headers (0 when the model is not local yet).
         A served model needs nothing here: a CPU thread waiting on the network."""
-        p = params
-        if p.backend == "openai":
+        if params.backend == "openai":
             return DeviceNeeds()
-        folder = find_model(p.model, p.revision)
-        weights = weights_bytes(folder, DTYPE_BYTES.get(p.dtype)) if folder is not None else 0
-        memory = int(weights * HEADROOM) + HEADROOM_BYTES if weights else 0
-        return DeviceNeeds(kind="any", memory_bytes=memory, dtype=None if p.dtype == "auto" else p.dtype)
+        memory = memory_estimate(params.model, params.revision, dtype_bytes=DTYPE_BYTES.get(params.dtype),
+                                 headroom=HEADROOM, extra_bytes=HEADROOM_BYTES)
+        return DeviceNeeds(kind="any", memory_bytes=memory, dtype=None if params.dtype == "auto" else params.dtype)
 
     @classmethod
     def model_identity(cls, params: LlmParams) -> Any:
@@ -175,7 +172,7 @@ class LlmTextStage(Stage[LlmParams]):
         dtype = "auto" if p.dtype == "auto" else getattr(torch, p.dtype)
         model = AutoModelForCausalLM.from_pretrained(
             folder, trust_remote_code=p.trust_remote_code, use_safetensors=None if p.allow_pickle else True,
-            **{_dtype_kwarg(): dtype},
+            **{dtype_keyword("transformers"): dtype},
         )
         self.model = model.to(str(device)).eval()  # type: ignore[arg-type]  # transformers types `to` oddly
         self.tokenizer = tokenizer
@@ -185,15 +182,7 @@ class LlmTextStage(Stage[LlmParams]):
         if self.served is not None:
             self.served.unload()
             return
-        on_gpu = self.device is not None and self.device.is_gpu
-        self.model = self.tokenizer = self.device = None
-        if on_gpu:
-            import gc
-
-            import torch
-
-            gc.collect()
-            torch.cuda.empty_cache()
+        self.model = self.tokenizer = self.device = None  # the engine frees the cached GPU memory after
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         live = []
@@ -285,7 +274,8 @@ class LlmTextStage(Stage[LlmParams]):
                 do_sample=False, temperature=None, top_p=None, top_k=None,  # sampling is SeededSampler's
                 repetition_penalty=p.repetition_penalty, pad_token_id=pad_id,
                 logits_processor=_as_list("LogitsProcessorList", processors),
-                stopping_criteria=_as_list("StoppingCriteriaList", criteria), **static_cache_kwargs(p.static_cache),
+                stopping_criteria=_as_list("StoppingCriteriaList", criteria),
+                **static_cache_kwargs(p.static_cache, self.model.device.type),
             )
         end_ids = self._end_ids()
         return [self._finish(_until(row, end_ids)) for row in output[:, width:].tolist()]
@@ -320,14 +310,6 @@ def _as_list(kind: str, items: list[Any]) -> Any:
     import transformers.generation as generation
 
     return getattr(generation, kind)(items)
-
-
-def _dtype_kwarg() -> str:
-    """`from_pretrained` takes `dtype` since transformers 4.56 (`torch_dtype` before)."""
-    import transformers
-
-    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
 class SeededSampler:
@@ -385,29 +367,6 @@ class StopStrings:
         tails = self.tokenizer.batch_decode(new[rows, -self.window:].tolist(), skip_special_tokens=True)
         self.done.update(row for row, tail in zip(rows, tails, strict=True) if any(s in tail for s in self.stop))
         return torch.tensor([row in self.done for row in range(new.shape[0])], device=input_ids.device)
-
-
-def check_no_remote_code(folder: Any, model: str) -> None:
-    """Refuse a model that only loads through its own Python code (config `auto_map`, unknown model type).
-
-    A model whose type transformers knows loads with the built-in class, and its code is ignored.
-    """
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # no config.json: from_pretrained will say what is missing
-    auto_map = config.get("auto_map") if isinstance(config, dict) else None
-    if not auto_map:
-        return
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-
-    if config.get("model_type") not in CONFIG_MAPPING_NAMES:
-        code = ", ".join(sorted({str(v) if isinstance(v, str) else str(v[0]) for v in auto_map.values()}))
-        raise ModelUnavailableError(
-            f"model '{model}' needs its own Python code to load ({code}, model type "
-            f"'{config.get('model_type')}'), and that code is not run unless the stage sets "
-            "'trust_remote_code: true' (do so only for a model you trust)"
-        )
 
 
 @hookimpl

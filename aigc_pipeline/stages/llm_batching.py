@@ -53,10 +53,13 @@ def padded_width(longest: int, static_cache: bool) -> int:
     return -(-longest // WIDTH_BUCKET) * WIDTH_BUCKET
 
 
-def static_cache_kwargs(static_cache: bool) -> dict[str, Any]:
-    """Extra `generate` arguments for the static-cache path (none for the default dynamic cache)."""
+def static_cache_kwargs(static_cache: bool, device_type: str) -> dict[str, Any]:
+    """Extra `generate` arguments for the static-cache path (none for the default dynamic cache).
+    transformers compiles the decode step itself on a GPU; on the CPU the cache stays uncompiled."""
     if not static_cache:
         return {}
+    if device_type != "cuda":
+        return {"cache_implementation": "static"}
     from transformers import CompileConfig
 
     # dynamic=False: a new batch size or bucket recompiles once rather than falling back to

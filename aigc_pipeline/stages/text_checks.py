@@ -401,9 +401,4 @@ class TextClassifier:
         return scores
 
     def close(self) -> None:
-        gpu = self.device.startswith("cuda")
-        del self.model
-        if gpu:
-            import torch
-
-            torch.cuda.empty_cache()
+        del self.model  # the engine frees the cached GPU memory once the stage has unloaded

@@ -37,7 +37,7 @@ from ..audio import PCM16_MAX, encode_wav, parse_wav_stream, tone
 from ..content import AUDIO, TEXT, ArtifactData
 from ..devices import Device
 from ..errors import AigcError, MissingDependencyError, MissingProgramError, ModelUnavailableError
-from ..model_files import find_model, resolve_model, weights_bytes
+from ..models import memory_estimate, resolve_model
 from ..plugin_manager import hookimpl
 from ..seeding import torch_seeded
 from ..stage import DeviceNeeds, Stage, StageItem
@@ -226,11 +226,7 @@ class VitsSpeaker:
                                                                          "model": self.params.model})
 
     def close(self) -> None:
-        del self.model
-        if self.device.is_gpu:
-            import torch
-
-            torch.cuda.empty_cache()
+        del self.model  # the engine frees the cached GPU memory once the stage has unloaded
 
 
 def speakable(tokenizer: Any, text: str) -> bool:
@@ -277,9 +273,9 @@ class TtsStage(Stage[TtsParams]):
         if params.backend != "transformers":
             return DeviceNeeds("cpu")
         # From the safetensors headers when the model is on this machine already (never downloads).
-        folder = find_model(params.model or "", params.revision)
-        weights = weights_bytes(folder, DTYPE_BYTES[params.dtype]) if folder is not None else 0
-        return DeviceNeeds("any", int(weights * HEADROOM) + HEADROOM_BYTES if weights else 0, params.dtype)
+        memory = memory_estimate(params.model or "", params.revision, dtype_bytes=DTYPE_BYTES[params.dtype],
+                                 headroom=HEADROOM, extra_bytes=HEADROOM_BYTES)
+        return DeviceNeeds("any", memory, params.dtype)
 
     def load(self, device: Device) -> None:
         params = self.params

@@ -50,13 +50,18 @@ def test_an_answer_slower_than_the_timeout_is_asked_again(served_lm, tmp_path: P
 
 
 def test_a_row_whose_faults_never_stop_fails_with_the_status_and_message(served_lm, tmp_path: Path) -> None:
-    with FaultProxy(served_lm.base_url.removesuffix("/v1"), Faults(always={"bread": "500"})) as proxy:
+    faults = Faults(always={"bread": "500"})
+    with FaultProxy(served_lm.base_url.removesuffix("/v1"), faults) as proxy:
         text = served_pipeline(proxy.base_url, str(served_lm.folder), max_retries=2, **FAST)
         result = run_text(text, write_rows(tmp_path, 4), tmp_path / "out")
-    rows = results(tmp_path / "out")
+        rows = results(tmp_path / "out")
+        faults.always.clear()  # the server recovers: a re-run asks again for the failed row only
+        again = run_text(text, write_rows(tmp_path, 4), tmp_path / "out")
     assert [row["status"] for row in rows] == ["done", "failed", "done", "done"]
     assert rows[1]["error"] == {"stage": "copy", "reason": "HTTP 500: injected 500 (gave up after 3 attempts)"}
     assert result.summary.stages["copy"].failed == 1
+    assert again.summary.counts["done"] == 4 and again.summary.stages["copy"].cached == 3
+    assert [entry["body"]["messages"][-1]["content"] for entry in proxy.log[-1:]] == ["Write about bread 1"]
 
 
 def test_structured_answers_are_validated_retried_and_parsed_for_downstream(served_lm, tmp_path: Path) -> None:

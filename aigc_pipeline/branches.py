@@ -1,0 +1,38 @@
+"""Which rows a stage runs: the rule for a branch whose row another branch filtered or failed.
+
+A stage runs every row its own upstream passed. A row filtered or failed by a stage that is not
+upstream of it (another branch: `checked` drops a row's copy while `hero` draws its image from the
+prompt) still runs there, and its result is stored: the row's status stays the first verdict, and
+the other branch's outputs are kept beside it. So what a branch computes never depends on which
+branch reached a row first (stage threads race), and a re-run of a finished run finds every result
+it needs in the store: it loads no model, whatever was filtered. The cost is the first run's work
+on such rows (an image for a row whose copy was dropped), paid once.
+
+A row a stage upstream of it ended, or a rejected input row, is never run: its inputs do not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import networkx as nx
+
+from .records import FAILED, FILTERED, ItemState, RunPlan
+
+ENDED_ELSEWHERE = (FILTERED, FAILED)
+
+
+def row_filter(plan: RunPlan, stage_id: str) -> Callable[[ItemState], bool]:
+    """Whether `stage_id` runs a row (see the module docstring)."""
+    upstream = nx.ancestors(plan.graph.graph, stage_id)
+    needed = [str(ref) for ref in plan.graph.wiring[stage_id].values()]
+
+    def runs(state: ItemState) -> bool:
+        if state.status is None:
+            return True
+        if state.status not in ENDED_ELSEWHERE or state.stage in upstream or state.stage == stage_id:
+            return False
+        values = state.values
+        return all(key in values for key in needed)
+
+    return runs
