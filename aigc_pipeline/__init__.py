@@ -14,6 +14,7 @@ from .errors import (
     PipelineFileError,
     PlacementError,
     PluginError,
+    PreflightError,
     Problem,
     StageError,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "PipelineGraph",
     "PlacementError",
     "PluginError",
+    "PreflightError",
     "Problem",
     "RunInfo",
     "RunResult",

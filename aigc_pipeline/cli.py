@@ -104,7 +104,7 @@ def run(
         backend = _backend(executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
                             gpu_memory=cap, fresh=fresh, backend=backend, retake=retake, rerun=rerun,
-                            retry_quarantined=retry_quarantined)
+                            retry_quarantined=retry_quarantined, keep_results=False)
     except AigcError as exc:
         _fail(exc)
     except KeyboardInterrupt as exc:  # a stop signal before the execution began: nothing ran

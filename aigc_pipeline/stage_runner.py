@@ -22,6 +22,7 @@ from typing import Any
 from .branches import row_filter
 from .content import AUDIO, IMAGE, ArtifactData
 from .errors import AigcError, OutputFolderError
+from .port_checks import output_problem, port_checks
 from .provenance import origin_of
 from .records import (
     DONE,
@@ -47,6 +48,7 @@ from .store import (
     item_key,
     stage_prefix,
 )
+from .time_limits import call_within, stage_timeout
 
 
 class StageRunner:
@@ -69,6 +71,8 @@ class StageRunner:
         self.outputs = {port: f"{stage_id}.{port}" for port in type(self.stage).outputs}
         self.outputs_list = list(self.outputs.items())
         self.call = plan.pm.hook.aigc_process_batch
+        self.timeout = stage_timeout(type(self.stage), graph.pipeline.spec.stages[stage_id].timeout)
+        self.checks = port_checks(type(self.stage).outputs)
         self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO)]
         self.artifacts = plan.artifacts
         self.batch_sizes, self.warnings = plan.batch_sizes, plan.warnings
@@ -212,7 +216,8 @@ class StageRunner:
     def _run_isolated(self, states: list[ItemState]) -> None:
         items = self.items(states)
         try:
-            returned = self.call(stage_id=self.stage_id, stage=self.stage, batch=items)
+            returned = call_within(self.timeout, len(items), self.call, stage_id=self.stage_id, stage=self.stage,
+                                   batch=items)
             if returned is not items:
                 returned = _in_batch_order(items, returned)
         except Exception as exc:
@@ -251,6 +256,9 @@ class StageRunner:
         outputs = self.outputs_list
         done = 0
         for state, item in zip(states, items, strict=True):
+            if item.verdict is None and (problem := output_problem(self.stage_id, self.checks, item.outputs)):
+                self._record_failure(state, problem)
+                continue
             if self.artifact_ports and item.verdict is None and not self._save_artifacts(state, item):
                 continue
             if item.verdict is None and not item.flags:  # the common case, kept lean

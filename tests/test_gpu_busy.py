@@ -139,3 +139,26 @@ inputs: {text: str}
 stages:
   copy: {uses: llm.text, inputs: {prompt: inputs.text}, with: {model: "MODEL", max_new_tokens: 4}}
 """
+
+
+def fake_smi(folder: Path, body: str) -> None:
+    """An `nvidia-smi` on PATH (the real one cannot exist on a machine without an NVIDIA driver)."""
+    program = folder / "nvidia-smi"
+    program.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
+    program.chmod(0o755)
+
+
+def test_nvidia_smi_is_the_last_resort_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_smi(tmp_path, 'test "$1 $2 $3 $4" = "--query-gpu=utilization.gpu --format=csv,noheader,nounits -i 1" '
+                       '&& echo 42 || { test "$4" = 0 && echo 7 || exit 3; }')
+    monkeypatch.setenv("PATH", str(tmp_path))
+    read = gpu_busy._smi_reader()
+    assert read is not None and read(CUDA1) == 42.0 and read(CUDA0) == 7.0
+
+
+def test_a_failing_nvidia_smi_is_no_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_smi(tmp_path, "echo 'NVIDIA-SMI has failed' >&2; exit 9")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert gpu_busy._smi_reader() is None
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert gpu_busy._smi_reader() is None

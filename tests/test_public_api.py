@@ -33,6 +33,7 @@ PUBLIC_API = [
     "PipelineGraph",
     "PlacementError",
     "PluginError",
+    "PreflightError",
     "Problem",
     "RunInfo",
     "RunResult",
