@@ -56,9 +56,14 @@ def test_review_retake_and_export_in_a_browser(tiny_model: Any, tmp_path: Path) 
         page.goto(url)
         assert _reviews(page) == ["pending"] * 5
         _press(page, "aaarr", ["approved"] * 3 + ["rejected"] * 2)
+        page.keyboard.press("n")  # a note on the last card, the one the keys stopped at
+        page.keyboard.type("too dark")
+        with page.expect_response("**/api/decision"):
+            page.keyboard.press("Enter")
         screenshot(page, tmp_path, "review-app.png")
         page.reload()
         assert _reviews(page) == ["approved"] * 3 + ["rejected"] * 2  # stored, not just drawn
+        assert page.locator("#rows .card").nth(4).locator("input.note").input_value() == "too dark"
         assert page.errors == []
     assert [r["review"] for r in _results(out)] == ["approved"] * 3 + ["rejected"] * 2
 
