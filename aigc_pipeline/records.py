@@ -178,8 +178,9 @@ class RunPlan:
     # Every stage's devices, `placement[sid]` first; more than one: copies of it share its rows.
     replicas: dict[str, list[Device]] = field(default_factory=dict)
     needs: dict[str, DeviceNeeds] = field(default_factory=dict)  # each stage's, as make_plan read them once
-    # Re-takes (`--retake`, review/takes.py): row index -> stage -> take; absent: take 0.
-    takes: dict[int, dict[str, int]] = field(default_factory=dict)
+    # Re-takes (`--retake`, review/takes.py): row identity (results that carry an `id`) or row
+    # index -> stage -> take; absent: take 0.
+    takes: dict[int | str, dict[str, int]] = field(default_factory=dict)
     rerun: frozenset[str] = frozenset()  # stages that run again instead of reusing stored results (--rerun)
 
 
