@@ -224,7 +224,7 @@ def _groups(out_dir: Path) -> list[dict[str, Any]]:
 def read_inputs(manifest: dict[str, Any], shown: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The input values of the rows shown, read from the input file the manifest names ({} if it is gone)."""
     from .errors import AigcError
-    from .sources import read_rows
+    from .sources import stream_rows
 
     source = manifest.get("input") or {}
     path, columns = source.get("path"), source.get("columns")
@@ -233,9 +233,11 @@ def read_inputs(manifest: dict[str, Any], shown: list[dict[str, Any]]) -> dict[i
         return {}
     found: dict[int, dict[str, Any]] = {}
     try:
-        for row in read_rows(path, columns, max(wanted) + 1):
+        for row in stream_rows(path, columns, max(wanted) + 1):  # streamed: only the wanted rows are kept
             if row.index in wanted:
                 found[row.index] = row.values or {}
+                if len(found) == len(wanted):
+                    break
     except (AigcError, OSError, ValueError):
         return {}
     return found

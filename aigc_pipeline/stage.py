@@ -17,7 +17,8 @@ A stage type is a subclass of `Stage` with:
 - `run_wide(params)`: True when an item's result depends on the rows before it (a dedupe): the
   stage then sees every row in one instance, in input order (no replicas; one actor on Ray);
 - `__init__(params)`: cheap, stores configuration only;
-- `load(device)`: loads models once, on the device the scheduler chose;
+- `load(device)`: loads models once, on the device the scheduler chose (returns False when
+  its params need no model, so the run counts no load);
 - `process(batch) -> batch`: a list of `StageItem` in, the same items out, each with its outputs
   set, or marked `fail(...)`, `drop(...)` or `flag(...)`;
 - `unload()`: releases what `load` took; always called, in a `finally`.
@@ -239,8 +240,9 @@ class Stage(Generic[P]):
         input order: it never gets replicas, and on Ray it runs in a single actor."""
         return False
 
-    def load(self, device: Device) -> None:
-        """Load models onto `device`. Default: nothing to load."""
+    def load(self, device: Device) -> bool | None:
+        """Load models onto `device`. Default: nothing to load. Return False when these params
+        need no model (a filter without a classifier): the run then counts no load."""
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         raise NotImplementedError

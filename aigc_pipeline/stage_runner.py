@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .branches import row_filter
-from .content import AUDIO, IMAGE, ArtifactData
+from .content import AUDIO, IMAGE, VIDEO, ArtifactData
 from .errors import AigcError, OutputFolderError
 from .port_checks import output_problem, port_checks
 from .provenance import origin_of
@@ -73,7 +73,7 @@ class StageRunner:
         self.call = plan.pm.hook.aigc_process_batch
         self.timeout = stage_timeout(type(self.stage), graph.pipeline.spec.stages[stage_id].timeout)
         self.checks = port_checks(type(self.stage).outputs)
-        self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO)]
+        self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO, VIDEO)]
         self.artifacts = plan.artifacts
         self.batch_sizes, self.warnings = plan.batch_sizes, plan.warnings
         self.max_batch: int | None = None  # set by an out-of-memory error: the size that fits

@@ -17,6 +17,7 @@ PUBLIC_API = [
     "IMAGE",
     "RECORD",
     "TEXT",
+    "VIDEO",
     "AigcError",
     "Artifact",
     "ArtifactData",
