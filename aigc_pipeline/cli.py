@@ -20,9 +20,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from .devices import Device
-from .engine import Engine
+from .engine import Engine, estimate
 from .errors import AigcError, PipelineFileError, Problem
-from .progress import RichProgress
+from .progress import RichProgress, gpu_lines
 from .residency import MemoryCap, format_bytes
 from .signals import listen, received
 from .spec import pipeline_json_schema
@@ -89,6 +89,8 @@ def run(
     rerun: Annotated[Optional[list[str]], typer.Option("--rerun", metavar="STAGE", help="run this stage again instead of reusing its stored results (and what its new outputs change); repeatable")] = None,  # noqa: UP045, E501
     format_: Annotated[str, typer.Option("--format", help="results.jsonl always; parquet: results.parquet beside it")] = "jsonl",  # noqa: E501
     retry_quarantined: Annotated[bool, typer.Option("--retry-quarantined", help="give rows quarantined for crashing the process another chance (they run alone)")] = False,  # noqa: E501
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", metavar="USD", min=0, help="stop starting paid requests once this much could be spent (stages with a price); rows not started are not_run, a re-run continues")] = None,  # noqa: UP045, E501
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print rows, requests, estimated tokens and cost per stage that spends money; run nothing, call nothing")] = False,  # noqa: E501
 ) -> None:
     """Run a pipeline over every row of an input file.
 
@@ -99,13 +101,16 @@ def run(
         engine = Engine(plugins=plugin)
         graph = engine.load(file, set_ or [])
         _warn(graph.warnings)
+        if dry_run:
+            _print_estimate(estimate(graph, input, limit))
+            return
         if not quiet:
             engine.register(RichProgress(err), name="aigc-cli-progress")
         cap = MemoryCap.parse(gpu_memory) if gpu_memory else None
         backend = _backend(executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
                             gpu_memory=cap, fresh=fresh, backend=backend, retake=retake, rerun=rerun,
-                            retry_quarantined=retry_quarantined, keep_results=False,
+                            retry_quarantined=retry_quarantined, keep_results=False, max_cost=max_cost,
                             results_format=format_)
     except AigcError as exc:
         _fail(exc)
@@ -118,9 +123,49 @@ def run(
     _finish_run(result)
 
 
+def _print_estimate(estimates: list[Any]) -> None:
+    """The dry run's table: what each stage that spends money would send (estimated, nothing called)."""
+    if not estimates:
+        out.print("dry run: no stage of this pipeline calls a paid or served model", highlight=False)
+        return
+    table = Table(title="dry run (estimates; nothing was called)", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, collapse_padding=True)
+    for index, column in enumerate(("stage", "type", "rows", "requests", "prompt tokens", "completion tokens (max)",
+                                    "cost (max)")):
+        table.add_column(column, justify="left" if index < 2 else "right")
+    for e in estimates:
+        cost = "no price" if e.cost_usd is None else f"${e.cost_usd:.4f}"
+        table.add_row(e.stage, e.type_name, str(e.rows), str(e.requests), f"~{e.prompt_tokens}",
+                      str(e.completion_tokens), cost)
+    out.print(table)
+    for e in estimates:
+        if e.unknown_inputs:
+            out.print(f"{e.stage}: {e.unknown_inputs} row(s) take their prompt from a model stage: not counted",
+                      highlight=False, markup=False)
+
+
+def _ledger_lines(summary: Any) -> list[str]:
+    """"copy: 256 requests, 31 retries, 3584 + 2048 tokens, $0.0123" for each stage with counters."""
+    lines = []
+    for stage_id, stats in summary.stages.items():
+        c = getattr(stats, "counters", None)
+        if not c:
+            continue
+        parts = [f"{int(c.get('requests', 0))} requests", f"{int(c.get('retries', 0))} retries",
+                 f"{int(c.get('prompt_tokens', 0))} prompt + {int(c.get('completion_tokens', 0))} completion tokens"]
+        if "cost_usd" in c:
+            parts.append(f"${c['cost_usd']:.4f}")
+        if c.get("not_run"):
+            parts.append(f"{int(c['not_run'])} not started (cost cap)")
+        lines.append(f"{stage_id}: " + ", ".join(parts))
+    return lines
+
+
 def _finish_run(result: Any) -> None:
     """Print a run's summary and where its files are; exit 1 if it stopped early, 128 + N after signal N."""
     _print_summary(result.summary, result.results_path)
+    for line in _ledger_lines(result.summary):
+        out.print(f"ledger: {line}", highlight=False, markup=False, soft_wrap=True)
     if result.groups_path is not None and result.summary.group_counts:
         groups = ", ".join(f"{n} {status}" for status, n in result.summary.group_counts.items() if n)
         out.print(f"groups: {groups} → {result.groups_path}", highlight=False)
@@ -177,7 +222,7 @@ def _print_summary(summary: Any, results_path: Path) -> None:
     memory = _memory_lines(summary)
     if memory:
         out.print("model memory: " + ", ".join(memory), highlight=False, markup=False, soft_wrap=True)
-    gpu = _gpu_lines(summary)
+    gpu = gpu_lines(summary)
     if gpu:
         out.print("on the GPU: " + "; ".join(gpu), highlight=False, markup=False, soft_wrap=True)
     counts = ", ".join(f"{count} {status}" for status, count in summary.counts.items() if count)
@@ -196,20 +241,6 @@ def _memory_lines(summary: Any) -> list[str]:
         if stats.peak_memory_bytes:
             text += f" (peak {format_bytes(stats.peak_memory_bytes)} on {stats.device})"
         lines.append(text)
-    return lines
-
-
-def _gpu_lines(summary: Any) -> list[str]:
-    """"copy: weights 487 MiB, busy 93%, first batch 17.20s" for each stage that measured them on a GPU."""
-    lines = []
-    for stage_id, stats in summary.stages.items():
-        parts = [f"weights {format_bytes(stats.model_bytes)}"] if stats.model_bytes else []
-        if stats.gpu_busy is not None:
-            parts.append(f"busy {stats.gpu_busy:.0%}")
-        if parts and stats.first_batch_seconds is not None:
-            parts.append(f"first batch {stats.first_batch_seconds:.2f}s")
-        if parts:
-            lines.append(f"{stage_id}: " + ", ".join(parts))
     return lines
 
 
@@ -388,6 +419,30 @@ def make_tiny(
     for kind, folder in built.items():
         out.print(f"{kind:<17} {folder}", highlight=False, markup=False)
     out.print("random weights: these models produce noise, not content", style="yellow")
+
+
+@models_app.command("train-digits")
+def train_digits(
+    out_dir: Annotated[Path, typer.Argument(help="folder for digits-cgan/, digits-vae/, report.json")],
+    gan_epochs: Annotated[int, typer.Option(min=1, help="conditional DCGAN training epochs")] = 80,
+    vae_epochs: Annotated[int, typer.Option(min=1, help="VAE training epochs")] = 100,
+    seed: int = 0,
+    grid: Annotated[Optional[Path], typer.Option(help="also write a PNG grid of generated digits here")] = None,  # noqa: UP045
+) -> None:
+    """Train a conditional DCGAN and a VAE on scikit-learn's real handwritten digits (no download) and check them."""
+    from .training.digits import train_digits as train
+
+    report = train(out_dir, gan_epochs=gan_epochs, vae_epochs=vae_epochs, seed=seed, grid=grid)
+    per_digit = " ".join(f"{digit}:{share:.0%}" for digit, share in enumerate(report.gan_recognised_per_digit))
+    for line in (
+        f"trained in {report.seconds:.1f} s on {report.threads} torch thread(s) "
+        f"({report.train_rows} training digits, {report.test_rows} held out)",
+        f"classifier (SVM) accuracy on held-out real digits: {report.classifier_accuracy:.1%}",
+        f"conditional GAN images recognised as the requested digit: {report.gan_recognised:.1%} ({per_digit})",
+        f"VAE reconstruction error (held-out, mean squared, pixels in [0, 1]): {report.vae_reconstruction_mse:.4f}",
+        f"generators: {out_dir / 'digits-cgan'}, {out_dir / 'digits-vae'}; figures: {out_dir / 'report.json'}",
+    ):
+        out.print(line, highlight=False, markup=False)
 
 
 init_app = typer.Typer(help="Create new projects from templates.", no_args_is_help=True)

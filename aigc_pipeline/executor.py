@@ -17,7 +17,7 @@ from typing import Any
 import pluggy
 
 from .devices import Device, Inventory, probe_inventory
-from .errors import AigcError, StageError
+from .errors import AigcError, PreflightError, StageError
 from .gpu_busy import BusySampler
 from .graph import PipelineGraph
 from .plugin_manager import hookimpl, notify
@@ -34,6 +34,7 @@ from .records import (
     StageStats,
     item_result,
     result_keys,
+    usage_keys,
 )
 from .residency import (
     MemoryCap,
@@ -78,10 +79,10 @@ def make_plan(
     stages: dict[str, Stage] = {}
     requests: dict[str, Any] = {}
     needs_of: dict[str, DeviceNeeds] = {}
+    preflight(graph)
     for stage_id in graph.order:
         cls = graph.stage_class(stage_id)
         params = graph.pipeline.params[stage_id]
-        _preflight(stage_id, cls, params)
         needs = needs_of[stage_id] = cls.needs(params)
         own = spec.stages[stage_id].device
         requested = Device.parse(own) if own else (device if needs.kind != "cpu" else None)
@@ -92,7 +93,8 @@ def make_plan(
         inventory = probe_inventory() if wants_gpu else Inventory()
     inventory = cap_inventory(inventory, gpu_memory)
     placement = place_stages(requests, inventory, pm)
-    batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).default_batch_size for sid in graph.order}
+    batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).batch_size_for(graph.pipeline.params[sid])
+                   for sid in graph.order}
     memory = {sid: needs.memory_bytes for sid, needs in needs_of.items()}
     budget = budgets(inventory)
     residency = _residency(graph, placement, memory, budget)
@@ -127,11 +129,24 @@ def _residency(
             for phase in plan_phases(part, upstream, placement, memory, budget)]
 
 
-def _preflight(stage_id: str, cls: Any, params: Any) -> None:
-    try:
-        cls.preflight(params)
-    except AigcError as exc:
-        raise StageError(stage_id, cls.type_name, str(exc)) from exc
+def preflight(graph: PipelineGraph) -> None:
+    """Every stage's cheap checks (models present, programs installed) before anything loads.
+
+    One failing stage raises its StageError; several raise one PreflightError that lists them all,
+    so a user fixing a pipeline sees every missing model at once, not one per attempt."""
+    problems: list[StageError] = []
+    for stage_id in graph.order:
+        cls = graph.stage_class(stage_id)
+        try:
+            cls.preflight(graph.pipeline.params[stage_id])
+        except AigcError as exc:
+            problem = StageError(stage_id, cls.type_name, str(exc))
+            problem.__cause__ = exc
+            problems.append(problem)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise PreflightError(problems)
 
 
 def execute(
@@ -169,7 +184,7 @@ def execute(
     info = _run_info(plan, phases, total, out_dir)
     started = time.perf_counter()
     notify(pm, "aigc_run_start", plan.warnings.append, run=info)
-    results = _Results(pm, keys, sink, plan.warnings.append)
+    results = _Results(pm, keys, sink, plan.warnings.append, usage_keys(graph))
     groups, error, trace = _run_rows(backend or LocalExecutor(), plan, states, total, results)
     group_keys = result_keys(graph, "group")
     group_results: list[ItemResult] = [group_result(state, group_keys) for state in groups]
@@ -239,8 +254,9 @@ class _Results:
     """Row results in input order: counted, announced (`aigc_item_finished`), passed to the sink or kept."""
 
     def __init__(self, pm: pluggy.PluginManager, keys: list[tuple[str, str]],
-                 sink: Callable[[ItemResult], None] | None, warn: Callable[[str], None]) -> None:
-        self.pm, self.keys, self.sink, self.warn = pm, keys, sink, warn
+                 sink: Callable[[ItemResult], None] | None, warn: Callable[[str], None],
+                 usage: list[tuple[str, str]]) -> None:
+        self.pm, self.keys, self.sink, self.warn, self.usage = pm, keys, sink, warn, usage
         self.observed = _observed(pm)
         self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self.kept: list[ItemResult] = []
@@ -251,9 +267,9 @@ class _Results:
         for state in chunk:
             if state.status == REJECTED:
                 if self.feed is not None:
-                    self._emit(item_result(state, self.keys))
+                    self._emit(item_result(state, self.keys, self.usage))
                 continue
-            result = item_result(state, self.keys)
+            result = item_result(state, self.keys, self.usage)
             if self.observed:
                 notify(self.pm, "aigc_item_finished", self.warn, result=result)
             if self.feed is not None:
@@ -262,7 +278,7 @@ class _Results:
     def rest(self, states: Iterable[ItemState]) -> None:
         """After the run: every row not emitted yet, in order (rows after a stop are not_run)."""
         for state in self.feed.rest() if self.feed is not None else states:
-            self._emit(item_result(state, self.keys))
+            self._emit(item_result(state, self.keys, self.usage))
 
     def _emit(self, result: ItemResult) -> None:
         self.counts[result.status] += 1

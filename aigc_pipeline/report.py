@@ -114,27 +114,46 @@ def _random_models(manifest: dict[str, Any]) -> str:
 
 _STAGE_COLUMNS = ("done", "filtered", "failed", "flagged", "cached", "batches")
 _NOT_COUNTERS = {*_STAGE_COLUMNS, "type_name", "device", "seconds", "load_seconds", "peak_memory", "peak_memory_bytes",
-                 "peak_rss_bytes", "memory_bytes", "unloads"}
+                 "peak_rss_bytes", "memory_bytes", "unloads", "made_by"}
 
 
 def _stage_table(manifest: dict[str, Any]) -> str:
     stages = manifest.get("stages") or {}
     if not stages:
         return ""
-    extras = sorted({k for stats in stages.values() for k, v in stats.items()
-                     if k not in _NOT_COUNTERS and isinstance(v, (int, float)) and not isinstance(v, bool) and v})
+    counters = {sid: _counters(stats) for sid, stats in stages.items()}
+    extras = sorted({name for found in counters.values() for name, value in found.items() if value})
     names = ("stage", "type", "device", *_STAGE_COLUMNS, *extras, "time", "load", "peak memory",
              "stored results by run")
     head = "".join(f"<th>{e(c)}</th>" for c in names)
     body = []
     for stage_id, stats in stages.items():
         cells = [e(stage_id), e(stats.get("type_name")), e(stats.get("device"))]
-        cells += [e(_number(stats.get(c, 0))) for c in (*_STAGE_COLUMNS, *extras)]
+        cells += [e(_number(stats.get(c, 0))) for c in _STAGE_COLUMNS]
+        cells += [e(_number(counters[stage_id].get(c, 0))) for c in extras]
         cells += [f"{float(stats.get('seconds') or 0):.2f}s", f"{float(stats.get('load_seconds') or 0):.2f}s",
                   e(_bytes((stats.get("peak_memory") or {}).get("bytes"))), _made_by(stats, manifest.get("run_id"))]
         body.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     return (f'<section><h2>stages</h2><div class="scroll"><table class="stages"><tr>{head}</tr>{"".join(body)}'
             "</table></div></section>")
+
+
+def _counters(stats: dict[str, Any]) -> dict[str, float]:
+    """Every other number a stage reports (retries, tokens, cost...), also those a stage keeps in a
+    mapping of its own (`counters`), whatever their names: the table grows a column for each."""
+    found: dict[str, float] = {}
+    for name, value in stats.items():
+        if name in _NOT_COUNTERS:
+            continue
+        if isinstance(value, dict):
+            found.update({str(k): v for k, v in value.items() if _is_number(v)})
+        elif _is_number(value):
+            found[name] = value
+    return found
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _made_by(stats: dict[str, Any], this_run: Any) -> str:
@@ -205,7 +224,7 @@ def _groups(out_dir: Path) -> list[dict[str, Any]]:
 def read_inputs(manifest: dict[str, Any], shown: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The input values of the rows shown, read from the input file the manifest names ({} if it is gone)."""
     from .errors import AigcError
-    from .sources import read_rows
+    from .sources import stream_rows
 
     source = manifest.get("input") or {}
     path, columns = source.get("path"), source.get("columns")
@@ -214,9 +233,11 @@ def read_inputs(manifest: dict[str, Any], shown: list[dict[str, Any]]) -> dict[i
         return {}
     found: dict[int, dict[str, Any]] = {}
     try:
-        for row in read_rows(path, columns, max(wanted) + 1):
+        for row in stream_rows(path, columns, max(wanted) + 1):  # streamed: only the wanted rows are kept
             if row.index in wanted:
                 found[row.index] = row.values or {}
+                if len(found) == len(wanted):
+                    break
     except (AigcError, OSError, ValueError):
         return {}
     return found

@@ -101,23 +101,22 @@ class NewResult:
 
 
 class PendingResults:
-    """Results finished since the last commit, with when the first of them came."""
+    """Results finished since the last commit."""
 
     def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
         self.keys: list[str] = []  # in-flight markers to clear
         self.results: dict[str, tuple[Any, ...]] = {}  # key -> row, for lookups before the commit
-        self.since = 0.0
 
     def add(self, rows: list[tuple[Any, ...]], keys: list[str]) -> None:
-        if not self.keys:
-            self.since = time.monotonic()
         self.rows.extend(rows)
         self.keys.extend(keys)
         self.results.update((row[0], row) for row in rows)
 
-    def due(self) -> bool:
-        return len(self.keys) >= FLUSH_ROWS or time.monotonic() - self.since >= FLUSH_SECONDS
+    def due(self, last_commit: float) -> bool:
+        """Commit now: the last commit is FLUSH_SECONDS old (so a slow stage commits every batch,
+        and the first batch at once), or FLUSH_ROWS results wait."""
+        return len(self.keys) >= FLUSH_ROWS or time.monotonic() - last_commit >= FLUSH_SECONDS
 
 
 class RunStore:
@@ -134,6 +133,7 @@ class RunStore:
         self._suspects: dict[str, int] = {}
         self._pending = PendingResults()  # finished, not committed yet (see finish)
         self.batched = True  # commit quick batches' results together (see finish)
+        self._last_commit = 0.0  # time.monotonic() of the last commit of results
 
     @classmethod
     def open(cls, out_dir: Path, identity: dict[str, Any], fresh: bool = False,
@@ -252,8 +252,8 @@ class RunStore:
     def finish(self, stage_id: str, results: list[NewResult], keys: list[str]) -> None:
         """Record results and clear the in-flight markers (and crash counts) of `keys`.
 
-        Results of quick batches are committed together (`pending`): one commit per FLUSH_SECONDS
-        or FLUSH_ROWS, not per micro-batch (each commit rewrites every page its random keys touch:
+        Results of quick batches are committed together (`pending`): at most one commit per
+        FLUSH_SECONDS (or FLUSH_ROWS), not one per micro-batch (each commit rewrites every page its random keys touch:
         the template stages of product_copy spent more time committing than rendering). Until
         then their in-flight markers stay: a kill in between re-runs them (at most FLUSH_SECONDS
         of cheap work). Suspects (items that crashed a run) are committed at once.
@@ -265,7 +265,7 @@ class RunStore:
             if self._closed:
                 return
             self._pending.add(rows, keys)
-            if not self.batched or self._pending.due() or any(key in self._suspects for key in keys):
+            if not self.batched or self._pending.due(self._last_commit) or any(key in self._suspects for key in keys):
                 self._flush()
 
     def flush(self) -> None:
@@ -278,6 +278,7 @@ class RunStore:
         pending, self._pending = self._pending, PendingResults()
         if not pending.keys:
             return
+        self._last_commit = time.monotonic()
         with self._writing() as db:
             db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)", pending.rows)
             params = [(key,) for key in pending.keys]
@@ -407,11 +408,12 @@ def _key_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def stage_prefix(type_name: str, params: BaseModel, identity: Any, origin: Any = None) -> str:
-    """The part of every cache key of one stage that does not depend on the item. `origin`: the
-    stage's version and its distribution's name and version (`provenance.StageOrigin.as_key`)."""
-    text = canonical_json({"type": type_name, "params": params.model_dump(mode="json"), "models": identity,
-                           "origin": origin})
+def stage_prefix(type_name: str, params: BaseModel | dict[str, Any], identity: Any, origin: Any = None) -> str:
+    """The part of every cache key of one stage that does not depend on the item (`params`: as
+    `Stage.cache_params` gives them). `origin`: the stage's version and its distribution's name
+    and version (`provenance.StageOrigin.as_key`)."""
+    fields = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
+    text = canonical_json({"type": type_name, "params": fields, "models": identity, "origin": origin})
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
