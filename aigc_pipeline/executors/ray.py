@@ -16,9 +16,10 @@ is one `map_batches` step over those records, with the stage's own batch size:
 
 Workers do the per-batch work with the local executor's own `StageRunner` (per-item isolation,
 out-of-memory halving, store lookups, artifacts), so outputs are the same item for item. They
-write artifacts into the output folder and results into its `run.sqlite` (each with its own
-connection, `RunStore.attach`), so a run interrupted on Ray resumes like a local one. On a
-cluster, the output folder must therefore be on storage every node sees.
+write artifacts into the output folder, and read its `run.sqlite` through a read-only connection
+(`worker_store.WorkerStore`); the results they would record travel back with their batch, and the
+driver, the store's only writer, commits them, so a run interrupted on Ray resumes like a local
+one. On a cluster, the output folder must be on storage every node sees (the artifacts).
 
 The driver marks an item done when its record comes out of the last step, and adds up the
 counters each step sends back with its batches (a column per stage).
@@ -48,7 +49,7 @@ from ..plugin_manager import PROJECT, has_observers, notify
 from ..records import DONE, ItemState, RunPlan, StageStats
 from ..sinks import ArtifactWriter
 from ..stage_runner import StageRunner
-from ..store import RunStore
+from ..worker_store import WorkerStore, commit_to
 
 INSTALL_HINT = "pip install 'aigc-pipeline[ray]'"
 ROWS_PER_BLOCK = 64  # like the local executor's chunks: an item is marked done a block at a time
@@ -245,9 +246,10 @@ class _StageWorker:
         stats = StageStats(type(stage).type_name, str(step.device))
         self.plan = RunPlan(graph, {stage_id: stage}, {stage_id: step.device}, {stage_id: step.batch_size}, pm,
                             {stage_id: stats})
+        self.store: WorkerStore | None = None
         if step.out_dir is not None:
             self.plan.artifacts = ArtifactWriter(step.out_dir)
-            self.plan.store = RunStore.attach(step.out_dir) if step.use_store else None
+            self.plan.store = self.store = WorkerStore.attach(step.out_dir) if step.use_store else None
         self.stage_id = stage_id
         # Loaded on the first batch the store cannot serve; the actor, and the model with it, ends
         # with the dataset (Ray gives a worker no last call), which the driver counts as the unload.
@@ -271,7 +273,7 @@ class _StageWorker:
             return {**empty, "failure": [pickle.dumps(self._as_stage_error(exc))] * size}
         change = {name: getattr(stats, name) - before[name] for name in _ADDED}
         change.update({name: getattr(stats, name) for name in _PEAKS})
-        report = pickle.dumps((change, self.plan.warnings[warned:]))
+        report = pickle.dumps((change, self.plan.warnings[warned:], self.store.take() if self.store else []))
         return {**batch, "state": [pickle.dumps(state) for state in states],
                 _stats_column(self.stage_id): [report] + [b""] * (size - 1)}
 
@@ -322,9 +324,10 @@ def _add_stats(plan: RunPlan, batch: dict[str, Any], stages: list[str]) -> None:
         for blob in batch.get(_stats_column(stage_id), ()):
             if not blob:
                 continue
-            change, warnings = pickle.loads(blob)
+            change, warnings, records = pickle.loads(blob)
             stats.merge(change)
             plan.warnings.extend(warnings)
+            commit_to(plan.store, records)  # the driver is the store's only writer
 
 
 def _raise_failure(batch: dict[str, Any]) -> None:
