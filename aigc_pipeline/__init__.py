@@ -3,7 +3,7 @@
 Importing this package is light: no torch, transformers or diffusers until a model stage loads.
 """
 
-from .content import ANY, AUDIO, IMAGE, RECORD, TEXT, Artifact, ArtifactData, ContentType
+from .content import ANY, AUDIO, IMAGE, RECORD, TEXT, VIDEO, Artifact, ArtifactData, ContentType
 from .devices import CPU, Device, Inventory
 from .engine import Engine, RunResult
 from .errors import (
@@ -14,6 +14,7 @@ from .errors import (
     PipelineFileError,
     PlacementError,
     PluginError,
+    PreflightError,
     Problem,
     StageError,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "IMAGE",
     "RECORD",
     "TEXT",
+    "VIDEO",
     "AigcError",
     "Artifact",
     "ArtifactData",
@@ -47,6 +49,7 @@ __all__ = [
     "PipelineGraph",
     "PlacementError",
     "PluginError",
+    "PreflightError",
     "Problem",
     "RunInfo",
     "RunResult",

@@ -22,7 +22,7 @@ from rich.table import Table
 from .devices import Device
 from .engine import Engine
 from .errors import AigcError, PipelineFileError, Problem
-from .progress import RichProgress
+from .progress import RichProgress, gpu_lines
 from .residency import MemoryCap, format_bytes
 from .signals import listen, received
 from .spec import pipeline_json_schema
@@ -104,7 +104,7 @@ def run(
         backend = _backend(executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
                             gpu_memory=cap, fresh=fresh, backend=backend, retake=retake, rerun=rerun,
-                            retry_quarantined=retry_quarantined)
+                            retry_quarantined=retry_quarantined, keep_results=False)
     except AigcError as exc:
         _fail(exc)
     except KeyboardInterrupt as exc:  # a stop signal before the execution began: nothing ran
@@ -175,7 +175,7 @@ def _print_summary(summary: Any, results_path: Path) -> None:
     memory = _memory_lines(summary)
     if memory:
         out.print("model memory: " + ", ".join(memory), highlight=False, markup=False, soft_wrap=True)
-    gpu = _gpu_lines(summary)
+    gpu = gpu_lines(summary)
     if gpu:
         out.print("on the GPU: " + "; ".join(gpu), highlight=False, markup=False, soft_wrap=True)
     counts = ", ".join(f"{count} {status}" for status, count in summary.counts.items() if count)
@@ -194,20 +194,6 @@ def _memory_lines(summary: Any) -> list[str]:
         if stats.peak_memory_bytes:
             text += f" (peak {format_bytes(stats.peak_memory_bytes)} on {stats.device})"
         lines.append(text)
-    return lines
-
-
-def _gpu_lines(summary: Any) -> list[str]:
-    """"copy: weights 487 MiB, busy 93%, first batch 17.20s" for each stage that measured them on a GPU."""
-    lines = []
-    for stage_id, stats in summary.stages.items():
-        parts = [f"weights {format_bytes(stats.model_bytes)}"] if stats.model_bytes else []
-        if stats.gpu_busy is not None:
-            parts.append(f"busy {stats.gpu_busy:.0%}")
-        if parts and stats.first_batch_seconds is not None:
-            parts.append(f"first batch {stats.first_batch_seconds:.2f}s")
-        if parts:
-            lines.append(f"{stage_id}: " + ", ".join(parts))
     return lines
 
 
@@ -386,6 +372,30 @@ def make_tiny(
     for kind, folder in built.items():
         out.print(f"{kind:<17} {folder}", highlight=False, markup=False)
     out.print("random weights: these models produce noise, not content", style="yellow")
+
+
+@models_app.command("train-digits")
+def train_digits(
+    out_dir: Annotated[Path, typer.Argument(help="folder for digits-cgan/, digits-vae/, report.json")],
+    gan_epochs: Annotated[int, typer.Option(min=1, help="conditional DCGAN training epochs")] = 80,
+    vae_epochs: Annotated[int, typer.Option(min=1, help="VAE training epochs")] = 100,
+    seed: int = 0,
+    grid: Annotated[Optional[Path], typer.Option(help="also write a PNG grid of generated digits here")] = None,  # noqa: UP045
+) -> None:
+    """Train a conditional DCGAN and a VAE on scikit-learn's real handwritten digits (no download) and check them."""
+    from .training.digits import train_digits as train
+
+    report = train(out_dir, gan_epochs=gan_epochs, vae_epochs=vae_epochs, seed=seed, grid=grid)
+    per_digit = " ".join(f"{digit}:{share:.0%}" for digit, share in enumerate(report.gan_recognised_per_digit))
+    for line in (
+        f"trained in {report.seconds:.1f} s on {report.threads} torch thread(s) "
+        f"({report.train_rows} training digits, {report.test_rows} held out)",
+        f"classifier (SVM) accuracy on held-out real digits: {report.classifier_accuracy:.1%}",
+        f"conditional GAN images recognised as the requested digit: {report.gan_recognised:.1%} ({per_digit})",
+        f"VAE reconstruction error (held-out, mean squared, pixels in [0, 1]): {report.vae_reconstruction_mse:.4f}",
+        f"generators: {out_dir / 'digits-cgan'}, {out_dir / 'digits-vae'}; figures: {out_dir / 'report.json'}",
+    ):
+        out.print(line, highlight=False, markup=False)
 
 
 init_app = typer.Typer(help="Create new projects from templates.", no_args_is_help=True)

@@ -31,10 +31,11 @@ class ContentType:
 TEXT = ContentType("text", "a Python str")
 IMAGE = ContentType("image", "an image file in the output folder (Artifact)")
 AUDIO = ContentType("audio", "an audio file in the output folder (Artifact)")
+VIDEO = ContentType("video", "a video file in the output folder (Artifact)")
 RECORD = ContentType("record", "structured data: a number, bool, list or mapping")
 ANY = ContentType("any", "any value")
 
-CONTENT_TYPES: dict[str, ContentType] = {t.name: t for t in (TEXT, IMAGE, AUDIO, RECORD, ANY)}
+CONTENT_TYPES: dict[str, ContentType] = {t.name: t for t in (TEXT, IMAGE, AUDIO, VIDEO, RECORD, ANY)}
 
 # Column types a pipeline file may declare under `inputs:`, with the Python check for each value
 # and the content type the column carries into the graph.
@@ -86,8 +87,11 @@ class ArtifactData:
     """
 
     data: bytes
-    suffix: str  # ".png", ".wav"
+    suffix: str  # ".png", ".wav", ".mp4"
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Companion files saved beside this one (a video's poster frame): name -> file; the engine
+    # writes each and puts its relative path into this artifact's metadata under that name.
+    attachments: dict[str, ArtifactData] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

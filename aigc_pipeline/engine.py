@@ -35,12 +35,13 @@ from .plugin_manager import (
 from .records import ExecutorBackend, ItemResult, RunSummary
 from .registry import StageRegistry
 from .residency import MemoryCap
+from .results_writer import ResultsWriter, error_block
 from .review.takes import Retake, plan_retake, record_review
 from .row_identity import identify_rows
 from .safe_paths import prepare_output_folder
 from .signals import interruptible, received, stop_on_signals
 from .sinks import ERRORS_FILE, GROUPS_FILE, RESULTS_FILE, results_file, write_atomic, write_results
-from .sources import InputRow, read_rows
+from .sources import InputRow, RowStream, stream_rows
 from .spec import Pipeline, check_plugin_names, did_you_mean, parse_pipeline, read_pipeline_file, validate_stage_params
 from .stage import Stage
 from .store import RunStore, store_failure
@@ -133,6 +134,7 @@ class Engine:
         retake: str | None = None,
         rerun: list[str] | None = None,
         retry_quarantined: bool = False,
+        keep_results: bool = True,
     ) -> RunResult:
         """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops.
 
@@ -147,6 +149,10 @@ class Engine:
         outputs change downstream runs again through the keys); an unknown name is a ValueError.
         `manifest.json` and `report.html` are written too.
         `retake="rejected"` takes again the rows rejected in `aigc review` (see review/takes.py).
+
+        Rows stream from the input file to results.jsonl in a bounded window (see streaming.py);
+        `keep_results=False` also keeps no result in memory (`RunResult.results` is then empty:
+        read results.jsonl), so memory does not grow with the number of rows.
         """
         out = Path(out_dir)
         if limit is not None and limit < 0:
@@ -155,7 +161,7 @@ class Engine:
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
         with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)), stop_on_signals(out):
             spec = graph.pipeline.spec
-            rows = list(identify_rows(read_rows(input_path, dict(spec.inputs), limit), spec.key))
+            rows = stream_rows(input_path, dict(spec.inputs), limit)
             prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
             plan = replace(make_plan(graph, self.pm, device, inventory, cap), rerun=frozenset(rerun or []))
             identity = {"pipeline": spec.name, "inputs": dict(spec.inputs)}
@@ -166,7 +172,7 @@ class Engine:
                 except sqlite3.Error as exc:  # the review tables live in the store: a full disk, a damaged file
                     raise RunStoreError(store_failure(out, exc)) from None
                 plan = replace(plan, takes=takes.seeds if takes is not None else {})
-                return _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes)
+                return _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes, keep_results)
             finally:
                 if store is not None:
                     if received() is not None:
@@ -186,12 +192,13 @@ def check_rerun(graph: PipelineGraph, stage_ids: list[str]) -> None:
 def _run_plan(
     graph: PipelineGraph,
     plan: Any,
-    rows: list[InputRow],
+    rows: RowStream | list[InputRow],
     input_path: Path,
     out: Path,
     backend: ExecutorBackend | None,
     store: RunStore | None,
     takes: Retake | None = None,
+    keep_results: bool = True,
 ) -> RunResult:
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
     from .report import write_report
@@ -200,20 +207,32 @@ def _run_plan(
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
     try:
         write_manifest(out, manifest)
+        writer = ResultsWriter(out, keep_results)
     except OSError as exc:
         raise OutputFolderError(cannot_write(out, exc)) from None
-    with interruptible():  # a stop signal stops the execution; what follows always runs
-        summary, results, groups = execute(plan, rows, out, backend, store)
-    name = results_file(out, summary.counts.get("done", 0), not summary.ok)
-    path = out / name
+    path = out / RESULTS_FILE
     try:
-        write_results(out, (result.as_dict() for result in results), name)
+        with interruptible():  # a stop signal stops the execution; what follows always runs
+            summary, _, groups = execute(plan, identify_rows(rows, graph.pipeline.spec.key), out, backend, store,
+                                         sink=writer, total=len(rows))
+        for group in groups:
+            if group.trace:
+                writer.trace(group)
+        name = results_file(out, summary.counts.get("done", 0), not summary.ok or writer.failed is not None)
+        path = out / name
+        if writer.failed is not None:
+            raise writer.failed
+        _, errors_path, _ = writer.commit(summary, name)
         groups_path = write_results(out, (g.as_dict() for g in groups), GROUPS_FILE) if groups else None
-        errors_path = write_error_log(out, [*results, *groups], summary)
         write_manifest(out, add_made_by(out, finish_manifest(manifest, summary)))
     except OSError as exc:  # a full disk: the results stay in the store; say so, with the summary
+        writer.discard()
         summary.error = summary.error or cannot_write(out, exc)
-        return RunResult(summary, results, path)
+        return RunResult(summary, writer.kept or [], path)
+    except BaseException:
+        writer.discard()
+        raise
+    results = writer.kept or []
     if name != RESULTS_FILE:
         summary.warnings.append(f"kept {out / RESULTS_FILE}: it holds more finished rows than this stopped run; "
                                 f"this run's results are in {path}")
@@ -237,7 +256,7 @@ def write_error_log(out_dir: Path, results: Iterable[ItemResult], summary: RunSu
     Without any traceback the file is removed, so a stale log of an earlier run never misleads.
     """
     path = out_dir / ERRORS_FILE
-    blocks = [_error_block(result) for result in results if result.trace]
+    blocks = [error_block(result) for result in results if result.trace]
     if summary.trace:
         blocks.insert(0, f"the run stopped early: {summary.error}\n{summary.trace}")
     if not blocks:
@@ -245,12 +264,6 @@ def write_error_log(out_dir: Path, results: Iterable[ItemResult], summary: RunSu
         return None
     write_atomic(path, (block.rstrip("\n") + "\n\n" for block in blocks))
     return path
-
-
-def _error_block(result: ItemResult) -> str:
-    error = result.error or {}
-    where = f"row {result.row}, line {result.line}, stage '{error.get('stage', '?')}'"
-    return f"{where}: {result.status}: {error.get('reason', '')}\n{result.trace}"
 
 
 @contextmanager

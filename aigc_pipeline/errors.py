@@ -6,6 +6,7 @@
     ├── InputDataError             the input data as a whole is unusable (missing file, missing column)
     ├── PlacementError             a stage cannot be placed on any device that exists
     ├── StageError                 a stage failed outside of a single item (load, unload); chained
+    ├── PreflightError             several stages failed their checks before the run (all listed)
     ├── ModelUnavailableError      a model cannot be found or may not be loaded (pickle weights)
     ├── MissingDependencyError     an optional package is needed; says what to install
     ├── MissingProgramError        a system program (e.g. espeak-ng) is not on PATH
@@ -98,6 +99,18 @@ class StageError(AigcError):
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled with its three parts (Ray workers send it to the driver), not the joined text.
         return (type(self), (self.stage_id, self.type_name, self.message))
+
+
+class PreflightError(AigcError):
+    """Several stages failed their checks before the run (missing models...): every one listed."""
+
+    def __init__(self, problems: list[StageError]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {problem}" for problem in problems)
+        super().__init__(f"{len(problems)} stages cannot run; nothing was loaded or run:\n{lines}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.problems,))
 
 
 class ModelUnavailableError(AigcError):

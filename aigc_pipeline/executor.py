@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from .planning import split_phases
 from .plugin_manager import hookimpl, notify
 from .records import (
     DONE,
+    REJECTED,
     STATUSES,
     ExecutorBackend,
     ItemResult,
@@ -34,6 +36,7 @@ from .records import (
     StageStats,
     item_result,
     result_keys,
+    usage_keys,
 )
 from .residency import (
     read_peaks,
@@ -44,6 +47,9 @@ from .sinks import ArtifactWriter
 from .sources import InputRow
 from .stage import Stage, StageItem
 from .store import RunStore
+from .streaming import ChunkFeed
+
+WINDOW_ROWS = 8192  # rows a streaming run holds at most (in chunks), beside what stages keep
 
 
 @hookimpl(trylast=True)
@@ -54,59 +60,140 @@ def aigc_process_batch(stage: Stage, batch: list[StageItem]) -> list[StageItem]:
 
 def execute(
     plan: RunPlan,
-    rows: list[InputRow],
+    rows: Iterable[InputRow],
     out_dir: Path,
     backend: ExecutorBackend | None = None,
     store: RunStore | None = None,
+    sink: Callable[[ItemResult], None] | None = None,
+    total: int | None = None,
 ) -> tuple[RunSummary, list[ItemResult], list[ItemResult]]:
     """Run the plan over rows: (summary, one result per row, one per group). Also when it stops early.
 
-    With a `store`, stored results are reused and new ones recorded (see store.py).
+    With a `store`, stored results are reused and new ones recorded (see store.py). With a `sink`,
+    each row's result goes to it as soon as its row (and every row before it) finished, in input
+    order, and the returned list of row results is empty: a backend that streams (the local
+    executor) then holds a bounded window of rows, not all of them (see streaming.py). `total`:
+    the number of rows, when `rows` is not a list.
     """
     from .executors.local import LocalExecutor
-    from .groups import group_result, run_reducers
+    from .groups import group_result
 
     graph, pm = plan.graph, plan.pm
     run = RunContext.start(plan, ArtifactWriter(out_dir), store)
     if store is not None and store.crashed_items:
         run.warnings.append(f"the previous run in {out_dir} died with {store.crashed_items} item(s) in flight; "
                              "they run again, one at a time")
+    rows = rows if isinstance(rows, list) or total is not None else list(rows)
+    total = len(rows) if total is None else total  # type: ignore[arg-type]
     column_keys = {column: f"inputs.{column}" for column in graph.pipeline.spec.inputs}
-    states = [ItemState(row, column_keys) for row in rows]
-    groups: list[Any] = []
+    states: Iterable[ItemState] = (ItemState(row, column_keys) for row in rows)
     keys = result_keys(graph)
     phases = split_phases(graph)
-    # A run with an aggregate always has a row phase and a group phase; more than that is a swap.
-    swaps = len(plan.residency) > sum(1 for part in (phases.rows, phases.groups) if part)
-    info = RunInfo(graph.pipeline.spec.name, graph.pipeline.file, len(rows), str(out_dir),
-                   {sid: "+".join(map(str, plan.devices_of(sid))) for sid in plan.placement}, _devices(plan),
-                   {sid: s.memory_bytes for sid, s in run.stats.items() if s.memory_bytes}, plan.residency, swaps)
+    info = _run_info(plan, run, phases, total, out_dir)
     started = time.perf_counter()
     notify(pm, "aigc_run_start", run.warnings.append, run=info)
-    error: str | None = None
-    trace: str | None = None
+    results = _Results(pm, keys, sink, run.warnings.append, usage_keys(graph))
+    groups, error, trace = _run_rows(backend or LocalExecutor(), plan, run, states, total, results)
+    group_keys = result_keys(graph, "group")
+    group_results: list[ItemResult] = [group_result(state, group_keys) for state in groups]
+    summary = RunSummary(results.counts, run.stats, time.perf_counter() - started, run.warnings, error, trace,
+                         _counts(group_results) if phases.reducers else None)
+    notify(pm, "aigc_run_finish", run.warnings.append, run=info, summary=summary)
+    return summary, results.kept, group_results
 
-    def finished(batch: list[ItemState]) -> None:
-        for state in batch:
-            notify(pm, "aigc_item_finished", run.warnings.append, result=item_result(state, keys))
 
-    runner = backend or LocalExecutor()
+def _run_rows(
+    runner: ExecutorBackend, plan: RunPlan, run: RunContext, states: Iterable[ItemState], total: int,
+    results: _Results,
+) -> tuple[list[Any], str | None, str | None]:
+    """Run every row (and group): (the groups, why the run stopped or None, its traceback)."""
+    from .groups import run_reducers
+
+    phases = split_phases(plan.graph)
+    streams = _streams(runner, plan, phases)
+    held = [] if streams else list(states)  # a run that cannot stream holds every row
+    groups: list[Any] = []
+    error = trace = None
     try:
-        run_in_phases(runner, plan, run, states, finished if _observed(pm) else None, phases.rows)
-        if phases.reducers:
-            groups = run_reducers(plan, run, states, phases.reducers)
-            run_in_phases(runner, plan, run, groups, None, phases.groups)
+        if streams:
+            _run_streaming(runner, plan, run, states, total, results, phases.rows)
+        else:
+            run_in_phases(runner, plan, run, held, results.finished if results.observed else None, phases.rows)
+            if phases.reducers:
+                groups = run_reducers(plan, run, held, phases.reducers)
+                run_in_phases(runner, plan, run, groups, None, phases.groups)
     except AigcError as exc:
         error, trace = str(exc), "".join(traceback.format_exception(exc))
     except KeyboardInterrupt as exc:  # signals.StopSignal says which signal
         error = str(exc) or "interrupted; rows not finished are marked not_run"
-    results = [item_result(state, keys) for state in states]
-    group_keys = result_keys(graph, "group")
-    group_results: list[ItemResult] = [group_result(state, group_keys) for state in groups]
-    summary = RunSummary(_counts(results), run.stats, time.perf_counter() - started, run.warnings, error, trace,
-                         _counts(group_results) if phases.reducers else None)
-    notify(pm, "aigc_run_finish", run.warnings.append, run=info, summary=summary)
-    return summary, results, group_results
+    results.rest(held)
+    return groups, error, trace
+
+
+def _run_info(plan: RunPlan, run: RunContext, phases: Any, rows: int, out_dir: Path) -> RunInfo:
+    # A run with an aggregate always has a row phase and a group phase; more than that is a swap.
+    swaps = len(plan.residency) > sum(1 for part in (phases.rows, phases.groups) if part)
+    return RunInfo(plan.graph.pipeline.spec.name, plan.graph.pipeline.file, rows, str(out_dir),
+                   {sid: "+".join(map(str, plan.devices_of(sid))) for sid in plan.placement}, _devices(plan),
+                   {sid: s.memory_bytes for sid, s in run.stats.items() if s.memory_bytes}, plan.residency, swaps)
+
+
+def _streams(runner: Any, plan: RunPlan, phases: Any) -> bool:
+    """Whether rows can stream: a backend that can, no reducing stage (it needs every row), and one
+    residency phase (with several, every row passes the first phase before the second loads)."""
+    return bool(getattr(runner, "streams", False)) and not phases.reducers and len(
+        within(plan.residency, phases.rows)) <= 1
+
+
+def _run_streaming(
+    runner: Any, plan: RunPlan, run: RunContext, states: Iterable[ItemState], total: int, results: _Results,
+    stage_ids: list[str],
+) -> None:
+    """Rows through the per-row stages in a bounded window of chunks (see streaming.py)."""
+    from .executors.local import chunk_size
+
+    size = getattr(runner, "chunk_size", None) or chunk_size(plan, stage_ids, run.batch_sizes)
+    feed = ChunkFeed(states, size, total, window=max(len(stage_ids) + 2, WINDOW_ROWS // size))
+    results.feed = feed
+    run_in_phases(runner, plan, run, feed, results.finished, stage_ids)  # type: ignore[arg-type]
+
+
+class _Results:
+    """Row results in input order: counted, announced (`aigc_item_finished`), passed to the sink or kept."""
+
+    def __init__(self, pm: pluggy.PluginManager, keys: list[tuple[str, str]],
+                 sink: Callable[[ItemResult], None] | None, warn: Callable[[str], None],
+                 usage: list[tuple[str, str]]) -> None:
+        self.pm, self.keys, self.sink, self.warn, self.usage = pm, keys, sink, warn, usage
+        self.observed = _observed(pm)
+        self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        self.kept: list[ItemResult] = []
+        self.feed: ChunkFeed | None = None  # set when rows stream: finished rows are written as they come
+
+    def finished(self, chunk: list[ItemState]) -> None:
+        """Items just finished. Streaming: a whole chunk, in order (rejected rows too: written, not announced)."""
+        for state in chunk:
+            if state.status == REJECTED:
+                if self.feed is not None:
+                    self._emit(item_result(state, self.keys, self.usage))
+                continue
+            result = item_result(state, self.keys, self.usage)
+            if self.observed:
+                notify(self.pm, "aigc_item_finished", self.warn, result=result)
+            if self.feed is not None:
+                self._emit(result)
+
+    def rest(self, states: Iterable[ItemState]) -> None:
+        """After the run: every row not emitted yet, in order (rows after a stop are not_run)."""
+        for state in self.feed.rest() if self.feed is not None else states:
+            self._emit(item_result(state, self.keys, self.usage))
+
+    def _emit(self, result: ItemResult) -> None:
+        self.counts[result.status] += 1
+        if self.sink is not None:
+            self.sink(result)
+        else:
+            self.kept.append(result)
 
 
 def run_in_phases(

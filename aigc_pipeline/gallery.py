@@ -25,6 +25,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".ogg", ".flac", ".m4a")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v")
 EAGER_CARDS = 24  # the first cards load their media at once; later ones when scrolled to
+PAGE_SIZE = 60  # cards per gallery page; the page's script pages through the rest
 _SAFE_ARTIFACT = re.compile(r"^artifacts/[A-Za-z0-9_][A-Za-z0-9_./-]*$")
 
 Linker = Callable[[str], str]  # a safe relative artifact path -> the URL the page uses for it
@@ -88,14 +89,10 @@ def card(record: dict[str, Any], inputs: dict[str, Any] | None, link: Linker, po
     folded = _values("outputs", other) + "".join(meta)
     if folded:
         body.append(f'<details class="meta"><summary>details</summary>{folded}</details>')
-    hidden = " hidden" if position >= PAGE_SIZE else ""
     return (f'<article class="card {e(status)}" data-status="{e(status)}" data-flagged="{1 if flags else 0}" '
-            f'data-row="{e(row_id(record))}" data-review="{e(review or "")}" tabindex="-1"{hidden}>'
+            f'data-row="{e(row_id(record))}" data-review="{e(review or "")}" tabindex="-1">'
             f'<header><b>row {e(record.get("row"))}</b> <small>line {e(record.get("line"))}</small> {badges}'
             f'</header>{"".join(body)}{extra}</article>')
-
-
-PAGE_SIZE = 60  # cards per gallery page; the page's script pages through the rest
 
 
 def split_outputs(outputs: dict[str, Any], link: Linker, lazy: bool) -> tuple[list[str], list[str], dict[str, Any],

@@ -4,13 +4,17 @@ NVML reports, per GPU, the percent of time over its last sample period (1/6 s to
 on the product) during which at least one kernel was running. `BusySampler` reads it every
 `interval` seconds while a phase runs, and once more at the end, and reports the mean of the
 samples as a fraction (0..1) per GPU. It is read through `torch.cuda.utilization` (which maps
-CUDA_VISIBLE_DEVICES to NVML's indices) or, failing that, through `pynvml` by index. Without
-either, or without CUDA, there is no figure (None), never a guess; on the CPU no thread starts.
+CUDA_VISIBLE_DEVICES to NVML's indices), failing that through `pynvml` by index, failing that from
+`nvidia-smi` (a process per reading: slower, but it works where the Python bindings do not).
+Without any of them, or without CUDA, there is no figure (None), never a guess; on the CPU no
+thread starts.
 torch is used only when the run has already imported it (a model stage did).
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -69,7 +73,7 @@ class BusySampler:
 
 
 def nvml_reader() -> Reader | None:
-    """A reader through torch.cuda.utilization, else pynvml; None when neither works here."""
+    """A reader through torch.cuda.utilization, else pynvml, else nvidia-smi; None when none works."""
     torch = sys.modules.get("torch")
     cuda: Any = getattr(torch, "cuda", None)
     if cuda is not None:
@@ -84,10 +88,27 @@ def nvml_reader() -> Reader | None:
 
         pynvml.nvmlInit()
     except Exception:
-        return None
+        return _smi_reader()
 
     def read(device: Device) -> float:
         handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
         return float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
 
     return read
+
+
+def _smi_reader() -> Reader | None:
+    program = shutil.which("nvidia-smi")
+    if program is None:
+        return None
+
+    def read(device: Device) -> float | None:
+        done = subprocess.run([program, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                               "-i", str(device.index or 0)], capture_output=True, text=True, timeout=5)
+        lines = done.stdout.strip().splitlines()
+        return float(lines[0]) if done.returncode == 0 and lines else None
+
+    try:
+        return read if read(Device("cuda", 0)) is not None else None
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None

@@ -50,6 +50,27 @@ def aigc_register_stages() -> list[type[Stage]]:
     """
 
 
+@hookspec
+def aigc_register_generators() -> list[type]:
+    """Return the generator architectures this plugin provides (a list of `torch.nn.Module` classes).
+
+    The `latent.image` stage runs them: each class has an `architecture` name (what a model
+    folder's `config.json` or the stage's `architecture:` param names), takes its `config.json`
+    keys as keyword arguments, has `latent_dim` and `num_classes` (0: unconditional) attributes,
+    and `generate(z, labels)` returns images (N, C, H, W) in [-1, 1]; the contract is in
+    `aigc_pipeline.generators`. Built-in DCGAN, conditional DCGAN and VAE decoder register
+    through this same hook. Import torch inside the implementation, not at module level, so that
+    loading the plugin stays cheap. A name registered by two plugins is an error.
+
+    Example::
+
+        @hookimpl
+        def aigc_register_generators():
+            from .stylegan import StyleGAN2Generator   # architecture = "stylegan2"
+            return [StyleGAN2Generator]
+    """
+
+
 @hookspec(firstresult=True)
 def aigc_place_stage(
     stage_id: str,

@@ -8,13 +8,12 @@ impossible placement stops the run before any row is processed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pluggy
 
 from .device_scheduler import place_stages, plan_replicas
 from .devices import Device, Inventory, probe_inventory
-from .errors import AigcError, StageError
+from .errors import AigcError, PreflightError, StageError
 from .graph import PipelineGraph
 from .records import RunPlan
 from .residency import MemoryCap, budgets, cap_inventory, fit_replicas, oversized, plan_phases
@@ -53,13 +52,15 @@ def make_plan(
     `gpu_memory` caps what the run may use on each GPU (placement and residency both see the cap).
     """
     spec = graph.pipeline.spec
+    preflight(graph)
     stages, requests = _stages_and_requests(graph, device)
     if inventory is None:
         wants_gpu = any(needs.kind != "cpu" for _, needs, _ in requests.values())
         inventory = probe_inventory() if wants_gpu else Inventory()
     inventory = cap_inventory(inventory, gpu_memory)
     placement = place_stages(requests, inventory, pm)
-    batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).default_batch_size for sid in graph.order}
+    batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).batch_size_for(graph.pipeline.params[sid])
+                   for sid in graph.order}
     needs_of = {sid: needs for sid, (_, needs, _) in requests.items()}
     memory = {sid: needs.memory_bytes for sid, needs in needs_of.items()}
     budget = budgets(inventory)
@@ -73,14 +74,13 @@ def make_plan(
 
 
 def _stages_and_requests(graph: PipelineGraph, device: Device | None) -> tuple[dict[str, Stage], dict[str, Request]]:
-    """Each stage's instance and placement request, after its preflight checks (in graph order)."""
+    """Each stage's instance and placement request (in graph order)."""
     spec = graph.pipeline.spec
     stages: dict[str, Stage] = {}
     requests: dict[str, Request] = {}
     for stage_id in graph.order:
         cls = graph.stage_class(stage_id)
         params = graph.pipeline.params[stage_id]
-        _preflight(stage_id, cls, params)
         needs = cls.needs(params)
         own = spec.stages[stage_id].device
         requested = Device.parse(own) if own else (device if needs.kind != "cpu" else None)
@@ -106,8 +106,21 @@ def _residency(
             for phase in plan_phases(part, upstream, placement, memory, budget)]
 
 
-def _preflight(stage_id: str, cls: Any, params: Any) -> None:
-    try:
-        cls.preflight(params)
-    except AigcError as exc:
-        raise StageError(stage_id, cls.type_name, str(exc)) from exc
+def preflight(graph: PipelineGraph) -> None:
+    """Every stage's cheap checks (models present, programs installed) before anything loads.
+
+    One failing stage raises its StageError; several raise one PreflightError that lists them all,
+    so a user fixing a pipeline sees every missing model at once, not one per attempt."""
+    problems: list[StageError] = []
+    for stage_id in graph.order:
+        cls = graph.stage_class(stage_id)
+        try:
+            cls.preflight(graph.pipeline.params[stage_id])
+        except AigcError as exc:
+            problem = StageError(stage_id, cls.type_name, str(exc))
+            problem.__cause__ = exc
+            problems.append(problem)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise PreflightError(problems)

@@ -39,6 +39,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "aigc_pipeline.stages.tts",
     "aigc_pipeline.stages.diffusion",
     "aigc_pipeline.stages.image_filters",
+    "aigc_pipeline.stages.latent",
+    "aigc_pipeline.stages.video",
+    "aigc_pipeline.stages.compose",
+    "aigc_pipeline.generators",
 )
 
 

@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .gallery import Linker, card, data_uri_linker, e, relative_link
+from .gallery import PAGE_SIZE, Linker, card, data_uri_linker, e, relative_link
 from .manifest import read_manifest
 from .report_scan import DEFAULT_ROWS, STATUS_ORDER, Scan, read_records, scan_results
 from .sinks import GROUPS_FILE, RESULTS_FILE, write_atomic
@@ -114,27 +114,46 @@ def _random_models(manifest: dict[str, Any]) -> str:
 
 _STAGE_COLUMNS = ("done", "filtered", "failed", "flagged", "cached", "batches")
 _NOT_COUNTERS = {*_STAGE_COLUMNS, "type_name", "device", "seconds", "load_seconds", "peak_memory", "peak_memory_bytes",
-                 "peak_rss_bytes", "memory_bytes", "unloads"}
+                 "peak_rss_bytes", "memory_bytes", "unloads", "made_by"}
 
 
 def _stage_table(manifest: dict[str, Any]) -> str:
     stages = manifest.get("stages") or {}
     if not stages:
         return ""
-    extras = sorted({k for stats in stages.values() for k, v in stats.items()
-                     if k not in _NOT_COUNTERS and isinstance(v, (int, float)) and not isinstance(v, bool) and v})
+    counters = {sid: _counters(stats) for sid, stats in stages.items()}
+    extras = sorted({name for found in counters.values() for name, value in found.items() if value})
     names = ("stage", "type", "device", *_STAGE_COLUMNS, *extras, "time", "load", "peak memory",
              "stored results by run")
     head = "".join(f"<th>{e(c)}</th>" for c in names)
     body = []
     for stage_id, stats in stages.items():
         cells = [e(stage_id), e(stats.get("type_name")), e(stats.get("device"))]
-        cells += [e(_number(stats.get(c, 0))) for c in (*_STAGE_COLUMNS, *extras)]
+        cells += [e(_number(stats.get(c, 0))) for c in _STAGE_COLUMNS]
+        cells += [e(_number(counters[stage_id].get(c, 0))) for c in extras]
         cells += [f"{float(stats.get('seconds') or 0):.2f}s", f"{float(stats.get('load_seconds') or 0):.2f}s",
                   e(_bytes((stats.get("peak_memory") or {}).get("bytes"))), _made_by(stats, manifest.get("run_id"))]
         body.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     return (f'<section><h2>stages</h2><div class="scroll"><table class="stages"><tr>{head}</tr>{"".join(body)}'
             "</table></div></section>")
+
+
+def _counters(stats: dict[str, Any]) -> dict[str, float]:
+    """Every other number a stage reports (retries, tokens, cost...), also those a stage keeps in a
+    mapping of its own (`counters`), whatever their names: the table grows a column for each."""
+    found: dict[str, float] = {}
+    for name, value in stats.items():
+        if name in _NOT_COUNTERS:
+            continue
+        if isinstance(value, dict):
+            found.update({str(k): v for k, v in value.items() if _is_number(v)})
+        elif _is_number(value):
+            found[name] = value
+    return found
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _made_by(stats: dict[str, Any], this_run: Any) -> str:
@@ -153,8 +172,14 @@ def _gallery(scan: Scan, inputs: dict[int, dict[str, Any]], page: Page) -> str:
                     for s in ("pending", "approved", "rejected")]
     buttons = "".join(f'<button data-show="{e(s)}">{e(_FILTER_LABELS.get(s, s))} <small>{n}</small></button>'
                       for s, n in filters if n or s == "all")
-    cards = "".join(card(r, inputs.get(r.get("row", -1)), page.link, i, page.card_extra(r) if page.card_extra else "")
-                    for i, r in enumerate(shown))
+    rendered = [card(r, inputs.get(r.get("row", -1)), page.link, i, page.card_extra(r) if page.card_extra else "")
+                for i, r in enumerate(shown)]
+    # Cards past the first page wait in a <template>: parsed, but neither styled nor laid out nor
+    # fetching media until the page's script shows them (10,000 cards open in a second, not in six).
+    cards = "".join(rendered[:PAGE_SIZE])
+    if len(rendered) > PAGE_SIZE:
+        cards += f'<template id="more-cards">{"".join(rendered[PAGE_SIZE:])}</template>'
+
     return (f'<section id="rows"><h2>rows</h2><div class="toolbar"><p class="filters">{buttons}</p>'
             '<input id="search" type="search" placeholder="search texts, inputs, errors (/)" autocomplete="off">'
             f'<span id="pager"></span></div>{_left_out(scan)}'
@@ -199,7 +224,7 @@ def _groups(out_dir: Path) -> list[dict[str, Any]]:
 def read_inputs(manifest: dict[str, Any], shown: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The input values of the rows shown, read from the input file the manifest names ({} if it is gone)."""
     from .errors import AigcError
-    from .sources import read_rows
+    from .sources import stream_rows
 
     source = manifest.get("input") or {}
     path, columns = source.get("path"), source.get("columns")
@@ -208,9 +233,11 @@ def read_inputs(manifest: dict[str, Any], shown: list[dict[str, Any]]) -> dict[i
         return {}
     found: dict[int, dict[str, Any]] = {}
     try:
-        for row in read_rows(path, columns, max(wanted) + 1):
+        for row in stream_rows(path, columns, max(wanted) + 1):  # streamed: only the wanted rows are kept
             if row.index in wanted:
                 found[row.index] = row.values or {}
+                if len(found) == len(wanted):
+                    break
     except (AigcError, OSError, ValueError):
         return {}
     return found

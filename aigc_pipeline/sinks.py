@@ -27,6 +27,7 @@ STOPPED_RESULTS_FILE = "results.stopped.jsonl"  # a stopped run's results, when 
 GROUPS_FILE = "groups.jsonl"
 ERRORS_FILE = "errors.log"
 _SAFE_SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
+_SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")  # attachment names become part of file names
 # Test-only fault injection: "POINT:N" kills this process with SIGKILL the N-th time it passes
 # POINT ("batch": a stage returned, nothing recorded yet; "artifact": an artifact is in place, its
 # record is not committed; "results": results.jsonl is half written). Used by tests/test_kill.py.
@@ -132,10 +133,14 @@ class ArtifactWriter:
 
     def save(self, stage_id: str, row: str | int, port: str, artifact: ArtifactData, take: int = 0) -> Artifact:
         """`take` > 0 (a re-take of the row, review/takes.py) names a file of its own: every take is kept."""
+        metadata = dict(artifact.metadata)
+        for name, attachment in artifact.attachments.items():  # written first: the main file commits last
+            if _SAFE_NAME.match(name):
+                metadata[name] = self.save(stage_id, row, f"{port}.{name}", attachment, take).relpath
         suffix = artifact.suffix if _SAFE_SUFFIX.match(artifact.suffix) else ".bin"
         name = (f"{row:06d}" if isinstance(row, int) else row) + (f".take{take}" if take else "")
         relpath = f"artifacts/{stage_id}/{name}.{port}{suffix}"
         path = checked_path(self.out_dir, relpath)
         write_atomic(path, [artifact.data])
         digest = hashlib.sha256(artifact.data).hexdigest()
-        return Artifact(relpath, path.resolve(), dict(artifact.metadata), digest)
+        return Artifact(relpath, path.resolve(), metadata, digest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -40,21 +41,69 @@ class InputRow:
 
 def read_rows(path: str | Path, columns: dict[str, str], limit: int | None = None) -> list[InputRow]:
     """Read and check every row (at most `limit`) of a CSV or JSONL file."""
+    return list(stream_rows(path, columns, limit))
+
+
+def stream_rows(path: str | Path, columns: dict[str, str], limit: int | None = None) -> RowStream:
+    """The rows of a CSV or JSONL file, read and checked as they are iterated (once).
+
+    What makes the file unusable is raised now, before anything runs: unreadable, not UTF-8 (the
+    rows are counted now, which reads the file through once), a CSV header without a column.
+    """
     path = Path(path)
     csv.field_size_limit(MAX_CELL_CHARS)  # the default, 128 Ki, is below a long text; over it, a clear error
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise InputDataError(f"{path}: unsupported input format '{suffix or '(none)'}'; use .csv or .jsonl")
-    try:
+    with _reading(path):
         # utf-8-sig: spreadsheet exports start with a BOM, which would otherwise hide the first column
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            raw = _csv_rows(handle, path, columns) if suffix == ".csv" else _jsonl_rows(handle)
-            rows = list(islice(raw, limit))
+            if suffix == ".csv":
+                _csv_rows(handle, path, columns)  # checks the header
+            total = _count(handle, path, columns, suffix == ".csv")
+    total = total if limit is None else min(total, limit)
+    return RowStream(path, columns, total)
+
+
+class RowStream:
+    """Checked input rows, read lazily from the file; `total` is how many there are."""
+
+    def __init__(self, path: Path, columns: dict[str, str], total: int) -> None:
+        self.path, self.columns, self.total = path, columns, total
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self) -> Iterator[InputRow]:
+        path, columns = self.path, self.columns
+        with _reading(path), path.open(encoding="utf-8-sig", newline="") as handle:
+            raw = _csv_rows(handle, path, columns) if path.suffix.lower() == ".csv" else _jsonl_rows(handle)
+            for index, (line, values) in enumerate(islice(raw, self.total)):
+                yield _checked(index, line, values, columns)
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    try:
+        yield
     except OSError as exc:
         raise InputDataError(f"{path}: cannot read input: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise InputDataError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return [_checked(index, line, values, columns) for index, (line, values) in enumerate(rows)]
+
+
+def _count(handle: Any, path: Path, columns: dict[str, str], csv_rows: bool) -> int:
+    """Rows in the file: CSV records that are not blank lines, or JSONL lines that are not blank.
+
+    A CSV the reader cannot parse is read again the slow way, which says where (InputDataError).
+    """
+    if not csv_rows:
+        return sum(1 for text in handle if not text.isspace())
+    try:
+        return sum(1 for cells in csv.reader(handle) if cells)
+    except csv.Error:
+        handle.seek(0)
+        return sum(1 for _ in _csv_rows(handle, path, columns))
 
 
 def _checked(index: int, line: int, values: Any, columns: dict[str, str]) -> InputRow:

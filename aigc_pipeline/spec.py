@@ -43,6 +43,8 @@ class StageSpec(BaseModel):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the stage type's params")
     device: str | None = Field(None, description="'cpu', 'cuda' or 'cuda:N'; default: the scheduler decides")
     batch_size: int | None = Field(None, ge=1, le=100_000, description="items per micro-batch")
+    timeout: float | None = Field(None, gt=0, description="seconds per row a call may take, after which its "
+                                  "rows fail; default: none for built-in stages, 600 for plugins' stages")
     replicas: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto", description="copies of a GPU stage, one per GPU, sharing its rows; 'auto': the scheduler decides")
     description: str = ""

@@ -20,13 +20,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .branches import row_filter
-from .content import AUDIO, IMAGE, ArtifactData
+from .content import AUDIO, IMAGE, VIDEO, ArtifactData
 from .errors import AigcError, OutputFolderError
+from .port_checks import output_problem, port_checks
 from .provenance import origin_of
 from .records import (
     DONE,
     FAILED,
     FILTERED,
+    NOT_RUN,
     ItemState,
     StageContext,
 )
@@ -45,6 +47,7 @@ from .store import (
     item_key,
     stage_prefix,
 )
+from .time_limits import call_within, stage_timeout
 
 
 class StageRunner:
@@ -64,7 +67,9 @@ class StageRunner:
         self.outputs = {port: f"{stage_id}.{port}" for port in type(self.stage).outputs}
         self.outputs_list = list(self.outputs.items())
         self.call = context.call
-        self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO)]
+        self.timeout = stage_timeout(type(self.stage), graph.pipeline.spec.stages[stage_id].timeout)
+        self.checks = port_checks(type(self.stage).outputs)
+        self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO, VIDEO)]
         self.artifacts = context.artifacts
         self.batch_sizes, self.warnings = context.batch_sizes, context.warnings
         self.max_batch: int | None = None  # set by an out-of-memory error: the size that fits
@@ -81,7 +86,7 @@ class StageRunner:
             cls, params = type(self.stage), graph.pipeline.params[stage_id]
             if cls.cacheable(params):
                 origin = origin_of(graph, stage_id).as_key()
-                self.prefix = stage_prefix(cls.type_name, params, cls.model_identity(params), origin)
+                self.prefix = stage_prefix(cls.type_name, cls.cache_params(params), cls.model_identity(params), origin)
 
     def run(self, states: list[ItemState]) -> None:
         """Process the items of `states` this stage runs (`self.runs`) as one micro-batch."""
@@ -102,6 +107,8 @@ class StageRunner:
             for part in self._parts(live, keys):
                 self._run_part(part, keys)
             self.stats.batches += 1
+            if counters := self.stage.counters():
+                self.stats.counters = dict(counters)
             self.stats.peak_rss_bytes = max(self.stats.peak_rss_bytes, peak_rss())
             if self.stats.first_batch_seconds is None:
                 self.stats.first_batch_seconds = time.perf_counter() - started
@@ -205,7 +212,8 @@ class StageRunner:
     def _run_isolated(self, states: list[ItemState]) -> None:
         items = self.items(states)
         try:
-            returned = self.call(stage_id=self.stage_id, stage=self.stage, batch=items)
+            returned = call_within(self.timeout, len(items), self.call, stage_id=self.stage_id, stage=self.stage,
+                                   batch=items)
             if returned is not items:
                 returned = _in_batch_order(items, returned)
         except Exception as exc:
@@ -244,6 +252,9 @@ class StageRunner:
         outputs = self.outputs_list
         done = 0
         for state, item in zip(states, items, strict=True):
+            if item.verdict is None and (problem := output_problem(self.stage_id, self.checks, item.outputs)):
+                self._record_failure(state, problem)
+                continue
             if self.artifact_ports and item.verdict is None and not self._save_artifacts(state, item):
                 continue
             if item.verdict is None and not item.flags:  # the common case, kept lean
@@ -264,7 +275,11 @@ class StageRunner:
             state.flags.extend({"stage": self.stage_id, "reason": reason} for reason in item.flags)
             self.stats.flagged += 1
         if item.verdict is not None:
-            self._verdicts[state.index] = item.verdict
+            if item.verdict == NOT_RUN:  # not started (the run's cost cap): nothing stored, a re-run runs it
+                if state.status is None:
+                    state.status, state.stage, state.reason = NOT_RUN, self.stage_id, item.reason
+                return
+            self._verdicts[state.index] = item.verdict if item.final else _RAISED
             self._end(state, item.verdict, item.reason)
             return
         missing = [port for port in self.outputs if port not in item.outputs]

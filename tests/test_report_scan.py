@@ -42,3 +42,16 @@ def test_a_large_run_shows_trouble_and_a_sample_and_counts_the_rest(tmp_path: Pa
     assert [r["row"] for r in again.shown] == [r["row"] for r in scan.shown]  # the same sample every time
     everything = scan_results(tmp_path / "r.jsonl", rows=None)
     assert len(everything.shown) == rows and everything.complete
+
+
+def test_the_stage_table_shows_every_counter_a_stage_reports(tmp_path: Path) -> None:
+    from aigc_pipeline.report import write_report
+
+    _write(tmp_path / "results.jsonl", 3, 10)
+    stats = {"type_name": "llm.text", "device": "cpu", "done": 3, "seconds": 1.5, "oom_retries": 0,
+             "retries": 2, "counters": {"prompt_tokens": 120, "cost_usd": 0.0042}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"stages": {"copy": stats}}), encoding="utf-8")
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    for column in ("retries", "prompt_tokens", "cost_usd"):
+        assert f"<th>{column}</th>" in page
+    assert "<td>0.0042</td>" in page and "<td>120</td>" in page and "<th>oom_retries</th>" not in page

@@ -1,7 +1,10 @@
 (function () {
   'use strict';
   var gallery = document.querySelector('#rows .gallery');
+  // The first page's cards are in the gallery; the rest wait in <template id="more-cards">.
+  var more = document.getElementById('more-cards');
   var cards = gallery ? Array.prototype.slice.call(gallery.querySelectorAll('.card')) : [];
+  if (more) { cards = cards.concat(Array.prototype.slice.call(more.content.children)); }
   var PAGE = 60;
   var view = { show: 'all', query: '', page: 0, list: cards };
   var texts = null;  // each card's lower-cased text, built on the first search
@@ -18,8 +21,8 @@
     view.list = cards.filter(matches);
     var pages = Math.max(1, Math.ceil(view.list.length / PAGE));
     view.page = Math.min(view.page, pages - 1);
-    var first = view.page * PAGE, shown = new Set(view.list.slice(first, first + PAGE));
-    cards.forEach(function (card) { card.hidden = !shown.has(card); });
+    var first = view.page * PAGE;
+    gallery.replaceChildren.apply(gallery, view.list.slice(first, first + PAGE));
     pager(pages, first);
     document.dispatchEvent(new CustomEvent('gallery:render'));
   }
@@ -42,7 +45,8 @@
       });
     });
   }
-  window.aigcGallery = { render: render, visible: function () { return cards.filter(function (c) { return !c.hidden; }); } };
+  window.aigcGallery = { render: render, cards: cards,
+    visible: function () { return Array.prototype.slice.call(gallery.children); } };
 
   var buttons = document.querySelectorAll('button[data-show]');
   buttons.forEach(function (button) {

@@ -48,7 +48,7 @@
     select.dispatchEvent(new Event('change', { bubbles: true }));
   }
 
-  document.querySelectorAll('#rows .card').forEach(function (card) {
+  window.aigcGallery.cards.forEach(function (card) {
     var review = card.getAttribute('data-review');
     if (review === 'approved' || review === 'rejected') { show(card, review, review, ''); }
     var names = (card.querySelector('.review') || { getAttribute: function () { return ''; } }).getAttribute('data-outputs');
@@ -70,6 +70,11 @@
     decide(card, button.getAttribute('data-decide'), '');
   });
   document.addEventListener('change', function (event) {
+    if (event.target.classList.contains('note')) {  // a note is kept with the card's decision
+      var owner = event.target.closest('.card'), decided = owner.getAttribute('data-review');
+      if (decided === 'approved' || decided === 'rejected') { decide(owner, decided, ''); }
+      return;
+    }
     if (!event.target.classList.contains('take-select')) { return; }
     var card = event.target.closest('.card');
     var box = card.querySelector('.takes');
@@ -77,7 +82,7 @@
     box.querySelectorAll('.take').forEach(function (take) { take.hidden = take.getAttribute('data-take') !== chosen; });
     card.querySelectorAll(':scope > .media, :scope > .out').forEach(function (block) { block.hidden = chosen !== latest; });
   });
-  document.addEventListener('gallery:render', function () { if (current && current.hidden) { focus(null); } });
+  document.addEventListener('gallery:render', function () { if (current && !current.isConnected) { focus(null); } });
   document.addEventListener('keydown', function (event) {
     var typing = event.target && (event.target.tagName === 'INPUT' || event.target.tagName === 'SELECT');
     if (typing) {

@@ -29,6 +29,7 @@ from ..records import DONE, ItemState, OnFinished, RunContext, RunPlan, StageSta
 from ..signals import join_workers, stop_grace
 from ..stage import Stage
 from ..stage_runner import StageRunner
+from ..streaming import ChunkFeed
 
 MIN_CHUNK = 64
 
@@ -41,20 +42,31 @@ class LocalExecutor:
     def __init__(self, chunk_size: int | None = None) -> None:
         self.chunk_size = chunk_size
 
+    streams = True  # executor.execute may hand it a ChunkFeed instead of a list (see streaming.py)
+
     def execute(
         self,
         plan: RunPlan,
         run: RunContext,
-        states: list[ItemState],
+        states: list[ItemState] | ChunkFeed,
         on_finished: OnFinished | None,
         stage_ids: list[str] | None = None,
     ) -> None:
+        """Run `states`; a ChunkFeed streams (its chunks are released once collected)."""
+        stages = plan.graph.order if stage_ids is None else stage_ids
+        if isinstance(states, ChunkFeed):
+            self._run(_Flow(plan, run, states, stages), on_finished)
+            if states.error is not None:
+                raise states.error
+            return
         live = [state for state in states if state.status is None]
         if not live:  # every row rejected, or --limit 0: loading models would be wasted
             return
-        stages = plan.graph.order if stage_ids is None else stage_ids
         size = self.chunk_size or chunk_size(plan, stages, run.batch_sizes)
-        flow = _Flow(plan, run, [live[i : i + size] for i in range(0, len(live), size)], stages)
+        self._run(_Flow(plan, run, ChunkFeed(live, size, len(live)), stages), on_finished)
+
+    def _run(self, flow: _Flow, on_finished: OnFinished | None) -> None:
+        stages = flow.stages
         workers = [worker for stage_id in stages for worker in _workers(flow, stage_id)]
         for worker in workers:
             worker.start()
@@ -63,8 +75,8 @@ class LocalExecutor:
         finally:
             flow.cancel()
             if join_workers(workers):  # only after a stop signal: batches still running past the grace period
-                run.warnings.append(f"stopped waiting for micro-batches still running {stop_grace():g} s after "
-                                     "the stop signal; their rows are not_run")
+                flow.run.warnings.append(f"stopped waiting for micro-batches still running {stop_grace():g} s "
+                                         "after the stop signal; their rows are not_run")
             flow.collect(on_finished)  # chunks that every stage finished while stopping are done too
         if flow.error is not None:
             raise flow.error
@@ -104,18 +116,18 @@ class _SharedWork:
     queue: deque[tuple[int, list[ItemState]]] = field(default_factory=deque)  # (chunk, micro-batch) not taken
     opened: int = 0  # chunks cut into micro-batches so far (in order)
     unfinished: list[int] = field(default_factory=list)  # per opened chunk: its micro-batches not done yet
+    sizes: list[int] = field(default_factory=list)  # per opened chunk: its rows
     seen: int = 0  # rows of the chunks the stage has finished
 
 
 class _Flow:
     """Shared progress of all stage threads: chunks completed per stage, the first error."""
 
-    def __init__(self, plan: RunPlan, run: RunContext, chunks: list[list[ItemState]], stages: list[str]) -> None:
+    def __init__(self, plan: RunPlan, run: RunContext, feed: ChunkFeed, stages: list[str]) -> None:
         self.plan = plan
         self.run = run
-        self.chunks = chunks
+        self.feed = feed
         self.stages = stages
-        self.total = sum(len(chunk) for chunk in chunks)
         self.completed = dict.fromkeys(stages, 0)
         self.collected = 0  # chunks already marked DONE by collect()
         # Upstream stages outside this phase (before an aggregate) have finished already.
@@ -130,6 +142,7 @@ class _Flow:
         with self.condition:
             self.cancelled = True
             self.condition.notify_all()
+        self.feed.cancel()
 
     def _wait_for(self, stages: list[str], count: int) -> bool:
         """Block until every stage in `stages` has completed `count` chunks; False if cancelled."""
@@ -185,17 +198,18 @@ class _Flow:
         runner = StageRunner(stage_context(self.plan, self.run, stage_id), lifecycle)
         runs, batch_size = self.runs[stage_id], self.run.batch_sizes[stage_id]
         report = has_observers(self.plan.pm, "aigc_stage_progress")
-        seen = 0
-        for index, chunk in enumerate(self.chunks):
-            if not self._wait_for(self.upstream[stage_id], index + 1):
+        seen, index = 0, 0
+        while (chunk := self.feed.get(index)) is not None:
+            index += 1
+            if not self._wait_for(self.upstream[stage_id], index):
                 return
             live = [state for state in chunk if runs(state)]
             for start in range(0, len(live), batch_size):
                 runner.run(live[start : start + batch_size])
-            seen += len(chunk)
+            seen += self.feed.entering(index - 1)
             if report:
                 notify(self.plan.pm, "aigc_stage_progress", self.run.warnings.append,
-                       stage_id=stage_id, done=seen, total=self.total)
+                       stage_id=stage_id, done=seen, total=self.feed.live())
             self._complete(stage_id)
 
     def _process_shared(self, stage_id: str, runner: StageRunner) -> None:
@@ -211,25 +225,33 @@ class _Flow:
         whichever copy gets there first, so its live items are read once, before any copy runs them.
         """
         work = self.shared[stage_id]
-        with self.condition:
-            while not self.cancelled:
-                if work.queue:
-                    return work.queue.popleft()
-                if work.opened == len(self.chunks):
-                    return None
-                if all(self.completed[up] > work.opened for up in self.upstream[stage_id]):
-                    self._open_chunk(stage_id, work)
+        while True:
+            with self.condition:
+                index = work.opened
+            chunk = self.feed.get(index)  # outside the condition: it may wait for the collector
+            with self.condition:
+                while not self.cancelled:
+                    if work.queue:
+                        return work.queue.popleft()
+                    if work.opened != index:
+                        break  # another copy opened that chunk: look at the next one
+                    if chunk is None:
+                        return None
+                    if all(self.completed[up] > index for up in self.upstream[stage_id]):
+                        self._open_chunk(stage_id, work, chunk)
+                    else:
+                        self.condition.wait()
                 else:
-                    self.condition.wait()
-            return None
+                    return None
 
-    def _open_chunk(self, stage_id: str, work: _SharedWork) -> None:
+    def _open_chunk(self, stage_id: str, work: _SharedWork, chunk: list[ItemState]) -> None:
         """Queue the next chunk's micro-batches (with the condition held)."""
         index, size = work.opened, self.run.batch_sizes[stage_id]
         runs = self.runs[stage_id]
-        live = [state for state in self.chunks[index] if runs(state)]
+        live = [state for state in chunk if runs(state)]
         work.queue.extend((index, live[start : start + size]) for start in range(0, len(live), size))
         work.unfinished.append(-(-len(live) // size))
+        work.sizes.append(self.feed.entering(index))
         work.opened += 1
         self._finish_chunks(stage_id, work)  # a chunk with no live item is finished at once
 
@@ -246,11 +268,11 @@ class _Flow:
         """
         finished = self.completed[stage_id]
         while finished < work.opened and work.unfinished[finished] == 0:
-            work.seen += len(self.chunks[finished])
+            work.seen += work.sizes[finished]
             finished += 1
             if has_observers(self.plan.pm, "aigc_stage_progress"):
                 notify(self.plan.pm, "aigc_stage_progress", self.run.warnings.append,
-                       stage_id=stage_id, done=work.seen, total=self.total)
+                       stage_id=stage_id, done=work.seen, total=self.feed.live())
         if finished != self.completed[stage_id]:
             self.completed[stage_id] = finished
             self.condition.notify_all()
@@ -269,15 +291,15 @@ class _Flow:
         After a stop, a chunk every stage had already finished is still marked: no finished work is lost.
         """
         order = self.stages
-        while self.collected < len(self.chunks):
+        while (chunk := self.feed.get(self.collected)) is not None:
             count = self.collected + 1
             if not (self._wait_for(order, count) or self._completed_by_all(count)):
                 return
-            chunk = self.chunks[self.collected]
             for state in chunk:
                 if state.status is None:
                     state.status = DONE
             self.collected = count  # after marking: a Ctrl-C half-way leaves this chunk for the next call
             if on_finished is not None:
                 on_finished(chunk)
+            self.feed.release(count - 1)
 

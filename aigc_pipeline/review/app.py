@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,10 @@ class ReviewApp:
         path = self.artifact_path(request.path_params["path"])
         if path is None or not self._host_ok(request):
             return PlainTextResponse("not found", status_code=404)
-        return FileResponse(path)
+        # An artifact opened on its own (an .svg or .html a plugin wrote) runs sandboxed, in an
+        # origin of its own: it can never read the page's token or post a decision.
+        return FileResponse(path, headers={"Content-Security-Policy": "sandbox; default-src 'none'",
+                                           "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
     def artifact_path(self, relative: str) -> Path | None:
         """The file under the output folder's artifacts/ that `relative` names, or None (outside, or missing)."""
@@ -193,8 +197,15 @@ def serve(out_dir: Path, host: str, port: int, rows: int | None, ready: Any = No
 
     app = ReviewApp(out_dir, host, port, rows)
     url = f"http://{host}:{port}/"
-    asgi = app.asgi(None if ready is None else lambda: ready(url))
-    server = uvicorn.Server(uvicorn.Config(asgi, host=host, port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app.asgi(), host=host, port=port, log_level="warning", access_log=False))
+
+    def announce() -> None:  # once the socket listens, so the printed URL answers at once
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started and ready is not None:
+            ready(url)
+
+    threading.Thread(target=announce, daemon=True).start()
     try:
         server.run()
     finally:

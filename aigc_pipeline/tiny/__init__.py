@@ -17,6 +17,7 @@ BUILDERS: dict[str, str] = {
     "tts": "aigc_pipeline.tiny.tts",
     "text-classifier": "aigc_pipeline.tiny.text_classifier",
     "image-classifier": "aigc_pipeline.tiny.image_classifier",
+    "video": "aigc_pipeline.tiny.video",
 }
 
 NOTICE = """# Tiny random-weight models (aigc-pipeline)

@@ -70,9 +70,8 @@ class HangOn(SlowStage):
     type_name = "test.hang_on"
 
     def process(self, batch):
-        needle = os.environ.get("AIGC_TEST_HANG")
-        for item in batch:
-            while needle and needle in item.inputs["text"]:
+        for item in batch:  # the variable is read again and again: a test ends the hang by removing it
+            while os.environ.get("AIGC_TEST_HANG") and os.environ["AIGC_TEST_HANG"] in item.inputs["text"]:
                 time.sleep(0.05)
         return super().process(batch)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -41,10 +42,15 @@ def run(folder: Path, out: Path, *extra: str) -> tuple[int, str]:
 
 @pytest.fixture
 def done(tmp_path: Path) -> Path:
-    """A finished run's output folder."""
+    """A finished run's output folder, its store checkpointed into run.sqlite (no -wal file)."""
     setup(tmp_path)
     code, output = run(tmp_path, tmp_path / "out")
     assert code == 0, output
+    with sqlite3.connect(tmp_path / "out" / "run.sqlite") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / "out" / f"run.sqlite{suffix}").unlink(missing_ok=True)
     return tmp_path / "out"
 
 

@@ -1,0 +1,1 @@
+"""Training of the built-in generators on real data that ships inside installed packages."""
