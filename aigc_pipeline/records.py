@@ -177,8 +177,9 @@ class RunPlan:
     replicas: dict[str, list[Device]] = field(default_factory=dict)
     needs: dict[str, DeviceNeeds] = field(default_factory=dict)  # each stage's, as make_plan read them once
     warnings: list[str] = field(default_factory=list)  # what planning found (the run starts with these)
-    # Re-takes (`--retake`, review/takes.py): row index -> stage -> take; absent: take 0.
-    takes: dict[int, dict[str, int]] = field(default_factory=dict)
+    # Re-takes (`--retake`, review/takes.py): row identity (results that carry an `id`) or row
+    # index -> stage -> take; absent: take 0.
+    takes: dict[int | str, dict[str, int]] = field(default_factory=dict)
     rerun: frozenset[str] = frozenset()  # stages that run again instead of reusing stored results (--rerun)
 
     def devices_of(self, stage_id: str) -> list[Device]:
@@ -219,7 +220,7 @@ class StageContext:
     batch_sizes: dict[str, int]  # the run's current sizes: out-of-memory halving lowers this stage's
     artifacts: ArtifactWriter | None = None
     store: RunStore | None = None
-    takes: dict[int, dict[str, int]] = field(default_factory=dict)
+    takes: dict[int | str, dict[str, int]] = field(default_factory=dict)
     rerun: bool = False
 
 

@@ -207,7 +207,11 @@ class StageRunner:
 
     def _take(self, state: ItemState) -> int:
         """The row's take at this stage (0 unless a --retake re-seeded it)."""
-        return self.takes[state.index].get(self.stage_id, 0) if state.index in self.takes else 0
+        takes = self.takes
+        if not takes:
+            return 0
+        found = takes.get(state.identity) or takes.get(state.index)  # by identity; older results: index
+        return found.get(self.stage_id, 0) if found else 0
 
     def _run_isolated(self, states: list[ItemState]) -> None:
         items = self.items(states)

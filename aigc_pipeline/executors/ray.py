@@ -163,7 +163,7 @@ class _Step:
     out_dir: Path | None  # absolute
     use_store: bool
     cwd: str  # the driver's working folder: relative model paths in the file mean the same there
-    takes: dict[int, dict[str, int]]  # the plan's re-takes (--retake)
+    takes: dict[int | str, dict[str, int]]  # the plan's re-takes (--retake)
     rerun: bool  # --rerun names this stage
 
 
