@@ -16,9 +16,10 @@ is one `map_batches` step over those records, with the stage's own batch size:
 
 Workers do the per-batch work with the local executor's own `StageRunner` (per-item isolation,
 out-of-memory halving, store lookups, artifacts), so outputs are the same item for item. They
-write artifacts into the output folder and results into its `run.sqlite` (each with its own
-connection, `RunStore.attach`), so a run interrupted on Ray resumes like a local one. On a
-cluster, the output folder must therefore be on storage every node sees.
+write artifacts into the output folder, and read its `run.sqlite` through a read-only connection
+(`worker_store.WorkerStore`); the results they would record travel back with their batch, and the
+driver, the store's only writer, commits them, so a run interrupted on Ray resumes like a local
+one. On a cluster, the output folder must be on storage every node sees (the artifacts).
 
 The driver marks an item done when its record comes out of the last step, and adds up the
 counters each step sends back with its batches (a column per stage).
@@ -48,7 +49,7 @@ from ..plugin_manager import PROJECT, has_observers, notify
 from ..records import DONE, ItemState, OnFinished, RunContext, RunPlan, StageContext, StageStats
 from ..sinks import ArtifactWriter
 from ..stage_runner import StageRunner
-from ..store import RunStore
+from ..worker_store import WorkerStore, commit_to
 
 INSTALL_HINT = "pip install 'aigc-pipeline[ray]'"
 ROWS_PER_BLOCK = 64  # like the local executor's chunks: an item is marked done a block at a time
@@ -250,10 +251,10 @@ class _StageWorker:
         stage = graph.stage_class(stage_id)(graph.pipeline.params[stage_id])
         stats = StageStats(type(stage).type_name, str(step.device))
         folder = step.out_dir
+        self.store = WorkerStore.attach(folder) if folder is not None and step.use_store else None
         self.context = StageContext(
             stage_id, stage, graph, pm.hook.aigc_process_batch, stats, [], {stage_id: step.batch_size},
-            ArtifactWriter(folder) if folder is not None else None,
-            RunStore.attach(folder) if folder is not None and step.use_store else None, step.takes, step.rerun,
+            ArtifactWriter(folder) if folder is not None else None, self.store, step.takes, step.rerun,
         )
         self.stage_id = stage_id
         # Loaded on the first batch the store cannot serve; the actor, and the model with it, ends
@@ -278,7 +279,7 @@ class _StageWorker:
             return {**empty, "failure": [pickle.dumps(self._as_stage_error(exc))] * size}
         change = {name: getattr(stats, name) - before[name] for name in _ADDED}
         change.update({name: getattr(stats, name) for name in _PEAKS})
-        report = pickle.dumps((change, warnings[warned:]))
+        report = pickle.dumps((change, warnings[warned:], self.store.take() if self.store else []))
         return {**batch, "state": [pickle.dumps(state) for state in states],
                 _stats_column(self.stage_id): [report] + [b""] * (size - 1)}
 
@@ -329,9 +330,10 @@ def _add_stats(run: RunContext, batch: dict[str, Any], stages: list[str]) -> Non
         for blob in batch.get(_stats_column(stage_id), ()):
             if not blob:
                 continue
-            change, warnings = pickle.loads(blob)
+            change, warnings, records = pickle.loads(blob)
             stats.merge(change)
             run.warnings.extend(warnings)
+            commit_to(run.store, records)  # the driver is the store's only writer
 
 
 def _raise_failure(batch: dict[str, Any]) -> None:
