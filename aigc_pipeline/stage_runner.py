@@ -280,6 +280,7 @@ class StageRunner:
             self.stats.flagged += 1
         if item.verdict is not None:
             if item.verdict == NOT_RUN:  # not started (the run's cost cap): nothing stored, a re-run runs it
+                self._verdicts[state.index] = _RAISED
                 if state.status is None:
                     state.status, state.stage, state.reason = NOT_RUN, self.stage_id, item.reason
                 return
