@@ -22,7 +22,7 @@ from rich.table import Table
 from .devices import Device
 from .engine import Engine
 from .errors import AigcError, PipelineFileError, Problem
-from .progress import RichProgress
+from .progress import RichProgress, gpu_lines
 from .residency import MemoryCap, format_bytes
 from .signals import listen, received
 from .spec import pipeline_json_schema
@@ -175,7 +175,7 @@ def _print_summary(summary: Any, results_path: Path) -> None:
     memory = _memory_lines(summary)
     if memory:
         out.print("model memory: " + ", ".join(memory), highlight=False, markup=False, soft_wrap=True)
-    gpu = _gpu_lines(summary)
+    gpu = gpu_lines(summary)
     if gpu:
         out.print("on the GPU: " + "; ".join(gpu), highlight=False, markup=False, soft_wrap=True)
     counts = ", ".join(f"{count} {status}" for status, count in summary.counts.items() if count)
@@ -194,20 +194,6 @@ def _memory_lines(summary: Any) -> list[str]:
         if stats.peak_memory_bytes:
             text += f" (peak {format_bytes(stats.peak_memory_bytes)} on {stats.device})"
         lines.append(text)
-    return lines
-
-
-def _gpu_lines(summary: Any) -> list[str]:
-    """"copy: weights 487 MiB, busy 93%, first batch 17.20s" for each stage that measured them on a GPU."""
-    lines = []
-    for stage_id, stats in summary.stages.items():
-        parts = [f"weights {format_bytes(stats.model_bytes)}"] if stats.model_bytes else []
-        if stats.gpu_busy is not None:
-            parts.append(f"busy {stats.gpu_busy:.0%}")
-        if parts and stats.first_batch_seconds is not None:
-            parts.append(f"first batch {stats.first_batch_seconds:.2f}s")
-        if parts:
-            lines.append(f"{stage_id}: " + ", ".join(parts))
     return lines
 
 

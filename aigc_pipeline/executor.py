@@ -34,6 +34,7 @@ from .records import (
     StageStats,
     item_result,
     result_keys,
+    usage_keys,
 )
 from .residency import (
     MemoryCap,
@@ -92,7 +93,8 @@ def make_plan(
         inventory = probe_inventory() if wants_gpu else Inventory()
     inventory = cap_inventory(inventory, gpu_memory)
     placement = place_stages(requests, inventory, pm)
-    batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).default_batch_size for sid in graph.order}
+    batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).batch_size_for(graph.pipeline.params[sid])
+                   for sid in graph.order}
     memory = {sid: needs.memory_bytes for sid, needs in needs_of.items()}
     budget = budgets(inventory)
     residency = _residency(graph, placement, memory, budget)
@@ -182,7 +184,7 @@ def execute(
     info = _run_info(plan, phases, total, out_dir)
     started = time.perf_counter()
     notify(pm, "aigc_run_start", plan.warnings.append, run=info)
-    results = _Results(pm, keys, sink, plan.warnings.append)
+    results = _Results(pm, keys, sink, plan.warnings.append, usage_keys(graph))
     groups, error, trace = _run_rows(backend or LocalExecutor(), plan, states, total, results)
     group_keys = result_keys(graph, "group")
     group_results: list[ItemResult] = [group_result(state, group_keys) for state in groups]
@@ -250,8 +252,9 @@ class _Results:
     """Row results in input order: counted, announced (`aigc_item_finished`), passed to the sink or kept."""
 
     def __init__(self, pm: pluggy.PluginManager, keys: list[tuple[str, str]],
-                 sink: Callable[[ItemResult], None] | None, warn: Callable[[str], None]) -> None:
-        self.pm, self.keys, self.sink, self.warn = pm, keys, sink, warn
+                 sink: Callable[[ItemResult], None] | None, warn: Callable[[str], None],
+                 usage: list[tuple[str, str]]) -> None:
+        self.pm, self.keys, self.sink, self.warn, self.usage = pm, keys, sink, warn, usage
         self.observed = _observed(pm)
         self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self.kept: list[ItemResult] = []
@@ -262,9 +265,9 @@ class _Results:
         for state in chunk:
             if state.status == REJECTED:
                 if self.feed is not None:
-                    self._emit(item_result(state, self.keys))
+                    self._emit(item_result(state, self.keys, self.usage))
                 continue
-            result = item_result(state, self.keys)
+            result = item_result(state, self.keys, self.usage)
             if self.observed:
                 notify(self.pm, "aigc_item_finished", self.warn, result=result)
             if self.feed is not None:
@@ -273,7 +276,7 @@ class _Results:
     def rest(self, states: Iterable[ItemState]) -> None:
         """After the run: every row not emitted yet, in order (rows after a stop are not_run)."""
         for state in self.feed.rest() if self.feed is not None else states:
-            self._emit(item_result(state, self.keys))
+            self._emit(item_result(state, self.keys, self.usage))
 
     def _emit(self, result: ItemResult) -> None:
         self.counts[result.status] += 1

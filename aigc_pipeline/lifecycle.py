@@ -51,11 +51,12 @@ class StageLifecycle:
         try:
             with MODEL_LOAD_LOCK:  # loads are serialised, so the allocation difference is this stage's
                 before = allocated_bytes(self.device)
-                stage.load(self.device)
+                loaded = stage.load(self.device)
                 stats.model_bytes = max(stats.model_bytes, allocated_bytes(self.device) - before)
         except Exception as exc:
             raise StageError(self.stage_id, stage.type_name, f"failed to load: {type(exc).__name__}: {exc}") from exc
-        stats.loads += 1
+        if loaded is not False:  # False: these params need no model (a filter without a classifier)
+            stats.loads += 1
         stats.load_seconds += time.perf_counter() - started
 
     def __enter__(self) -> StageLifecycle:

@@ -25,6 +25,20 @@ def placement_lines(run: RunInfo) -> list[str]:
     return lines
 
 
+def gpu_lines(summary: RunSummary) -> list[str]:
+    """"copy: weights 487 MiB, busy 93%, first batch 17.20s" for each stage that measured them on a GPU."""
+    lines = []
+    for stage_id, stats in summary.stages.items():
+        parts = [f"weights {format_bytes(stats.model_bytes)}"] if stats.model_bytes else []
+        if stats.gpu_busy is not None:
+            parts.append(f"busy {stats.gpu_busy:.0%}")
+        if parts and stats.first_batch_seconds is not None:
+            parts.append(f"first batch {stats.first_batch_seconds:.2f}s")
+        if parts:
+            lines.append(f"{stage_id}: " + ", ".join(parts))
+    return lines
+
+
 class RichProgress:
     """Observer plugin: prints the placement, then a bar per stage while the run goes."""
 

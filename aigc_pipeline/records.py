@@ -9,7 +9,7 @@ without importing each other.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -74,9 +74,12 @@ class ItemResult:
     error: dict[str, str] | None = None
     flags: list[dict[str, str]] = field(default_factory=list)
     trace: str | None = None  # a stage exception's traceback: errors.log, not results.jsonl
+    usage: dict[str, Any] | None = None  # stage -> its `usage` output (tokens, requests) for this row
 
     def as_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {"row": self.row, "line": self.line, "status": self.status, "outputs": self.outputs}
+        if self.usage:
+            record["usage"] = self.usage
         if self.error:
             record["error"] = self.error
         if self.flags:
@@ -107,6 +110,7 @@ class StageStats:
     model_bytes: int = 0  # GPU memory its load took (allocated after minus before, loads are serialised)
     gpu_busy: float | None = None  # NVML busy fraction of its GPU while its phase ran (None: not measured)
     first_batch_seconds: float | None = None  # its first micro-batch that ran the model (compiles happen there)
+    counters: dict[str, float] = field(default_factory=dict)  # the stage's own totals (Stage.counters): tokens, cost
 
     def merge(self, part: StageStats | dict[str, Any]) -> None:
         """Add another worker's counts (a `StageStats`, or a dict of changes sent back by a Ray
@@ -119,6 +123,8 @@ class StageStats:
         for name in PEAK_FIELDS:
             if name in values:
                 setattr(self, name, max(getattr(self, name), values[name]))
+        for name, value in (values.get("counters") or {}).items():
+            self.counters[name] = self.counters.get(name, 0) + value
 
 
 PEAK_FIELDS = tuple(item.name for item in fields(StageStats) if item.name.startswith("peak_"))
@@ -198,11 +204,18 @@ def result_keys(graph: PipelineGraph, domain: str = "row") -> list[tuple[str, st
     return [(name, str(ref)) for name, ref in graph.result_fields(domain).items()]
 
 
-def item_result(state: ItemState, keys: list[tuple[str, str]]) -> ItemResult:
+def usage_keys(graph: PipelineGraph) -> list[tuple[str, str]]:
+    """(stage, value key) of every stage with a `usage` output: its per-row ledger (tokens, requests),
+    which every row's result carries under `usage`."""
+    return [(sid, f"{sid}.usage") for sid in graph.order if "usage" in graph.stage_class(sid).outputs]
+
+
+def item_result(state: ItemState, keys: list[tuple[str, str]], usage: Sequence[tuple[str, str]] = ()) -> ItemResult:
     values = state.values
     outputs = {name: values[key] for name, key in keys if key in values}
     status = state.status or NOT_RUN
     error = None
-    if status in (FAILED, FILTERED, REJECTED):
+    if status in (FAILED, FILTERED, REJECTED) or (status == NOT_RUN and state.reason):
         error = {"stage": state.stage or "input", "reason": state.reason or ""}
-    return ItemResult(state.index, state.line, status, outputs, error, state.flags, state.trace)
+    ledger = {sid: values[key] for sid, key in usage if values.get(key) is not None}
+    return ItemResult(state.index, state.line, status, outputs, error, state.flags, state.trace, ledger or None)

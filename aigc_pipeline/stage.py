@@ -17,7 +17,8 @@ A stage type is a subclass of `Stage` with:
 - `run_wide(params)`: True when an item's result depends on the rows before it (a dedupe): the
   stage then sees every row in one instance, in input order (no replicas; one actor on Ray);
 - `__init__(params)`: cheap, stores configuration only;
-- `load(device)`: loads models once, on the device the scheduler chose;
+- `load(device)`: loads models once, on the device the scheduler chose (returns False when
+  its params need no model, so the run counts no load);
 - `process(batch) -> batch`: a list of `StageItem` in, the same items out, each with its outputs
   set, or marked `fail(...)`, `drop(...)` or `flag(...)`;
 - `unload()`: releases what `load` took; always called, in a `finally`.
@@ -27,6 +28,14 @@ A stage type is a subclass of `Stage` with:
 - `reduces`: True for a reducing stage (many rows into one, e.g. `aggregate`): instead of
   `process`, its `reduce(items) -> list[Group]` gets every row that finished the per-row
   stages at once, and the stages downstream of it run once per group.
+
+Optional refinements, with defaults that suit most stages: `cache_params(params)` (the params as
+they enter cache keys; a stage leaves out settings that do not change a result, such as a
+client's concurrency), `batch_size_for(params)` (the micro-batch size when the pipeline file gives
+none), `counters()` (running totals of the instance's countable work: requests, retries, tokens,
+cost; shown per stage in the summary and the manifest) and `budget` (the run's spending cap, a
+`CostBudget` set by the engine when the run has one: a stage that spends money reserves from it
+and marks the rows it does not start with `item.skip(reason)`).
 
 The contract is checked when a subclass is defined (`__init_subclass__`), so a broken plugin
 fails at import with a message naming the class, not half-way through a run.
@@ -40,6 +49,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from .budget import CostBudget
 from .content import ContentType
 from .devices import Device
 from .seeding import item_seed
@@ -88,7 +98,7 @@ class StageItem:
     Without a `row_key` (a stage tested alone) the seed derives from `id`.
     """
 
-    __slots__ = ("id", "inputs", "outputs", "verdict", "reason", "flags", "_seed_parts", "row_key", "take")
+    __slots__ = ("id", "inputs", "outputs", "verdict", "reason", "flags", "_seed_parts", "row_key", "take", "final")
 
     def __init__(
         self, item_id: int, inputs: dict[str, Any], seed_parts: tuple[int, str], row_key: str | None = None,
@@ -99,7 +109,8 @@ class StageItem:
         self.take = take
         self.inputs = inputs
         self.outputs: dict[str, Any] = {}
-        self.verdict: str | None = None  # None: ok; "failed" or "filtered"
+        self.verdict: str | None = None  # None: ok; "failed", "filtered" or "not_run"
+        self.final = True  # False: a failure the next run tries again (not stored)
         self.reason: str | None = None
         self.flags: list[str] = _NO_FLAGS  # replaced by a list on the first flag(): saves an allocation
         self._seed_parts = seed_parts
@@ -110,13 +121,18 @@ class StageItem:
         run_seed, stage_id = self._seed_parts
         return item_seed(run_seed, self.id if self.row_key is None else self.row_key, stage_id, self.take)
 
-    def fail(self, reason: str) -> None:
-        """Mark this item failed at this stage; downstream stages skip it."""
-        self.verdict, self.reason = "failed", reason
+    def fail(self, reason: str, final: bool = True) -> None:
+        """Mark this item failed at this stage; downstream stages skip it. The failure is stored as
+        the item's result unless `final` is False (a transient cause: the next run tries again)."""
+        self.verdict, self.reason, self.final = "failed", reason, final
 
     def drop(self, reason: str) -> None:
         """Filter this item out (a quality gate said no); downstream stages skip it."""
         self.verdict, self.reason = "filtered", reason
+
+    def skip(self, reason: str) -> None:
+        """Leave this item not run (e.g. the run's cost cap was reached); nothing is stored, a re-run runs it."""
+        self.verdict, self.reason = "not_run", reason
 
     def flag(self, reason: str) -> None:
         """Record a warning on this item; it goes on."""
@@ -145,6 +161,7 @@ class Stage(Generic[P]):
     default_batch_size: ClassVar[int] = 1
     description: ClassVar[str] = ""
     reduces: ClassVar[bool] = False
+    budget: CostBudget | None = None  # the run's spending cap, set on the instance by the engine
     version: ClassVar[str] = "1"
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
@@ -188,6 +205,20 @@ class Stage(Generic[P]):
         return _model_params(params.model_dump(mode="json"))
 
     @classmethod
+    def cache_params(cls, params: P) -> dict[str, Any]:
+        """The params as they enter every cached result's key (default: all of them)."""
+        return params.model_dump(mode="json")
+
+    @classmethod
+    def batch_size_for(cls, params: P) -> int:
+        """Items per micro-batch when the pipeline file sets no batch_size (default: default_batch_size)."""
+        return cls.default_batch_size
+
+    def counters(self) -> dict[str, float]:
+        """Running totals of this instance's countable work since it was made (default: none)."""
+        return {}
+
+    @classmethod
     def cacheable(cls, params: P) -> bool:
         """Whether the run store keeps this stage's results (default: True). Return False when a
         result depends on more than the item's inputs, seed, params and models (e.g. run-wide
@@ -202,8 +233,9 @@ class Stage(Generic[P]):
         input order: it never gets replicas, and on Ray it runs in a single actor."""
         return False
 
-    def load(self, device: Device) -> None:
-        """Load models onto `device`. Default: nothing to load."""
+    def load(self, device: Device) -> bool | None:
+        """Load models onto `device`. Default: nothing to load. Return False when these params
+        need no model (a filter without a classifier): the run then counts no load."""
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         raise NotImplementedError

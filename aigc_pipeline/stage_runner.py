@@ -28,6 +28,7 @@ from .records import (
     DONE,
     FAILED,
     FILTERED,
+    NOT_RUN,
     ItemState,
     RunPlan,
     StageStats,
@@ -89,7 +90,7 @@ class StageRunner:
             cls, params = type(self.stage), graph.pipeline.params[stage_id]
             if cls.cacheable(params):
                 origin = origin_of(graph, stage_id).as_key()
-                self.prefix = stage_prefix(cls.type_name, params, cls.model_identity(params), origin)
+                self.prefix = stage_prefix(cls.type_name, cls.cache_params(params), cls.model_identity(params), origin)
 
     def run(self, states: list[ItemState]) -> None:
         """Process the items of `states` this stage runs (`self.runs`) as one micro-batch."""
@@ -110,6 +111,8 @@ class StageRunner:
             for part in self._parts(live, keys):
                 self._run_part(part, keys)
             self.stats.batches += 1
+            if counters := self.stage.counters():
+                self.stats.counters = dict(counters)
             self.stats.peak_rss_bytes = max(self.stats.peak_rss_bytes, peak_rss())
             if self.stats.first_batch_seconds is None:
                 self.stats.first_batch_seconds = time.perf_counter() - started
@@ -276,7 +279,11 @@ class StageRunner:
             state.flags.extend({"stage": self.stage_id, "reason": reason} for reason in item.flags)
             self.stats.flagged += 1
         if item.verdict is not None:
-            self._verdicts[state.index] = item.verdict
+            if item.verdict == NOT_RUN:  # not started (the run's cost cap): nothing stored, a re-run runs it
+                if state.status is None:
+                    state.status, state.stage, state.reason = NOT_RUN, self.stage_id, item.reason
+                return
+            self._verdicts[state.index] = item.verdict if item.final else _RAISED
             self._end(state, item.verdict, item.reason)
             return
         missing = [port for port in self.outputs if port not in item.outputs]

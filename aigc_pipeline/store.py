@@ -346,11 +346,12 @@ def _key_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def stage_prefix(type_name: str, params: BaseModel, identity: Any, origin: Any = None) -> str:
-    """The part of every cache key of one stage that does not depend on the item. `origin`: the
-    stage's version and its distribution's name and version (`provenance.StageOrigin.as_key`)."""
-    text = canonical_json({"type": type_name, "params": params.model_dump(mode="json"), "models": identity,
-                           "origin": origin})
+def stage_prefix(type_name: str, params: BaseModel | dict[str, Any], identity: Any, origin: Any = None) -> str:
+    """The part of every cache key of one stage that does not depend on the item (`params`: as
+    `Stage.cache_params` gives them). `origin`: the stage's version and its distribution's name
+    and version (`provenance.StageOrigin.as_key`)."""
+    fields = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
+    text = canonical_json({"type": type_name, "params": fields, "models": identity, "origin": origin})
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 

@@ -426,6 +426,9 @@ def parse_args() -> argparse.Namespace:
                         help="forced-OOM run: the process may allocate at most this much GPU memory")
     parser.add_argument("--oom-sd-batch", type=int, default=64, help="forced-OOM run: SD batch size to start from")
     parser.add_argument("--skip-text", action="store_true")
+    parser.add_argument("--with-continuous", action="store_true",
+                        help="text alone: also transformers' continuous batching (generate_batch), for comparison "
+                             "(not in --dry-run: on the CPU it sized a 5 GiB paged cache and ran for minutes)")
     parser.add_argument("--skip-phases", action="store_true")
     parser.add_argument("--skip-oom", action="store_true")
     parser.add_argument("--dry-run", action="store_true",
@@ -518,7 +521,7 @@ def text_alone(args: argparse.Namespace, lm: Path, runs: Path) -> dict[str, Any]
 
     prompts = [ad_prompt(r) for r in make_rows(args.text_batch)]
     dtype = "bfloat16" if DEVICE == "cuda" else "float32"
-    section = text_section(lm, prompts, args.tokens, dtype, DEVICE, args.text_passes, runs)
+    section = text_section(lm, prompts, args.tokens, dtype, DEVICE, args.text_passes, runs, args.with_continuous)
     free_gpu()
     print("text alone: " + ", ".join(f"{name} {arm['tokens_per_s']:.0f} tok/s" for name, arm in section.items()
                                      if isinstance(arm, dict) and "tokens_per_s" in arm), flush=True)
@@ -626,7 +629,9 @@ def print_figures(record: dict[str, Any]) -> None:
                  f"{ {k: round(v, 3) for k, v in summary['engine']['model_gib'].items()} } GiB; "
                  f"loads {record['engine_loads_per_model']}")
     if text:
-        for name in ("script_eager", "engine_eager", "engine_static"):
+        for name in ("script_eager", "engine_eager", "engine_static", "script_continuous"):
+            if name not in text:
+                continue
             arm = text[name]
             lines.append(f"text alone {name}: {arm['tokens_per_s']:.0f} tok/s, first pass {arm['first_pass_s']:.1f} s, "
                          f"rows identical to the script {arm['rows_identical_to_script']}/{text['config']['batch']}")

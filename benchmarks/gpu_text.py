@@ -9,7 +9,10 @@ HF `generate` at a large batch, greedy, min_new_tokens == max_new_tokens.
   timing plugin (`aigc_process_batch` wrapper) times every micro-batch; the first includes the
   compile (reported as the first-call time), the median of the others is reported.
 
-Tokens/s = batch x new tokens / seconds per pass. Greedy identity: the rows whose text equals the
+- script, continuous (opt-in, `continuous=True`): transformers' continuous batching
+  (`model.generate_batch`, paged attention) on the same prompts, for comparison.
+
+Tokens/s = batch x new tokens / seconds per pass (continuous: the tokens it actually generated). Greedy identity: the rows whose text equals the
 eager script's (the engine decodes the same token ids with the tokenizer, stripped).
 """
 
@@ -94,6 +97,31 @@ def script_eager(lm: Path, prompts: list[str], tokens: int, dtype: str, device: 
     return {"seconds": seconds, "texts": texts}
 
 
+def script_continuous(lm: Path, prompts: list[str], tokens: int, dtype: str, device: str,
+                      passes: int) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(lm)
+    model = AutoModelForCausalLM.from_pretrained(lm, dtype=getattr(torch, dtype)).to(device).eval()
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    config = GenerationConfig(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    seconds, texts, generated = [], [], 0
+    for _ in range(passes):
+        BatchTimer.sync()
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate_batch(ids, generation_config=config, progress_bar=False)
+        BatchTimer.sync()
+        seconds.append(time.perf_counter() - started)
+        rows = [out[key].generated_tokens for key in sorted(out, key=lambda key: int(key.rsplit("_", 1)[-1]))]
+        generated = sum(len(row) for row in rows)
+        texts = [t.strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
+    del model
+    return {"seconds": seconds, "texts": texts, "generated_tokens": generated}
+
+
 def engine_passes(lm: Path, prompts: list[str], tokens: int, dtype: str, passes: int, static: bool,
                   work: Path) -> dict[str, Any]:
     from aigc_pipeline import Engine
@@ -118,17 +146,21 @@ def engine_passes(lm: Path, prompts: list[str], tokens: int, dtype: str, passes:
 
 
 def text_section(lm: Path, prompts: list[str], tokens: int, dtype: str, device: str, passes: int,
-                 work: Path) -> dict[str, Any]:
-    """Eager script, engine eager, engine static cache: tokens/s, first-call time, greedy identity."""
+                 work: Path, continuous: bool = False) -> dict[str, Any]:
+    """Eager script, engine eager, engine static cache (and continuous batching): tokens/s,
+    first-call time, greedy identity."""
     arms = {"script_eager": script_eager(lm, prompts, tokens, dtype, device, passes),
             "engine_eager": engine_passes(lm, prompts, tokens, dtype, passes, False, work),
             "engine_static": engine_passes(lm, prompts, tokens, dtype, passes, True, work)}
+    if continuous:
+        arms["script_continuous"] = script_continuous(lm, prompts, tokens, dtype, device, passes)
     reference = arms["script_eager"]["texts"]
     figures: dict[str, Any] = {}
     for name, arm in arms.items():
         timed = arm["seconds"][1:] or arm["seconds"]
         per_pass = statistics.median(timed)
-        figures[name] = {"tokens_per_s": len(prompts) * tokens / per_pass, "pass_s": per_pass,
+        made = arm.get("generated_tokens", len(prompts) * tokens)
+        figures[name] = {"tokens_per_s": made / per_pass, "pass_s": per_pass, "generated_tokens": made,
                          "first_pass_s": arm["seconds"][0], "passes_s": arm["seconds"],
                          "rows_identical_to_script": sum(a == b for a, b in zip(arm["texts"], reference, strict=True))}
         for key in ("loads", "first_batch_s", "done", "error"):

@@ -59,15 +59,15 @@ class Arm:
     def __call__(self, input_path: Path, rows: int) -> dict[str, Any]:
         out = self.work / f"out-length-{self.name}"
         shutil.rmtree(out, ignore_errors=True)  # a fresh run store: nothing reused
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = self.engine.run(self.graph, input_path, out)
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         summary = result.summary
         if summary.error or summary.counts.get("done") != rows:
             raise SystemExit(f"length batching, arm {self.name}: error={summary.error!r} counts={summary.counts}")
         copy = summary.stages["copy"]
         loop = copy.seconds - copy.load_seconds
-        return {"rows": rows, "run_s": wall, "loop_s": loop, "load_s": copy.load_seconds, "cpu_s": 0.0,
+        return {"rows": rows, "run_s": wall, "loop_s": loop, "load_s": copy.load_seconds, "cpu_s": cpu,
                 "rows_per_s": rows / loop, "texts": [r.outputs.get("text") for r in result.results]}
 
 
@@ -94,13 +94,15 @@ def length_section(folder: Path, work: Path, rows: int, batch: int, factor: int,
             record = arm(input_path, rows)
             runs[name].append(record)
             print(f"[length {repeat + 1}/{repeats}] {name:<5} loop {record['loop_s']:.3f} s "
-                  f"({record['rows_per_s']:.1f} rows/s), run {record['run_s']:.3f} s", flush=True)
+                  f"({record['rows_per_s']:.1f} rows/s), run {record['run_s']:.3f} s, CPU {record['cpu_s']:.3f} s",
+                  flush=True)
     reference = runs["off"][0]["texts"]
     equal = all(r["texts"] == reference for arm_runs in runs.values() for r in arm_runs)
     if not equal:
         raise SystemExit("length batching: the arms' texts differ")
     lengths = [len(ids) for ids in AutoTokenizer.from_pretrained(folder)(prompts)["input_ids"]]
     loops = {name: [r["loop_s"] for r in arm_runs] for name, arm_runs in runs.items()}
+    cpus = {name: [r["cpu_s"] for r in arm_runs] for name, arm_runs in runs.items()}
     return {
         "rows": rows, "new_tokens": new_tokens, "call_size": batch, "sorted_window": batch * factor,
         "prompt_tokens": {"min": min(lengths), "median": median(lengths), "max": max(lengths)},
@@ -110,7 +112,10 @@ def length_section(folder: Path, work: Path, rows: int, batch: int, factor: int,
                           "wide": padding_share(lengths, batch * factor, sort=False)},
         "loop_s": {name: {"median": median(v), "min": min(v), "max": max(v), "samples": v}
                    for name, v in loops.items()},
+        "cpu_s": {name: {"median": median(v), "min": min(v), "max": max(v), "samples": v}
+                  for name, v in cpus.items()},
         "speedup_on_over_off": median(loops["off"]) / median(loops["on"]),
+        "cpu_ratio_off_over_on": median(cpus["off"]) / median(cpus["on"]),
         "speedup_on_over_wide": median(loops["wide"]) / median(loops["on"]),
         "interleaved": "off, on, wide per repeat after one untimed warm-up of each",
     }
@@ -123,6 +128,7 @@ def print_section(section: dict[str, Any]) -> None:
     for name in ("off", "on", "wide"):
         loop = section["loop_s"][name]
         print(f"  {name:<5} loop {loop['median']:.3f} s (min {loop['min']:.3f}, max {loop['max']:.3f}), "
-              f"padding {pad[name]:.0%}")
-    print(f"  on/off speed-up {section['speedup_on_over_off']:.2f}x, on/wide {section['speedup_on_over_wide']:.2f}x; "
+              f"CPU {section['cpu_s'][name]['median']:.3f} s, padding {pad[name]:.0%}")
+    print(f"  on/off speed-up {section['speedup_on_over_off']:.2f}x "
+          f"(CPU time {section['cpu_ratio_off_over_on']:.2f}x), on/wide {section['speedup_on_over_wide']:.2f}x; "
           f"texts equal: {section['texts_equal_across_arms']}")

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from aigc_pipeline import gpu_busy
-from aigc_pipeline.cli import _gpu_lines
 from aigc_pipeline.devices import CPU, Device
 from aigc_pipeline.executor import record_busy
 from aigc_pipeline.gpu_busy import BusySampler
-from aigc_pipeline.records import StageStats
+from aigc_pipeline.progress import gpu_lines
+from aigc_pipeline.records import RunSummary, StageStats
 from aigc_pipeline.testing import ONE_GPU_8GB, fake_engine, run_text
 
 CUDA0, CUDA1 = Device("cuda", 0), Device("cuda", 1)
@@ -100,14 +100,14 @@ def test_a_run_on_a_gpu_reports_busy_and_first_batch_per_model_stage(
     assert stages["check"].gpu_busy is None  # a CPU stage in those phases has no GPU of its own
     assert all(stages[sid].first_batch_seconds is not None and stages[sid].loads == 1 for sid in ("copy", "hero"))
     assert stages["copy"].model_bytes == 0  # torch allocated nothing on a fake GPU
-    assert _gpu_lines(result.summary)[0].startswith("copy: busy 75%, first batch ")
+    assert gpu_lines(result.summary)[0].startswith("copy: busy 75%, first batch ")
 
 
 def test_the_gpu_line_lists_what_was_measured() -> None:
     measured = StageStats("llm.text", "cuda:0", model_bytes=512 * 2**20, gpu_busy=0.934, first_batch_seconds=17.2)
     cpu = StageStats("template", "cpu", first_batch_seconds=0.01)
-    summary = SimpleNamespace(stages={"copy": measured, "prompt": cpu})
-    assert _gpu_lines(summary) == ["copy: weights 512 MiB, busy 93%, first batch 17.20s"]
+    summary = RunSummary(counts={}, stages={"copy": measured, "prompt": cpu}, seconds=1.0)
+    assert gpu_lines(summary) == ["copy: weights 512 MiB, busy 93%, first batch 17.20s"]
 
 
 def _has_cuda() -> bool:

@@ -60,7 +60,7 @@ def test_the_bundle_of_the_marketing_demo_plays_from_another_folder(models_dir: 
     with browser_page() as page:
         page.goto(elsewhere.as_uri())
         found = _plays_everything(page)
-        assert len(found["played"]) == 3 and len(found["images"]) == 3  # a voice-over and an image per row
+        assert len(found["played"]) >= 3 and len(found["images"]) >= 3  # at least a voice-over and an image per row
         assert page.locator("#random-models").count() == 1  # the tiny models are random: the page says so
         assert page.errors == []
 

@@ -70,6 +70,11 @@
     decide(card, button.getAttribute('data-decide'), '');
   });
   document.addEventListener('change', function (event) {
+    if (event.target.classList.contains('note')) {  // a note is kept with the card's decision
+      var owner = event.target.closest('.card'), decided = owner.getAttribute('data-review');
+      if (decided === 'approved' || decided === 'rejected') { decide(owner, decided, ''); }
+      return;
+    }
     if (!event.target.classList.contains('take-select')) { return; }
     var card = event.target.closest('.card');
     var box = card.querySelector('.takes');

@@ -111,7 +111,10 @@ class ReviewApp:
         path = self.artifact_path(request.path_params["path"])
         if path is None or not self._host_ok(request):
             return PlainTextResponse("not found", status_code=404)
-        return FileResponse(path)
+        # An artifact opened on its own (an .svg or .html a plugin wrote) runs sandboxed, in an
+        # origin of its own: it can never read the page's token or post a decision.
+        return FileResponse(path, headers={"Content-Security-Policy": "sandbox; default-src 'none'",
+                                           "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
     def artifact_path(self, relative: str) -> Path | None:
         """The file under the output folder's artifacts/ that `relative` names, or None (outside, or missing)."""

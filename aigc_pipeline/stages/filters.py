@@ -273,11 +273,13 @@ class TextFilterStage(Stage[TextFilterParams]):
         if labels and check.label not in labels:
             raise AigcError(checks.unknown_label(check.label, check.model, labels))
 
-    def load(self, device: Device) -> None:
+    def load(self, device: Device) -> bool | None:
         check = self.params.classifier
-        if check is not None:
-            folder = resolve_model(check.model, check.revision, allow_pickle=check.allow_pickle)
-            self.classifier = checks.TextClassifier(folder, check, device)
+        if check is None:
+            return False  # no model: the run counts no load
+        folder = resolve_model(check.model, check.revision, allow_pickle=check.allow_pickle)
+        self.classifier = checks.TextClassifier(folder, check, device)
+        return None
 
     def unload(self) -> None:
         if self.classifier is not None:

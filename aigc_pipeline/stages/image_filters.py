@@ -88,10 +88,10 @@ class ImageFilterStage(Stage[ImageFilterParams]):
             return DeviceNeeds()
         return DeviceNeeds("any", memory_estimate(check.model, check.revision, headroom=ACTIVATION_OVERHEAD))
 
-    def load(self, device: Device) -> None:
+    def load(self, device: Device) -> bool | None:
         check = self.params.classifier
         if check is None:
-            return
+            return False  # no model: the run counts no load
         from transformers import pipeline
         from transformers.utils import logging
 
@@ -102,6 +102,7 @@ class ImageFilterStage(Stage[ImageFilterParams]):
             trust_remote_code=check.trust_remote_code,
             model_kwargs={"use_safetensors": None if check.allow_pickle else True},
         )
+        return None
 
     def unload(self) -> None:
         self.classifier = None

@@ -18,6 +18,12 @@ identical outputs for batch sizes 1 and 8; half precision on a GPU can flip a ne
 
 Stop strings end a row's generation as soon as its new text contains one (an early exit, when
 every row of the batch has stopped), and the text is cut at the first one.
+
+Backends: `backend: transformers` (the default) is all of the above; `backend: openai` sends each
+row to an OpenAI-compatible endpoint instead (see `aigc_pipeline.served`): the same prompt
+formatting choices (`api: chat` lets the server apply the chat template, `completions` sends the
+prompt as is), the row's seed forwarded, answers optionally held to a JSON Schema (`record`), and
+the tokens each row took in `usage`.
 """
 
 from __future__ import annotations
@@ -25,28 +31,34 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, field_validator, model_validator
 
-from ..content import TEXT
+from ..content import RECORD, TEXT
 from ..devices import Device
 from ..errors import MissingDependencyError
 from ..models import check_no_remote_code, dtype_keyword, memory_estimate, resolve_model
 from ..plugin_manager import hookimpl
+from ..served.backend import ROUNDS_PER_BATCH, ServedLlm
+from ..served.params import ServedFields, cache_fields, check_backend_fields, endpoint_of
 from ..stage import DeviceNeeds, Stage, StageItem
 from .llm_batching import in_length_order, padded_width, static_cache_kwargs
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 HEADROOM = 1.2  # activations and the KV cache of a micro-batch, on top of the weights
 HEADROOM_BYTES = 256 * 2**20
+LOCAL_ONLY = frozenset({"revision", "dtype", "min_new_tokens", "top_k", "repetition_penalty", "chat_template",
+                        "trust_remote_code", "allow_pickle", "generate_batch", "static_cache"})
 
 
-class LlmParams(BaseModel):
+class LlmParams(ServedFields):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, description="Hugging Face id (e.g. 'gpt2') or a local model folder")
+    model: str = Field(min_length=1, description="Hugging Face id (e.g. 'gpt2') or a local model folder; "
+                       "with backend: openai, the served model's name")
     revision: str | None = Field(None, description="branch, tag or commit of a Hugging Face id")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field("auto", description="auto: as saved")
-    max_new_tokens: int = Field(64, ge=1, le=32768, description="most tokens generated per row")
+    max_new_tokens: int = Field(64, ge=1, le=32768, description="most tokens generated per row (sent as max_tokens)",
+                                validation_alias=AliasChoices("max_new_tokens", "max_tokens"))
     min_new_tokens: int = Field(0, ge=0, description="no end-of-text before this many tokens")
     temperature: float = Field(0.0, ge=0.0, le=100.0, description="0: greedy; above 0: sample, seeded per row")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="sample from the most likely tokens holding this much mass")
@@ -77,15 +89,18 @@ class LlmParams(BaseModel):
     def _min_below_max(self) -> LlmParams:
         if self.min_new_tokens > self.max_new_tokens:
             raise ValueError(f"min_new_tokens ({self.min_new_tokens}) > max_new_tokens ({self.max_new_tokens})")
+        check_backend_fields(self, LOCAL_ONLY)
         return self
 
 
 class LlmTextStage(Stage[LlmParams]):
     type_name = "llm.text"
-    description = "Generate text from a prompt with a Hugging Face causal LM (batched, seeded per row)."
+    description = ("Generate text from a prompt with a Hugging Face causal LM (batched, seeded per row), "
+                   "or with any OpenAI-compatible endpoint (backend: openai)")
     Params = LlmParams
     inputs = {"prompt": TEXT}
-    outputs = {"text": TEXT}
+    # record: the answer parsed under json_schema (backend: openai); usage: the row's tokens (None: not counted)
+    outputs = {"text": TEXT, "record": RECORD, "usage": RECORD}
     default_batch_size = 16
 
     def __init__(self, params: LlmParams) -> None:
@@ -93,17 +108,43 @@ class LlmTextStage(Stage[LlmParams]):
         self.model: Any = None
         self.tokenizer: Any = None
         self.device: Device | None = None
+        self.served = ServedLlm(params, self._finish_text) if params.backend == "openai" else None
 
     @classmethod
     def needs(cls, params: LlmParams) -> DeviceNeeds:
-        """GPU if there is one; memory from the safetensors headers (0 when the model is not local yet)."""
+        """GPU if there is one; memory from the safetensors headers (0 when the model is not local yet).
+        A served model needs nothing here: a CPU thread waiting on the network."""
+        if params.backend == "openai":
+            return DeviceNeeds()
         memory = memory_estimate(params.model, params.revision, dtype_bytes=DTYPE_BYTES.get(params.dtype),
                                  headroom=HEADROOM, extra_bytes=HEADROOM_BYTES)
         return DeviceNeeds(kind="any", memory_bytes=memory, dtype=None if params.dtype == "auto" else params.dtype)
 
     @classmethod
+    def model_identity(cls, params: LlmParams) -> Any:
+        p = params
+        if p.backend == "openai" and p.base_url:  # the endpoint, never its key
+            return [{"endpoint": endpoint_of(p.base_url), "model": p.model, "api": p.api}]
+        return super().model_identity(params)
+
+    @classmethod
+    def cache_params(cls, params: LlmParams) -> dict[str, Any]:
+        return cache_fields(params)
+
+    @classmethod
+    def batch_size_for(cls, params: LlmParams) -> int:
+        return ROUNDS_PER_BATCH * params.max_concurrency if params.backend == "openai" else cls.default_batch_size
+
+    def counters(self) -> dict[str, float]:
+        return dict(self.served.counters) if self.served is not None else {}
+
+    @classmethod
     def preflight(cls, params: LlmParams) -> None:
         p = params
+        if p.backend == "openai":
+            if importlib.util.find_spec("openai") is None:
+                raise MissingDependencyError("openai", "the llm.text stage with backend: openai", extra="served")
+            return
         for package in ("torch", "transformers"):
             if importlib.util.find_spec(package) is None:
                 raise MissingDependencyError(package, "the llm.text stage", extra="models")
@@ -112,6 +153,10 @@ class LlmTextStage(Stage[LlmParams]):
             check_no_remote_code(folder, p.model)
 
     def load(self, device: Device) -> None:
+        if self.served is not None:
+            self.served.budget = self.budget
+            self.served.load()
+            return
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -134,6 +179,9 @@ class LlmTextStage(Stage[LlmParams]):
         self.device = device
 
     def unload(self) -> None:
+        if self.served is not None:
+            self.served.unload()
+            return
         self.model = self.tokenizer = self.device = None  # the engine frees the cached GPU memory after
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
@@ -145,6 +193,9 @@ class LlmTextStage(Stage[LlmParams]):
                 item.fail(f"the prompt is a {type(item.inputs['prompt']).__name__}, not text")
         if not live:
             return batch
+        if self.served is not None:
+            self.served.process(live, [self.served_prompt(item.inputs["prompt"]) for item in live])
+            return batch
         token_ids = self.tokenizer(
             [self.format_prompt(item.inputs["prompt"]) for item in live], add_special_tokens=not self._uses_chat()
         )["input_ids"]
@@ -155,6 +206,7 @@ class LlmTextStage(Stage[LlmParams]):
                                     lambda rows: self.generate([token_ids[r] for r in rows], [seeds[r] for r in rows]))
             for (item, _), text in zip(ready, texts, strict=True):
                 item.outputs["text"] = text
+                item.outputs["record"] = item.outputs["usage"] = None  # no schema, no tokens counted locally
                 if not text:
                     item.flag("the model generated no text")
         return batch
@@ -173,6 +225,14 @@ class LlmTextStage(Stage[LlmParams]):
                     raise
                 merged = [{"role": "user", "content": f"{system}\n\n{prompt}"}]
                 return str(self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True))
+        return f"{system}\n\n{prompt}" if system else prompt
+
+    def served_prompt(self, prompt: str) -> Any:
+        """What the endpoint gets: chat messages (`api: chat`; the server applies the chat template)
+        or, for `api: completions`, the text as a local model without a chat template sees it."""
+        system = self.params.system
+        if self.params.api == "chat":
+            return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}]
         return f"{system}\n\n{prompt}" if system else prompt
 
     def _uses_chat(self) -> bool:
@@ -226,7 +286,9 @@ class LlmTextStage(Stage[LlmParams]):
         return ids or ({self.tokenizer.eos_token_id} - {None})
 
     def _finish(self, new_ids: list[int]) -> str:
-        text: str = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+        return self._finish_text(self.tokenizer.decode(new_ids, skip_special_tokens=True))
+
+    def _finish_text(self, text: str) -> str:
         text = cut_at_stop(text, self.params.stop)
         return text.strip() if self.params.strip else text
 

@@ -107,3 +107,26 @@ def test_the_stages_a_retake_reseeds() -> None:
     assert stages_to_reseed(graph, ["image"]) == ["image_prompt", "hero", "hero_checked"]
     assert stages_to_reseed(graph, ["audio"]) == ["voice"]  # the approved copy it speaks stays
     assert set(stages_to_reseed(graph, ["copy", "image", "audio"])) == set(graph.order)
+
+
+def test_the_commands_say_what_is_wrong(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from aigc_pipeline.cli import app
+
+    out = tmp_path / "out"
+    text = "name: t\ninputs: {sku: str, text: str}\nstages: {line: {uses: template, with: {template: '{{ text }}'}}}\n"
+    run_text(text, ROWS, out)
+    (tmp_path / "p.yaml").write_text(text, encoding="utf-8")
+    runner = CliRunner()
+    wrong = runner.invoke(app, ["run", str(tmp_path / "p.yaml"), "-i", str(tmp_path / "out-input.jsonl"), "-o",
+                                str(out), "-q", "--retake", "all"])
+    assert wrong.exit_code == 2 and "only choice is 'rejected'" in wrong.output
+    nothing = runner.invoke(app, ["review", str(tmp_path / "nowhere")])
+    assert nothing.exit_code == 2 and "holds no run store" in nothing.output
+    unasked = runner.invoke(app, ["export", str(out), "--to", str(tmp_path / "x")])
+    assert unasked.exit_code == 2 and "--approved" in unasked.output
+    bad = runner.invoke(app, ["export", str(out), "--approved", "--to", str(tmp_path / "x.pdf")])
+    assert bad.exit_code == 2 and "a .zip, a .csv or a .parquet" in bad.output
+    none = runner.invoke(app, ["export", str(out), "--approved", "--to", str(tmp_path / "none")])
+    assert none.exit_code == 0 and "exported 0 approved rows" in none.output

@@ -81,6 +81,10 @@ def test_only_artifacts_are_served(out: Path) -> None:
     for path in ("../run.sqlite", "..%2Frun.sqlite", "../results.jsonl", "../../secret.txt", "%2E%2E/run.sqlite",
                  "/etc/passwd", "picture/missing.png"):
         assert client.get(f"/files/{path}").status_code == 404, path
+    (out / "artifacts" / "page.html").write_text("<script>fetch('/')</script>", encoding="utf-8")
+    served = client.get("/files/page.html")  # a stage's own file, opened alone: sandboxed
+    assert served.status_code == 200 and served.headers["content-security-policy"].startswith("sandbox")
+    assert served.headers["x-content-type-options"] == "nosniff"
     (out / "artifacts" / "link.png").symlink_to(out.parent / "secret.txt")
     assert client.get("/files/link.png").status_code == 404  # a link out of the folder
 

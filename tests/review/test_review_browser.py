@@ -56,9 +56,14 @@ def test_review_retake_and_export_in_a_browser(tiny_model: Any, tmp_path: Path) 
         page.goto(url)
         assert _reviews(page) == ["pending"] * 5
         _press(page, "aaarr", ["approved"] * 3 + ["rejected"] * 2)
+        page.keyboard.press("n")  # a note on the last card, the one the keys stopped at
+        page.keyboard.type("too dark")
+        with page.expect_response("**/api/decision"):
+            page.keyboard.press("Enter")
         screenshot(page, tmp_path, "review-app.png")
         page.reload()
         assert _reviews(page) == ["approved"] * 3 + ["rejected"] * 2  # stored, not just drawn
+        assert page.locator("#rows .card").nth(4).locator("input.note").input_value() == "too dark"
         assert page.errors == []
     assert [r["review"] for r in _results(out)] == ["approved"] * 3 + ["rejected"] * 2
 
@@ -76,6 +81,18 @@ def test_review_retake_and_export_in_a_browser(tiny_model: Any, tmp_path: Path) 
     with review_app(out) as url, browser_page() as page:
         page.goto(url)
         page.click('button[data-show="review-pending"]')
+        page.keyboard.press("j")  # the first row to review: row 3, now at its take 1
+        card = page.locator("#rows .card").first
+        shown = "el => el.offsetParent !== null"
+        assert card.locator("select.take-select").input_value() == "1"
+        page.keyboard.press("t")  # back to take 0, to compare
+        assert card.locator("select.take-select").input_value() == "0"
+        old_image = card.locator('.take[data-take="0"] img')
+        assert old_image.evaluate(shown) and old_image.get_attribute("src").endswith(
+            Path(first[3]["outputs"]["image"]["path"]).name)
+        assert not card.locator(":scope > .media img").evaluate(shown)
+        page.keyboard.press("t")  # and to the new take, which is approved
+        assert card.locator(":scope > .media img").evaluate(shown)
         _press(page, "aa", ["approved"] * 5)
     again = run_text(pipeline, ROWS, out)  # everything approved and stored: no model loads at all
     assert all(stats.loads == 0 and stats.cached == 5 for stats in again.summary.stages.values())

@@ -1,0 +1,164 @@
+"""A fault-injecting HTTP proxy in front of an OpenAI-compatible server, for tests and benchmarks.
+
+It is a real server on 127.0.0.1 (asyncio streams, HTTP/1.1 keep-alive) that forwards each
+request to the upstream server and, as told, adds latency or answers with a fault instead:
+
+- `429`: Too Many Requests with `Retry-After: 0`; `429-bare`: without Retry-After;
+- `500`: an internal server error; `slow`: waits `slow_seconds` (past the client's timeout) first;
+- `drop`: closes the connection without an answer; `malformed`: a 200 whose body is not JSON;
+- `not-json`: a well-formed answer whose text is not JSON (for structured output).
+
+Faults are drawn per request from a seeded generator (`rate`, `kinds`), or forced for every request
+whose body contains a marker (`always`). `wrap_json` turns the upstream text into `{"<field>": text}`
+(a tiny random model cannot write JSON). Every request is logged (`log`): its body, fault and status.
+Not part of a pipeline run: it needs httpx (the test extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Faults:
+    rate: float = 0.0
+    kinds: tuple[str, ...] = ("429", "500")
+    latency: float = 0.0  # seconds added to every answered request
+    seed: int = 0
+    always: dict[str, str] = field(default_factory=dict)  # marker in the request body -> fault, every time
+    slow_seconds: float = 5.0
+    wrap_json: str | None = None
+
+
+class FaultProxy:
+    """`with FaultProxy(upstream, faults) as proxy:` serves on `proxy.base_url` (".../v1")."""
+
+    def __init__(self, upstream: str, faults: Faults | None = None) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.faults = faults or Faults()
+        self.log: list[dict[str, Any]] = []
+        self.rng = random.Random(self.faults.seed)
+        self.port = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fault-proxy", daemon=True)
+        self.server: asyncio.AbstractServer | None = None
+        self.http: Any = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> FaultProxy:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(timeout=30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+    async def _start(self) -> None:
+        import httpx
+
+        self.http = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=1024))
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:  # e.g. a `slow` answer still waiting
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self.http.aclose()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (request := await _read_request(reader)) is not None:
+                if not await self._answer(request, writer):
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            if not self.loop.is_closed():
+                writer.close()
+
+    def _fault_for(self, body: bytes) -> str | None:
+        text = body.decode("utf-8", "replace")
+        for marker, kind in self.faults.always.items():
+            if marker in text:
+                return kind
+        if self.faults.rate and self.rng.random() < self.faults.rate:
+            return self.rng.choice(self.faults.kinds)
+        return None
+
+    async def _answer(self, request: tuple[str, str, dict[str, str], bytes], writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False when the connection is to be dropped."""
+        method, path, headers, body = request
+        fault = self._fault_for(body)
+        entry: dict[str, Any] = {"path": path, "body": _json_or_text(body), "fault": fault}
+        self.log.append(entry)
+        if fault == "drop":
+            return False
+        if fault in ("429", "429-bare", "500"):
+            status = 500 if fault == "500" else 429
+            extra = {"Retry-After": "0"} if fault == "429" else {}
+            entry["status"] = status
+            await _write(writer, status, json.dumps({"error": {"message": f"injected {fault}"}}).encode(), extra)
+            return True
+        if fault == "slow":
+            await asyncio.sleep(self.faults.slow_seconds)
+        if self.faults.latency:
+            await asyncio.sleep(self.faults.latency)
+        upstream = await self.http.request(method, self.upstream + path, content=body,
+                                           headers={"content-type": headers.get("content-type", "application/json")})
+        payload, status = upstream.content, upstream.status_code
+        if status == 200 and (self.faults.wrap_json or fault == "not-json"):
+            payload = self._rewrite(payload, fault)
+        if fault == "malformed":
+            payload = b'{"id": "x", "choices": [{"text": "cut off'
+        entry["status"] = status
+        await _write(writer, status, payload, {})
+        return True
+
+    def _rewrite(self, payload: bytes, fault: str | None) -> bytes:
+        answer = json.loads(payload)
+        for choice in answer.get("choices", []):
+            holder, name = (choice["message"], "content") if "message" in choice else (choice, "text")
+            text = holder.get(name) or ""
+            holder[name] = f"not json: {text}" if fault == "not-json" else json.dumps({self.faults.wrap_json: text})
+        return json.dumps(answer).encode()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes] | None:
+    line = await reader.readline()
+    if not line:
+        return None
+    method, path, _ = line.decode("latin-1").split(" ", 2)
+    headers: dict[str, str] = {}
+    while (header := await reader.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = header.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return method, path, headers, body
+
+
+async def _write(writer: asyncio.StreamWriter, status: int, body: bytes, headers: dict[str, str]) -> None:
+    lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    await writer.drain()
+
+
+def _json_or_text(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
