@@ -388,7 +388,8 @@ def train_digits(
     report = train(out_dir, gan_epochs=gan_epochs, vae_epochs=vae_epochs, seed=seed, grid=grid)
     per_digit = " ".join(f"{digit}:{share:.0%}" for digit, share in enumerate(report.gan_recognised_per_digit))
     for line in (
-        f"trained in {report.seconds:.1f} s on {report.threads} torch thread(s) "
+        f"trained and checked in {report.seconds:.1f} s ({report.cpu_seconds:.1f} s of CPU, "
+        f"{report.threads} torch thread) "
         f"({report.train_rows} training digits, {report.test_rows} held out)",
         f"classifier (SVM) accuracy on held-out real digits: {report.classifier_accuracy:.1%}",
         f"conditional GAN images recognised as the requested digit: {report.gan_recognised:.1%} ({per_digit})",

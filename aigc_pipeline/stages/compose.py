@@ -125,7 +125,8 @@ class ComposeVideoStage(Stage[ComposeParams]):
                    "-loop", "1", "-framerate", str(self.params.fps), "-i", str(image), "-i", str(audio),
                    "-filter_complex", f"{video_filter},split[v][p];[1:a]apad[a]",
                    "-map", "[v]", "-map", "[a]", "-frames:v", str(frames), "-t", f"{duration:.6f}",
-                   "-c:v", "libx264", "-threads", "1", "-preset", "veryfast", "-crf", str(self.params.crf), "-pix_fmt", "yuv420p",
+                   "-c:v", "libx264", "-threads", "1", "-preset", "veryfast", "-crf", str(self.params.crf),
+                   "-pix_fmt", "yuv420p",
                    "-c:a", "aac", "-b:a", "128k", "-fflags", "+bitexact", "-flags:v", "+bitexact",
                    "-flags:a", "+bitexact", "-movflags", MOVFLAGS]
         for key, value in tags(metadata).items():

@@ -37,7 +37,7 @@ def test_train_digits_then_run_the_digits_pipeline(tmp_path: Path, monkeypatch: 
         config = json.loads((tmp_path / "models" / "digits" / name / "config.json").read_text())
         assert config["architecture"] == architecture
     with Image.open(tmp_path / "grid.png") as grid:
-        assert grid.size == (320, 320)
+        assert grid.size == (400, 400)
     shutil.copy(ROOT / "pipelines" / "data" / "digits.csv", tmp_path / "digits.csv")
     ran = CliRunner().invoke(app, ["run", str(ROOT / "pipelines" / "digits.yaml"), "-i", "digits.csv", "-o", "out",
                                    "-q"], catch_exceptions=False)
