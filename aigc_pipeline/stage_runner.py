@@ -161,9 +161,10 @@ class StageRunner:
         return missing
 
     def _apply(self, state: ItemState, verdict: str, reason: str | None, outputs: str, flags: str) -> bool:
-        """Give `state` a stored result; False when one of its artifacts is gone (run it again)."""
+        """Give `state` a stored result; False when one of its artifacts is gone, or it lacks an
+        output port the stage has now (a newer version of the stage added one): run it again."""
         values = decode_outputs(outputs, self.artifacts.out_dir) if self.artifacts is not None else None
-        if values is None:
+        if values is None or (verdict == DONE and any(port not in values for port, _ in self.outputs_list)):
             return False
         if verdict in (FILTERED, FAILED):
             self._verdicts[state.index] = verdict
