@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .devices import Device
-from .engine import Engine
+from .engine import Engine, estimate
 from .errors import AigcError, PipelineFileError, Problem
 from .progress import RichProgress, gpu_lines
 from .residency import MemoryCap, format_bytes
@@ -88,6 +88,8 @@ def run(
     retake: Annotated[Optional[str], typer.Option("--retake", help="rejected: another take (a new seed) of the rows rejected in aigc review, and only of those")] = None,  # noqa: UP045, E501
     rerun: Annotated[Optional[list[str]], typer.Option("--rerun", metavar="STAGE", help="run this stage again instead of reusing its stored results (and what its new outputs change); repeatable")] = None,  # noqa: UP045, E501
     retry_quarantined: Annotated[bool, typer.Option("--retry-quarantined", help="give rows quarantined for crashing the process another chance (they run alone)")] = False,  # noqa: E501
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", metavar="USD", min=0, help="stop starting paid requests once this much could be spent (stages with a price); rows not started are not_run, a re-run continues")] = None,  # noqa: UP045, E501
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print rows, requests, estimated tokens and cost per stage that spends money; run nothing, call nothing")] = False,  # noqa: E501
 ) -> None:
     """Run a pipeline over every row of an input file.
 
@@ -98,13 +100,16 @@ def run(
         engine = Engine(plugins=plugin)
         graph = engine.load(file, set_ or [])
         _warn(graph.warnings)
+        if dry_run:
+            _print_estimate(estimate(graph, input, limit))
+            return
         if not quiet:
             engine.register(RichProgress(err), name="aigc-cli-progress")
         cap = MemoryCap.parse(gpu_memory) if gpu_memory else None
         backend = _backend(executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
                             gpu_memory=cap, fresh=fresh, backend=backend, retake=retake, rerun=rerun,
-                            retry_quarantined=retry_quarantined, keep_results=False)
+                            retry_quarantined=retry_quarantined, keep_results=False, max_cost=max_cost)
     except AigcError as exc:
         _fail(exc)
     except KeyboardInterrupt as exc:  # a stop signal before the execution began: nothing ran
@@ -116,9 +121,49 @@ def run(
     _finish_run(result)
 
 
+def _print_estimate(estimates: list[Any]) -> None:
+    """The dry run's table: what each stage that spends money would send (estimated, nothing called)."""
+    if not estimates:
+        out.print("dry run: no stage of this pipeline calls a paid or served model", highlight=False)
+        return
+    table = Table(title="dry run (estimates; nothing was called)", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, collapse_padding=True)
+    for index, column in enumerate(("stage", "type", "rows", "requests", "prompt tokens", "completion tokens (max)",
+                                    "cost (max)")):
+        table.add_column(column, justify="left" if index < 2 else "right")
+    for e in estimates:
+        cost = "no price" if e.cost_usd is None else f"${e.cost_usd:.4f}"
+        table.add_row(e.stage, e.type_name, str(e.rows), str(e.requests), f"~{e.prompt_tokens}",
+                      str(e.completion_tokens), cost)
+    out.print(table)
+    for e in estimates:
+        if e.unknown_inputs:
+            out.print(f"{e.stage}: {e.unknown_inputs} row(s) take their prompt from a model stage: not counted",
+                      highlight=False, markup=False)
+
+
+def _ledger_lines(summary: Any) -> list[str]:
+    """"copy: 256 requests, 31 retries, 3584 + 2048 tokens, $0.0123" for each stage with counters."""
+    lines = []
+    for stage_id, stats in summary.stages.items():
+        c = getattr(stats, "counters", None)
+        if not c:
+            continue
+        parts = [f"{int(c.get('requests', 0))} requests", f"{int(c.get('retries', 0))} retries",
+                 f"{int(c.get('prompt_tokens', 0))} prompt + {int(c.get('completion_tokens', 0))} completion tokens"]
+        if "cost_usd" in c:
+            parts.append(f"${c['cost_usd']:.4f}")
+        if c.get("not_run"):
+            parts.append(f"{int(c['not_run'])} not started (cost cap)")
+        lines.append(f"{stage_id}: " + ", ".join(parts))
+    return lines
+
+
 def _finish_run(result: Any) -> None:
     """Print a run's summary and where its files are; exit 1 if it stopped early, 128 + N after signal N."""
     _print_summary(result.summary, result.results_path)
+    for line in _ledger_lines(result.summary):
+        out.print(f"ledger: {line}", highlight=False, markup=False, soft_wrap=True)
     if result.groups_path is not None and result.summary.group_counts:
         groups = ", ".join(f"{n} {status}" for status, n in result.summary.group_counts.items() if n)
         out.print(f"groups: {groups} → {result.groups_path}", highlight=False)
@@ -304,17 +349,19 @@ def history(out_dir: Annotated[Path, typer.Argument(help="a run's output folder"
         err.print(f"error: {out_dir} holds no run history (runs/*/manifest.json); give the --out folder of a run",
                   style="red", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in ("run", "status", "started", "seconds", "rows", "done", "filtered", "failed", "made",
-                   "reused", "loads"):
-        table.add_column(column, justify="left" if column in ("run", "status", "started") else "right")
+    # The run id is its UTC start time (plus 4 hex digits), kept whole: it names runs/<run id>/.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("run (UTC start)", no_wrap=True, min_width=20)
+    table.add_column("status", no_wrap=True)
+    for column in ("secs", "done", "filt", "fail", "made", "reused", "loads"):  # fits 80 columns
+        table.add_column(column, justify="right", no_wrap=True)
     for run in runs:
         counts = run["counts"]
         seconds = f"{run['seconds']:.1f}" if isinstance(run["seconds"], (int, float)) else "-"
-        table.add_row(str(run["run_id"]), str(run["status"]), str(run["started_at"] or "-"), seconds,
-                      str(run["rows"]), *(str(counts.get(key, 0)) for key in ("done", "filtered", "failed")),
+        table.add_row(str(run["run_id"]), str(run["status"]), seconds,
+                      *(str(counts.get(key, 0)) for key in ("done", "filtered", "failed")),
                       str(run["made_now"]), str(run["reused"]), str(run["loads"]))
-    out.print(table, soft_wrap=True)
+    out.print(table)
 
 
 @app.command()

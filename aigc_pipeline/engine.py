@@ -12,18 +12,21 @@ import sqlite3
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pluggy
 
+from .budget import CostBudget
 from .devices import Device, Inventory
 from .errors import InputDataError, OutputFolderError, PipelineFileError, PluginError, Problem, RunStoreError
-from .executor import execute, make_plan
+from .estimate import StageEstimate, estimate_run
+from .executor import execute
 from .graph import PipelineGraph, build_graph
 from .history import add_made_by
 from .manifest import finish_manifest, start_manifest, write_manifest
+from .planning import make_plan
 from .plugin_manager import (
     BUILTIN_PLUGINS,
     get_plugin_manager,
@@ -134,6 +137,7 @@ class Engine:
         rerun: list[str] | None = None,
         retry_quarantined: bool = False,
         keep_results: bool = True,
+        max_cost: float | None = None,
     ) -> RunResult:
         """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops.
 
@@ -152,6 +156,7 @@ class Engine:
         Rows stream from the input file to results.jsonl in a bounded window (see streaming.py);
         `keep_results=False` also keeps no result in memory (`RunResult.results` is then empty:
         read results.jsonl), so memory does not grow with the number of rows.
+        `max_cost` (USD) caps what the stages that spend money may spend in this run (see budget.py).
         """
         out = Path(out_dir)
         if limit is not None and limit < 0:
@@ -162,8 +167,8 @@ class Engine:
             spec = graph.pipeline.spec
             rows = stream_rows(input_path, dict(spec.inputs), limit)
             prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
-            plan = make_plan(graph, self.pm, device, inventory, cap)
-            plan.rerun = frozenset(rerun or [])
+            plan = replace(make_plan(graph, self.pm, device, inventory, cap), rerun=frozenset(rerun or []))
+            budget = _set_budget(plan, max_cost)
             identity = {"pipeline": spec.name, "inputs": dict(spec.inputs)}
             store = RunStore.open(out, identity, fresh, retry_quarantined) if cache else None
             try:
@@ -171,13 +176,34 @@ class Engine:
                     takes = plan_retake(out, graph, retake) if store is not None or retake else None
                 except sqlite3.Error as exc:  # the review tables live in the store: a full disk, a damaged file
                     raise RunStoreError(store_failure(out, exc)) from None
-                plan.takes = takes.seeds if takes is not None else {}
-                return _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes, keep_results)
+                plan = replace(plan, takes=takes.seeds if takes is not None else {})
+                result = _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes, keep_results)
+                if budget is not None and budget.exhausted:
+                    result.summary.warnings.append(
+                        f"the cost cap of {budget.limit:g} USD was reached (spent {budget.spent:.4f} USD): rows not "
+                        "started are not_run; run again (with a higher --max-cost) to continue")
+                return result
             finally:
                 if store is not None:
                     if received() is not None:
                         store.release_in_flight()
                     store.close()
+
+
+def estimate(graph: PipelineGraph, input_path: str | Path, limit: int | None = None) -> list[StageEstimate]:
+    """What a run would send to the stages that spend money (`aigc run --dry-run`); calls nothing."""
+    rows = stream_rows(input_path, dict(graph.pipeline.spec.inputs), limit)
+    return estimate_run(graph, rows)
+
+
+def _set_budget(plan: Any, max_cost: float | None) -> CostBudget | None:
+    """The run's cost cap, shared by every stage (a stage that spends reserves from it)."""
+    if max_cost is None:
+        return None
+    budget = CostBudget(max_cost)
+    for stage in plan.stages.values():
+        stage.budget = budget
+    return budget
 
 
 def check_rerun(graph: PipelineGraph, stage_ids: list[str]) -> None:

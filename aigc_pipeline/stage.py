@@ -32,10 +32,11 @@ A stage type is a subclass of `Stage` with:
 Optional refinements, with defaults that suit most stages: `cache_params(params)` (the params as
 they enter cache keys; a stage leaves out settings that do not change a result, such as a
 client's concurrency), `batch_size_for(params)` (the micro-batch size when the pipeline file gives
-none), `counters()` (running totals of the instance's countable work: requests, retries, tokens,
-cost; shown per stage in the summary and the manifest) and `budget` (the run's spending cap, a
-`CostBudget` set by the engine when the run has one: a stage that spends money reserves from it
-and marks the rows it does not start with `item.skip(reason)`).
+none), `estimate(params, inputs)` (what a run would spend, for `aigc run --dry-run`), `counters()`
+(totals of the instance's countable work: requests, retries, tokens, cost; shown per stage in the
+summary and the manifest) and `budget` (the run's spending cap, a `CostBudget` set by the engine
+when the run has one: a stage that spends money reserves from it and marks the rows it does not
+start with `item.skip(reason)`).
 
 The contract is checked when a subclass is defined (`__init_subclass__`), so a broken plugin
 fails at import with a message naming the class, not half-way through a run.
@@ -217,6 +218,12 @@ class Stage(Generic[P]):
     def counters(self) -> dict[str, float]:
         """Running totals of this instance's countable work since it was made (default: none)."""
         return {}
+
+    @classmethod
+    def estimate(cls, params: P, inputs: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """For a stage that spends money (`aigc run --dry-run`): given each row's input values, a dict of
+        requests, prompt_tokens, completion_tokens and cost_usd (None: no price). Default None: spends nothing."""
+        return None
 
     @classmethod
     def cacheable(cls, params: P) -> bool:

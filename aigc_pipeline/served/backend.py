@@ -17,7 +17,7 @@ from typing import Any
 
 from ..budget import CostBudget
 from ..stage import StageItem
-from .client import Answer, OverBudget, RowFailed, ServedClient
+from .client import Answer, OverBudget, RowFailed, ServedClient, estimate_tokens
 
 ROUNDS_PER_BATCH = 4  # default batch: this many rounds of max_concurrency requests
 
@@ -97,3 +97,14 @@ async def _make_client(params: Any, key: str | None, counters: dict[str, float],
                        budget: CostBudget | None) -> ServedClient:
     """Built on the loop, so the client's connection pool and semaphore belong to it."""
     return ServedClient(params, key, counters, budget)
+
+
+def estimate_requests(params: Any, prompts: list[Any]) -> dict[str, Any]:
+    """One request per row; prompt tokens estimated from the text (system prompt included), completion
+    tokens at most max_new_tokens each; the cost from `price`, if given."""
+    system = estimate_tokens(params.system) if params.system else 0
+    prompt_tokens = sum(estimate_tokens(p) + system for p in prompts if isinstance(p, str))
+    completion_tokens = params.max_new_tokens * len(prompts)
+    cost = params.price.cost(prompt_tokens, completion_tokens) if params.price else None
+    return {"requests": len(prompts), "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "cost_usd": cost}

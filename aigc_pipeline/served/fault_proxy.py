@@ -6,7 +6,9 @@ request to the upstream server and, as told, adds latency or answers with a faul
 - `429`: Too Many Requests with `Retry-After: 0`; `429-bare`: without Retry-After;
 - `500`: an internal server error; `slow`: waits `slow_seconds` (past the client's timeout) first;
 - `drop`: closes the connection without an answer; `malformed`: a 200 whose body is not JSON;
-- `not-json`: a well-formed answer whose text is not JSON (for structured output).
+- `not-json`: a well-formed answer whose text is not JSON (for structured output);
+- `echo-auth`: a 401 whose message repeats the request's Authorization header (as some servers
+  do with a wrong key): the client must keep it out of everything it writes.
 
 Faults are drawn per request from a seeded generator (`rate`, `kinds`), or forced for every request
 whose body contains a marker (`always`). `wrap_json` turns the upstream text into `{"<field>": text}`
@@ -107,6 +109,11 @@ class FaultProxy:
         self.log.append(entry)
         if fault == "drop":
             return False
+        if fault == "echo-auth":
+            entry["status"] = 401
+            message = f"Incorrect API key provided: {headers.get('authorization', '')}"
+            await _write(writer, 401, json.dumps({"error": {"message": message}}).encode(), {})
+            return True
         if fault in ("429", "429-bare", "500"):
             status = 500 if fault == "500" else 429
             extra = {"Retry-After": "0"} if fault == "429" else {}

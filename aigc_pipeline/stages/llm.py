@@ -38,7 +38,7 @@ from ..devices import Device
 from ..errors import MissingDependencyError
 from ..models import check_no_remote_code, dtype_keyword, memory_estimate, resolve_model
 from ..plugin_manager import hookimpl
-from ..served.backend import ROUNDS_PER_BATCH, ServedLlm
+from ..served.backend import ROUNDS_PER_BATCH, ServedLlm, estimate_requests
 from ..served.params import ServedFields, cache_fields, check_backend_fields, endpoint_of
 from ..stage import DeviceNeeds, Stage, StageItem
 from .llm_batching import in_length_order, padded_width, static_cache_kwargs
@@ -137,6 +137,10 @@ class LlmTextStage(Stage[LlmParams]):
 
     def counters(self) -> dict[str, float]:
         return dict(self.served.counters) if self.served is not None else {}
+
+    @classmethod
+    def estimate(cls, params: LlmParams, inputs: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return estimate_requests(params, [row["prompt"] for row in inputs]) if params.backend == "openai" else None
 
     @classmethod
     def preflight(cls, params: LlmParams) -> None:
