@@ -12,7 +12,7 @@ import sqlite3
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,11 @@ from .budget import CostBudget
 from .devices import Device, Inventory
 from .errors import InputDataError, OutputFolderError, PipelineFileError, PluginError, Problem, RunStoreError
 from .estimate import StageEstimate, estimate_run
-from .executor import execute, make_plan
+from .executor import execute
 from .graph import PipelineGraph, build_graph
 from .history import add_made_by
 from .manifest import finish_manifest, start_manifest, write_manifest
+from .planning import make_plan
 from .plugin_manager import (
     BUILTIN_PLUGINS,
     get_plugin_manager,
@@ -166,8 +167,7 @@ class Engine:
             spec = graph.pipeline.spec
             rows = stream_rows(input_path, dict(spec.inputs), limit)
             prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
-            plan = make_plan(graph, self.pm, device, inventory, cap)
-            plan.rerun = frozenset(rerun or [])
+            plan = replace(make_plan(graph, self.pm, device, inventory, cap), rerun=frozenset(rerun or []))
             budget = _set_budget(plan, max_cost)
             identity = {"pipeline": spec.name, "inputs": dict(spec.inputs)}
             store = RunStore.open(out, identity, fresh, retry_quarantined) if cache else None
@@ -176,7 +176,7 @@ class Engine:
                     takes = plan_retake(out, graph, retake) if store is not None or retake else None
                 except sqlite3.Error as exc:  # the review tables live in the store: a full disk, a damaged file
                     raise RunStoreError(store_failure(out, exc)) from None
-                plan.takes = takes.seeds if takes is not None else {}
+                plan = replace(plan, takes=takes.seeds if takes is not None else {})
                 result = _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes, keep_results)
                 if budget is not None and budget.exhausted:
                     result.summary.warnings.append(

@@ -86,7 +86,7 @@ def _plan(store: ReviewStore, out_dir: Path, graph: PipelineGraph, what: str | N
 
 def stages_to_reseed(graph: PipelineGraph, rejected: list[str]) -> list[str]:
     """The row stages a new take of the `rejected` outputs re-seeds, in run order."""
-    from ..groups import split_phases
+    from ..planning import split_phases
 
     fields = {name: str(ref).split(".", 1)[0] for name, ref in graph.result_fields("row").items()}
     row_stages = set(split_phases(graph).rows)
