@@ -349,17 +349,19 @@ def history(out_dir: Annotated[Path, typer.Argument(help="a run's output folder"
         err.print(f"error: {out_dir} holds no run history (runs/*/manifest.json); give the --out folder of a run",
                   style="red", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in ("run", "status", "started", "seconds", "rows", "done", "filtered", "failed", "made",
-                   "reused", "loads"):
-        table.add_column(column, justify="left" if column in ("run", "status", "started") else "right")
+    # The run id is its UTC start time (plus 4 hex digits), kept whole: it names runs/<run id>/.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("run (UTC start)", no_wrap=True, min_width=20)
+    table.add_column("status", no_wrap=True)
+    for column in ("secs", "done", "filt", "fail", "made", "reused", "loads"):  # fits 80 columns
+        table.add_column(column, justify="right", no_wrap=True)
     for run in runs:
         counts = run["counts"]
         seconds = f"{run['seconds']:.1f}" if isinstance(run["seconds"], (int, float)) else "-"
-        table.add_row(str(run["run_id"]), str(run["status"]), str(run["started_at"] or "-"), seconds,
-                      str(run["rows"]), *(str(counts.get(key, 0)) for key in ("done", "filtered", "failed")),
+        table.add_row(str(run["run_id"]), str(run["status"]), seconds,
+                      *(str(counts.get(key, 0)) for key in ("done", "filtered", "failed")),
                       str(run["made_now"]), str(run["reused"]), str(run["loads"]))
-    out.print(table, soft_wrap=True)
+    out.print(table)
 
 
 @app.command()
