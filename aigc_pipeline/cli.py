@@ -87,6 +87,7 @@ def run(
     ray_address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (e.g. auto, ray://head:10001); implies --executor ray")] = None,  # noqa: UP045, E501
     retake: Annotated[Optional[str], typer.Option("--retake", help="rejected: another take (a new seed) of the rows rejected in aigc review, and only of those")] = None,  # noqa: UP045, E501
     rerun: Annotated[Optional[list[str]], typer.Option("--rerun", metavar="STAGE", help="run this stage again instead of reusing its stored results (and what its new outputs change); repeatable")] = None,  # noqa: UP045, E501
+    format_: Annotated[str, typer.Option("--format", help="results.jsonl always; parquet: results.parquet beside it")] = "jsonl",  # noqa: E501
     retry_quarantined: Annotated[bool, typer.Option("--retry-quarantined", help="give rows quarantined for crashing the process another chance (they run alone)")] = False,  # noqa: E501
     max_cost: Annotated[Optional[float], typer.Option("--max-cost", metavar="USD", min=0, help="stop starting paid requests once this much could be spent (stages with a price); rows not started are not_run, a re-run continues")] = None,  # noqa: UP045, E501
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print rows, requests, estimated tokens and cost per stage that spends money; run nothing, call nothing")] = False,  # noqa: E501
@@ -109,7 +110,8 @@ def run(
         backend = _backend(executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
                             gpu_memory=cap, fresh=fresh, backend=backend, retake=retake, rerun=rerun,
-                            retry_quarantined=retry_quarantined, keep_results=False, max_cost=max_cost)
+                            retry_quarantined=retry_quarantined, keep_results=False, max_cost=max_cost,
+                            results_format=format_)
     except AigcError as exc:
         _fail(exc)
     except KeyboardInterrupt as exc:  # a stop signal before the execution began: nothing ran

@@ -27,7 +27,7 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   # The pinned CPU build lies on this machine's disk; elsewhere it comes from the registry.
   run_pip install torch==2.13.0
 fi
-run_pip install -e '.[test,models,ray,review,served]'  # ray: the Ray executor's tests run in CI
+run_pip install -e '.[test,models,ray,review,served,parquet]'  # ray: the Ray executor's tests run in CI
 run_pip install -e plugins/aigc-brand-kit -e plugins/aigc-webhook  # the first-party plugins
 if ! command -v espeak-ng >/dev/null 2>&1; then
   # The tts stage's espeak backend speaks through this program; install it where we may.
