@@ -87,6 +87,7 @@ def run(
     ray_address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (e.g. auto, ray://head:10001); implies --executor ray")] = None,  # noqa: UP045, E501
     retake: Annotated[Optional[str], typer.Option("--retake", help="rejected: another take (a new seed) of the rows rejected in aigc review, and only of those")] = None,  # noqa: UP045, E501
     rerun: Annotated[Optional[list[str]], typer.Option("--rerun", metavar="STAGE", help="run this stage again instead of reusing its stored results (and what its new outputs change); repeatable")] = None,  # noqa: UP045, E501
+    format_: Annotated[str, typer.Option("--format", help="results.jsonl always; parquet: results.parquet beside it")] = "jsonl",  # noqa: E501
     retry_quarantined: Annotated[bool, typer.Option("--retry-quarantined", help="give rows quarantined for crashing the process another chance (they run alone)")] = False,  # noqa: E501
     max_cost: Annotated[Optional[float], typer.Option("--max-cost", metavar="USD", min=0, help="stop starting paid requests once this much could be spent (stages with a price); rows not started are not_run, a re-run continues")] = None,  # noqa: UP045, E501
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print rows, requests, estimated tokens and cost per stage that spends money; run nothing, call nothing")] = False,  # noqa: E501
@@ -109,7 +110,8 @@ def run(
         backend = _backend(engine, executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
                             gpu_memory=cap, fresh=fresh, backend=backend, retake=retake, rerun=rerun,
-                            retry_quarantined=retry_quarantined, keep_results=False, max_cost=max_cost)
+                            retry_quarantined=retry_quarantined, keep_results=False, max_cost=max_cost,
+                            results_format=format_)
     except AigcError as exc:
         _fail(exc)
     except KeyboardInterrupt as exc:  # a stop signal before the execution began: nothing ran
@@ -342,17 +344,19 @@ def history(out_dir: Annotated[Path, typer.Argument(help="a run's output folder"
         err.print(f"error: {out_dir} holds no run history (runs/*/manifest.json); give the --out folder of a run",
                   style="red", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in ("run", "status", "started", "seconds", "rows", "done", "filtered", "failed", "made",
-                   "reused", "loads"):
-        table.add_column(column, justify="left" if column in ("run", "status", "started") else "right")
+    # The run id is its UTC start time (plus 4 hex digits), kept whole: it names runs/<run id>/.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("run (UTC start)", no_wrap=True, min_width=20)
+    table.add_column("status", no_wrap=True)
+    for column in ("secs", "done", "filt", "fail", "made", "reused", "loads"):  # fits 80 columns
+        table.add_column(column, justify="right", no_wrap=True)
     for run in runs:
         counts = run["counts"]
         seconds = f"{run['seconds']:.1f}" if isinstance(run["seconds"], (int, float)) else "-"
-        table.add_row(str(run["run_id"]), str(run["status"]), str(run["started_at"] or "-"), seconds,
-                      str(run["rows"]), *(str(counts.get(key, 0)) for key in ("done", "filtered", "failed")),
+        table.add_row(str(run["run_id"]), str(run["status"]), seconds,
+                      *(str(counts.get(key, 0)) for key in ("done", "filtered", "failed")),
                       str(run["made_now"]), str(run["reused"]), str(run["loads"]))
-    out.print(table, soft_wrap=True)
+    out.print(table)
 
 
 @app.command()
@@ -426,7 +430,8 @@ def train_digits(
     report = train(out_dir, gan_epochs=gan_epochs, vae_epochs=vae_epochs, seed=seed, grid=grid)
     per_digit = " ".join(f"{digit}:{share:.0%}" for digit, share in enumerate(report.gan_recognised_per_digit))
     for line in (
-        f"trained in {report.seconds:.1f} s on {report.threads} torch thread(s) "
+        f"trained and checked in {report.seconds:.1f} s ({report.cpu_seconds:.1f} s of CPU, "
+        f"{report.threads} torch thread) "
         f"({report.train_rows} training digits, {report.test_rows} held out)",
         f"classifier (SVM) accuracy on held-out real digits: {report.classifier_accuracy:.1%}",
         f"conditional GAN images recognised as the requested digit: {report.gan_recognised:.1%} ({per_digit})",

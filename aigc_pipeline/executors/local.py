@@ -205,12 +205,16 @@ class _Flow:
                 return
             live = [state for state in chunk if runs(state)]
             for start in range(0, len(live), batch_size):
+                if self.cancelled:  # a stop: no new micro-batch (the chunk stays unfinished)
+                    return
                 runner.run(live[start : start + batch_size])
             seen += self.feed.entering(index - 1)
             if report:
                 notify(self.plan.pm, "aigc_stage_progress", self.run.warnings.append,
                        stage_id=stage_id, done=seen, total=self.feed.live())
             self._complete(stage_id)
+        if self.run.store is not None:
+            self.run.store.flush()  # the stage is done: its last results need not wait for the end of the run
 
     def _process_shared(self, stage_id: str, runner: StageRunner) -> None:
         while (taken := self._take(stage_id)) is not None:
