@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mp4_checks import CHROMIUM, CHROMIUM_ARGS, play
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN_DIR = Path(__file__).resolve().parent / "broken_pipelines"
@@ -175,10 +176,6 @@ def served_lm(tiny_model: TinyModels, tmp_path_factory: pytest.TempPathFactory) 
 def browser_play() -> Iterator[Callable[[Path, list[str]], list[tuple[int, float]]]]:
     """`browser_play(root, relpaths)` -> (readyState, duration) of each video in headless Chromium,
     served from `root` over HTTP on 127.0.0.1."""
-    # tests/stages/ has no conftest of its own: a second module named conftest would shadow this one
-    # for the test modules that import its constants.
-    from stages.mp4_checks import CHROMIUM, CHROMIUM_ARGS, play
-
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (scripts/setup.sh installs it when run as root)")
