@@ -410,7 +410,7 @@ def make_tiny(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="build only this kind (repeatable)")] = None,  # noqa: UP045
     seed: int = 0,
 ) -> None:
-    """Build tiny random-weight models offline (LM, Stable Diffusion, TTS, classifiers). They output noise."""
+    """Build tiny random-weight models offline (LM, Stable Diffusion, text-to-video, TTS, classifiers): noise."""
     from .tiny import make_tiny as build
 
     try:
