@@ -83,7 +83,7 @@ def run(
     gpu_memory: Annotated[Optional[str], typer.Option(help="cap on each GPU's memory for models: e.g. 6GiB, 0.5 (of the total); models that do not fit together run in phases")] = None,  # noqa: UP045, E501
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="discard the results stored in the output folder and run everything")] = False,  # noqa: E501
-    executor: Annotated[Optional[str], typer.Option(help="where stages run: local (this process, the default) or ray")] = None,  # noqa: UP045, E501
+    executor: Annotated[Optional[str], typer.Option(help="where stages run: local (this process, the default), ray, or a backend a plugin registers")] = None,  # noqa: UP045, E501
     ray_address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (e.g. auto, ray://head:10001); implies --executor ray")] = None,  # noqa: UP045, E501
     retake: Annotated[Optional[str], typer.Option("--retake", help="rejected: another take (a new seed) of the rows rejected in aigc review, and only of those")] = None,  # noqa: UP045, E501
     rerun: Annotated[Optional[list[str]], typer.Option("--rerun", metavar="STAGE", help="run this stage again instead of reusing its stored results (and what its new outputs change); repeatable")] = None,  # noqa: UP045, E501
@@ -107,7 +107,7 @@ def run(
         if not quiet:
             engine.register(RichProgress(err), name="aigc-cli-progress")
         cap = MemoryCap.parse(gpu_memory) if gpu_memory else None
-        backend = _backend(executor, ray_address)
+        backend = _backend(engine, executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
                             gpu_memory=cap, fresh=fresh, backend=backend, retake=retake, rerun=rerun,
                             retry_quarantined=retry_quarantined, keep_results=False, max_cost=max_cost,
@@ -191,18 +191,11 @@ def _exit_after_signal(signum: int) -> None:
     os._exit(128 + signum)
 
 
-def _backend(executor: str | None, ray_address: str | None) -> Any:
-    """The executor backend the options ask for (None: the engine's default, local)."""
-    name = executor or ("ray" if ray_address else "local")
-    if name == "local":
-        if ray_address:
-            raise ValueError("--ray-address needs --executor ray (or leave --executor out)")
-        return None
-    if name != "ray":
-        raise ValueError(f"unknown executor {name!r}: choose local or ray")
-    from .executors.ray import RayExecutor
+def _backend(engine: Engine, executor: str | None, ray_address: str | None) -> Any:
+    """The executor backend the options ask for: any registered one (`aigc_register_executors`)."""
+    from .executors import make_backend
 
-    return RayExecutor(ray_address)
+    return make_backend(engine.pm, executor or ("ray" if ray_address else "local"), ray_address)
 
 
 def _print_summary(summary: Any, results_path: Path) -> None:
