@@ -416,6 +416,17 @@ def make_tiny(
     out.print("random weights: these models produce noise, not content", style="yellow")
 
 
+def _default_stop_signals() -> None:
+    """Give SIGTERM / SIGHUP their default action and SIGINT its KeyboardInterrupt back: main() makes
+    them set a flag that only a run reads, so a long command that is not a run would ignore them."""
+    import signal
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @models_app.command("train-digits")
 def train_digits(
     out_dir: Annotated[Path, typer.Argument(help="folder for digits-cgan/, digits-vae/, report.json")],
@@ -427,6 +438,7 @@ def train_digits(
     """Train a conditional DCGAN and a VAE on scikit-learn's real handwritten digits (no download) and check them."""
     from .training.digits import train_digits as train
 
+    _default_stop_signals()  # not a run: nothing to save first, so a stop signal ends it at once
     report = train(out_dir, gan_epochs=gan_epochs, vae_epochs=vae_epochs, seed=seed, grid=grid)
     per_digit = " ".join(f"{digit}:{share:.0%}" for digit, share in enumerate(report.gan_recognised_per_digit))
     for line in (
