@@ -403,7 +403,7 @@ def make_tiny(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="build only this kind (repeatable)")] = None,  # noqa: UP045
     seed: int = 0,
 ) -> None:
-    """Build tiny random-weight models offline (LM, Stable Diffusion, TTS, classifiers). They output noise."""
+    """Build tiny random-weight models offline (LM, Stable Diffusion, text-to-video, TTS, classifiers): noise."""
     from .tiny import make_tiny as build
 
     try:
@@ -414,6 +414,17 @@ def make_tiny(
     for kind, folder in built.items():
         out.print(f"{kind:<17} {folder}", highlight=False, markup=False)
     out.print("random weights: these models produce noise, not content", style="yellow")
+
+
+def _default_stop_signals() -> None:
+    """Give SIGTERM / SIGHUP their default action and SIGINT its KeyboardInterrupt back: main() makes
+    them set a flag that only a run reads, so a long command that is not a run would ignore them."""
+    import signal
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @models_app.command("train-digits")
@@ -427,6 +438,7 @@ def train_digits(
     """Train a conditional DCGAN and a VAE on scikit-learn's real handwritten digits (no download) and check them."""
     from .training.digits import train_digits as train
 
+    _default_stop_signals()  # not a run: nothing to save first, so a stop signal ends it at once
     report = train(out_dir, gan_epochs=gan_epochs, vae_epochs=vae_epochs, seed=seed, grid=grid)
     per_digit = " ".join(f"{digit}:{share:.0%}" for digit, share in enumerate(report.gan_recognised_per_digit))
     for line in (
