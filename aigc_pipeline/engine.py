@@ -238,7 +238,7 @@ def _run_plan(
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
     from .report import write_report
 
-    executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
+    executor = backend.description if backend is not None else "local"
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
     try:
         write_manifest(out, manifest)

@@ -38,6 +38,15 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
     echo "note: espeak-ng is not installed (e.g. 'sudo apt-get install espeak-ng'); the tts espeak backend needs it"
   fi
 fi
+if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1 || ! command -v fc-match >/dev/null 2>&1; then
+  # compose.video runs ffmpeg (zoompan, drawtext with a TrueType font); the video tests read MP4s with ffprobe.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg fontconfig fonts-dejavu-core) \
+      >>"$log" 2>&1 || echo "note: could not install ffmpeg; the compose.video stage will say so"
+  else
+    echo "note: ffmpeg is not installed (e.g. 'sudo apt-get install ffmpeg fonts-dejavu-core'); compose.video needs it"
+  fi
+fi
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   # tests/test_report.py opens report.html in a headless Chromium (skipped without one).
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

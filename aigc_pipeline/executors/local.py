@@ -205,6 +205,8 @@ class _Flow:
                 return
             live = [state for state in chunk if runs(state)]
             for start in range(0, len(live), batch_size):
+                if self.cancelled:  # a stop: no new micro-batch (the chunk stays unfinished)
+                    return
                 runner.run(live[start : start + batch_size])
             seen += self.feed.entering(index - 1)
             if report:
