@@ -249,15 +249,19 @@ class RunStore:
                 db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
                                [(key, stage_id, item) for key, item in entries])
 
-    def finish(self, stage_id: str, results: list[NewResult], keys: list[str], batched: bool = False) -> None:
-        """Record results and clear the in-flight markers (and crash counts) of `keys`.
+    def finish(self, stage_id: str, results: list[NewResult], keys: list[str]) -> None:
+        """Record results and clear the in-flight markers (and crash counts) of `keys`, committed at once."""
+        self._record(stage_id, results, keys, batched=False)
 
-        `batched` (results of a crash-proof stage, which has no markers): committed together
-        (`pending`), at most one commit per FLUSH_SECONDS (or FLUSH_ROWS), not one per micro-batch;
-        each commit rewrites every page its random keys touch, and the template stages of
-        product_copy spent more time committing than rendering. A kill loses at most FLUSH_SECONDS
-        of such cheap work, which the next run redoes. Anything else is committed at once.
-        """
+    def record(self, stage_id: str, results: list[NewResult]) -> None:
+        """Record results of a crash-proof stage (no in-flight markers), committed together with
+        others (`pending`): at most one commit per FLUSH_SECONDS (or FLUSH_ROWS), not one per
+        micro-batch; each commit rewrites every page its random keys touch, and the template
+        stages of product_copy spent more time committing than rendering. A kill loses at most
+        FLUSH_SECONDS of such cheap work, which the next run redoes."""
+        self._record(stage_id, results, [], batched=True)
+
+    def _record(self, stage_id: str, results: list[NewResult], keys: list[str], batched: bool) -> None:
         now = time.time()
         rows = [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs, json.dumps(r.flags, ensure_ascii=False), now)
                 for r in results]
