@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from served_helpers import PRODUCTS, results, run_text, served_pipeline, write_rows
 
 from aigc_pipeline.served.fault_proxy import FaultProxy, Faults
@@ -41,7 +42,9 @@ def test_kill_9_three_times_then_resume_loses_and_repeats_nothing(served_lm, tmp
     assert direct.summary.counts["done"] == ROWS
     rng = random.Random(15)
     with FaultProxy(served_lm.base_url.removesuffix("/v1"), Faults(latency=0.2)) as proxy:
-        (tmp_path / "p.yaml").write_text(served_pipeline(proxy.base_url, str(served_lm.folder), max_concurrency=2))
+        spec = yaml.safe_load(served_pipeline(proxy.base_url, str(served_lm.folder), max_concurrency=2))
+        spec["stages"]["copy"]["batch_size"] = 2  # answers are stored per micro-batch: small ones, for a short test
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
         command = [sys.executable, "-c", "from aigc_pipeline.cli import main; main()", "run", str(tmp_path / "p.yaml"),
                    "-i", str(rows), "-o", str(tmp_path / "out"), "-q"]
         for _ in range(3):
@@ -62,5 +65,6 @@ def test_kill_9_three_times_then_resume_loses_and_repeats_nothing(served_lm, tmp
         assert finished.returncode == 0, finished.stdout.decode() + finished.stderr.decode()
         assert not {row_of(entry) for entry in proxy.log[asked:]} & before.keys()
     out = results(tmp_path / "out")
-    assert [row["row"] for row in out] == list(range(ROWS))  # every row once: none lost, none duplicated
+    # every row once, done: none lost, none duplicated
+    assert [(row["row"], row["status"]) for row in out] == [(row, "done") for row in range(ROWS)], out
     assert [row["outputs"]["copy"] for row in out] == [row["outputs"]["copy"] for row in results(tmp_path / "direct")]
