@@ -2,7 +2,8 @@
 
 Exit codes: 0 success (rows may still be filtered or failed: see the summary), 1 the run stopped
 early (e.g. a stage failed to load), 2 bad usage or invalid input (pipeline file, input file,
-plugins, placement): nothing ran.
+plugins, placement, output folder): nothing ran, 128 + N stopped by signal N (143: SIGTERM,
+130: SIGINT; results so far are written, see signals.py).
 """
 
 from __future__ import annotations
