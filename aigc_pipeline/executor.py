@@ -122,6 +122,8 @@ def _run_rows(
             if phases.reducers:
                 groups = run_reducers(plan, run, held, phases.reducers)
                 run_in_phases(runner, plan, run, groups, None, phases.groups)
+        if run.store is not None:
+            run.store.flush()  # every stored result is committed before the results file is
     except AigcError as exc:
         error, trace = str(exc), "".join(traceback.format_exception(exc))
     except KeyboardInterrupt as exc:  # signals.StopSignal says which signal

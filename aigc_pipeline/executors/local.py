@@ -213,6 +213,8 @@ class _Flow:
                 notify(self.plan.pm, "aigc_stage_progress", self.run.warnings.append,
                        stage_id=stage_id, done=seen, total=self.feed.live())
             self._complete(stage_id)
+        if self.run.store is not None:
+            self.run.store.flush()  # the stage is done: its last results need not wait for the end of the run
 
     def _process_shared(self, stage_id: str, runner: StageRunner) -> None:
         while (taken := self._take(stage_id)) is not None:
