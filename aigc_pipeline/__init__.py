@@ -3,7 +3,7 @@
 Importing this package is light: no torch, transformers or diffusers until a model stage loads.
 """
 
-from .content import ANY, AUDIO, IMAGE, RECORD, TEXT, VIDEO, Artifact, ArtifactData, ContentType
+from .content import ANY, AUDIO, IMAGE, NUMBER, RECORD, TEXT, VIDEO, Artifact, ArtifactData, ContentType
 from .devices import CPU, Device, Inventory
 from .engine import Engine, RunResult
 from .errors import (
@@ -30,6 +30,7 @@ __all__ = [
     "AUDIO",
     "CPU",
     "IMAGE",
+    "NUMBER",
     "RECORD",
     "TEXT",
     "VIDEO",

@@ -17,15 +17,16 @@ from collections.abc import Callable
 
 import networkx as nx
 
-from .records import FAILED, FILTERED, ItemState, RunPlan
+from .graph import PipelineGraph
+from .records import FAILED, FILTERED, ItemState
 
 ENDED_ELSEWHERE = (FILTERED, FAILED)
 
 
-def row_filter(plan: RunPlan, stage_id: str) -> Callable[[ItemState], bool]:
+def row_filter(graph: PipelineGraph, stage_id: str) -> Callable[[ItemState], bool]:
     """Whether `stage_id` runs a row (see the module docstring)."""
-    upstream = nx.ancestors(plan.graph.graph, stage_id)
-    needed = [str(ref) for ref in plan.graph.wiring[stage_id].values()]
+    upstream = nx.ancestors(graph.graph, stage_id)
+    needed = [str(ref) for ref in graph.wiring[stage_id].values()]
 
     def runs(state: ItemState) -> bool:
         if state.status is None:

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success (rows may still be filtered or failed: see the summary), 1 the run stopped
 early (e.g. a stage failed to load), 2 bad usage or invalid input (pipeline file, input file,
-plugins, placement): nothing ran.
+plugins, placement, output folder): nothing ran, 128 + N stopped by signal N (143: SIGTERM,
+130: SIGINT; results so far are written, see signals.py).
 """
 
 from __future__ import annotations
@@ -83,10 +84,11 @@ def run(
     gpu_memory: Annotated[Optional[str], typer.Option(help="cap on each GPU's memory for models: e.g. 6GiB, 0.5 (of the total); models that do not fit together run in phases")] = None,  # noqa: UP045, E501
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="discard the results stored in the output folder and run everything")] = False,  # noqa: E501
-    executor: Annotated[Optional[str], typer.Option(help="where stages run: local (this process, the default) or ray")] = None,  # noqa: UP045, E501
+    executor: Annotated[Optional[str], typer.Option(help="where stages run: local (this process, the default), ray, or a backend a plugin registers")] = None,  # noqa: UP045, E501
     ray_address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (e.g. auto, ray://head:10001); implies --executor ray")] = None,  # noqa: UP045, E501
     retake: Annotated[Optional[str], typer.Option("--retake", help="rejected: another take (a new seed) of the rows rejected in aigc review, and only of those")] = None,  # noqa: UP045, E501
     rerun: Annotated[Optional[list[str]], typer.Option("--rerun", metavar="STAGE", help="run this stage again instead of reusing its stored results (and what its new outputs change); repeatable")] = None,  # noqa: UP045, E501
+    format_: Annotated[str, typer.Option("--format", help="results.jsonl always; parquet: results.parquet beside it")] = "jsonl",  # noqa: E501
     retry_quarantined: Annotated[bool, typer.Option("--retry-quarantined", help="give rows quarantined for crashing the process another chance (they run alone)")] = False,  # noqa: E501
     max_cost: Annotated[Optional[float], typer.Option("--max-cost", metavar="USD", min=0, help="stop starting paid requests once this much could be spent (stages with a price); rows not started are not_run, a re-run continues")] = None,  # noqa: UP045, E501
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print rows, requests, estimated tokens and cost per stage that spends money; run nothing, call nothing")] = False,  # noqa: E501
@@ -106,10 +108,11 @@ def run(
         if not quiet:
             engine.register(RichProgress(err), name="aigc-cli-progress")
         cap = MemoryCap.parse(gpu_memory) if gpu_memory else None
-        backend = _backend(executor, ray_address)
+        backend = _backend(engine, executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
                             gpu_memory=cap, fresh=fresh, backend=backend, retake=retake, rerun=rerun,
-                            retry_quarantined=retry_quarantined, keep_results=False, max_cost=max_cost)
+                            retry_quarantined=retry_quarantined, keep_results=False, max_cost=max_cost,
+                            results_format=format_)
     except AigcError as exc:
         _fail(exc)
     except KeyboardInterrupt as exc:  # a stop signal before the execution began: nothing ran
@@ -189,18 +192,11 @@ def _exit_after_signal(signum: int) -> None:
     os._exit(128 + signum)
 
 
-def _backend(executor: str | None, ray_address: str | None) -> Any:
-    """The executor backend the options ask for (None: the engine's default, local)."""
-    name = executor or ("ray" if ray_address else "local")
-    if name == "local":
-        if ray_address:
-            raise ValueError("--ray-address needs --executor ray (or leave --executor out)")
-        return None
-    if name != "ray":
-        raise ValueError(f"unknown executor {name!r}: choose local or ray")
-    from .executors.ray import RayExecutor
+def _backend(engine: Engine, executor: str | None, ray_address: str | None) -> Any:
+    """The executor backend the options ask for: any registered one (`aigc_register_executors`)."""
+    from .executors import make_backend
 
-    return RayExecutor(ray_address)
+    return make_backend(engine.pm, executor or ("ray" if ray_address else "local"), ray_address)
 
 
 def _print_summary(summary: Any, results_path: Path) -> None:
@@ -349,17 +345,19 @@ def history(out_dir: Annotated[Path, typer.Argument(help="a run's output folder"
         err.print(f"error: {out_dir} holds no run history (runs/*/manifest.json); give the --out folder of a run",
                   style="red", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in ("run", "status", "started", "seconds", "rows", "done", "filtered", "failed", "made",
-                   "reused", "loads"):
-        table.add_column(column, justify="left" if column in ("run", "status", "started") else "right")
+    # The run id is its UTC start time (plus 4 hex digits), kept whole: it names runs/<run id>/.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    table.add_column("run (UTC start)", no_wrap=True, min_width=20)
+    table.add_column("status", no_wrap=True)
+    for column in ("secs", "done", "filt", "fail", "made", "reused", "loads"):  # fits 80 columns
+        table.add_column(column, justify="right", no_wrap=True)
     for run in runs:
         counts = run["counts"]
         seconds = f"{run['seconds']:.1f}" if isinstance(run["seconds"], (int, float)) else "-"
-        table.add_row(str(run["run_id"]), str(run["status"]), str(run["started_at"] or "-"), seconds,
-                      str(run["rows"]), *(str(counts.get(key, 0)) for key in ("done", "filtered", "failed")),
+        table.add_row(str(run["run_id"]), str(run["status"]), seconds,
+                      *(str(counts.get(key, 0)) for key in ("done", "filtered", "failed")),
                       str(run["made_now"]), str(run["reused"]), str(run["loads"]))
-    out.print(table, soft_wrap=True)
+    out.print(table)
 
 
 @app.command()
@@ -406,7 +404,7 @@ def make_tiny(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="build only this kind (repeatable)")] = None,  # noqa: UP045
     seed: int = 0,
 ) -> None:
-    """Build tiny random-weight models offline (LM, Stable Diffusion, TTS, classifiers). They output noise."""
+    """Build tiny random-weight models offline (LM, Stable Diffusion, text-to-video, TTS, classifiers): noise."""
     from .tiny import make_tiny as build
 
     try:
@@ -417,6 +415,17 @@ def make_tiny(
     for kind, folder in built.items():
         out.print(f"{kind:<17} {folder}", highlight=False, markup=False)
     out.print("random weights: these models produce noise, not content", style="yellow")
+
+
+def _default_stop_signals() -> None:
+    """Give SIGTERM / SIGHUP their default action and SIGINT its KeyboardInterrupt back: main() makes
+    them set a flag that only a run reads, so a long command that is not a run would ignore them."""
+    import signal
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @models_app.command("train-digits")
@@ -430,10 +439,12 @@ def train_digits(
     """Train a conditional DCGAN and a VAE on scikit-learn's real handwritten digits (no download) and check them."""
     from .training.digits import train_digits as train
 
+    _default_stop_signals()  # not a run: nothing to save first, so a stop signal ends it at once
     report = train(out_dir, gan_epochs=gan_epochs, vae_epochs=vae_epochs, seed=seed, grid=grid)
     per_digit = " ".join(f"{digit}:{share:.0%}" for digit, share in enumerate(report.gan_recognised_per_digit))
     for line in (
-        f"trained in {report.seconds:.1f} s on {report.threads} torch thread(s) "
+        f"trained and checked in {report.seconds:.1f} s ({report.cpu_seconds:.1f} s of CPU, "
+        f"{report.threads} torch thread) "
         f"({report.train_rows} training digits, {report.test_rows} held out)",
         f"classifier (SVM) accuracy on held-out real digits: {report.classifier_accuracy:.1%}",
         f"conditional GAN images recognised as the requested digit: {report.gan_recognised:.1%} ({per_digit})",

@@ -21,8 +21,9 @@ class ContentType:
     description: str
 
     def accepts(self, other: ContentType) -> bool:
-        """True when a value of type `other` may flow into a port of this type."""
-        return self is ANY or other is ANY or self == other
+        """True when a value of type `other` may flow into a port of this type (a number is
+        structured data too: a RECORD port accepts a NUMBER)."""
+        return self is ANY or other is ANY or self == other or (self == RECORD and other == NUMBER)
 
     def __str__(self) -> str:
         return self.name
@@ -33,9 +34,10 @@ IMAGE = ContentType("image", "an image file in the output folder (Artifact)")
 AUDIO = ContentType("audio", "an audio file in the output folder (Artifact)")
 VIDEO = ContentType("video", "a video file in the output folder (Artifact)")
 RECORD = ContentType("record", "structured data: a number, bool, list or mapping")
+NUMBER = ContentType("number", "an int or float: a score, a price, a count")
 ANY = ContentType("any", "any value")
 
-CONTENT_TYPES: dict[str, ContentType] = {t.name: t for t in (TEXT, IMAGE, AUDIO, VIDEO, RECORD, ANY)}
+CONTENT_TYPES: dict[str, ContentType] = {t.name: t for t in (TEXT, IMAGE, AUDIO, VIDEO, RECORD, NUMBER, ANY)}
 
 # Column types a pipeline file may declare under `inputs:`, with the Python check for each value
 # and the content type the column carries into the graph.

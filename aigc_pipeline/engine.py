@@ -12,7 +12,7 @@ import sqlite3
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,12 @@ from .budget import CostBudget
 from .devices import Device, Inventory
 from .errors import InputDataError, OutputFolderError, PipelineFileError, PluginError, Problem, RunStoreError
 from .estimate import StageEstimate, estimate_run
-from .executor import execute, make_plan
+from .executor import execute
 from .graph import PipelineGraph, build_graph
 from .history import add_made_by
 from .manifest import finish_manifest, start_manifest, write_manifest
+from .parquet_results import ParquetResults
+from .planning import make_plan
 from .plugin_manager import (
     BUILTIN_PLUGINS,
     get_plugin_manager,
@@ -46,6 +48,8 @@ from .sources import InputRow, RowStream, stream_rows
 from .spec import Pipeline, check_plugin_names, did_you_mean, parse_pipeline, read_pipeline_file, validate_stage_params
 from .stage import Stage
 from .store import RunStore, store_failure
+
+RESULT_FORMATS = ("jsonl", "parquet")  # results.jsonl always; parquet: results.parquet beside it
 
 
 @dataclass
@@ -136,6 +140,7 @@ class Engine:
         rerun: list[str] | None = None,
         retry_quarantined: bool = False,
         keep_results: bool = True,
+        results_format: str = "jsonl",
         max_cost: float | None = None,
     ) -> RunResult:
         """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops.
@@ -154,20 +159,22 @@ class Engine:
 
         Rows stream from the input file to results.jsonl in a bounded window (see streaming.py);
         `keep_results=False` also keeps no result in memory (`RunResult.results` is then empty:
-        read results.jsonl), so memory does not grow with the number of rows.
+        read results.jsonl), so memory does not grow with the number of rows. `results_format`
+        "parquet" also writes results.parquet (see parquet_results.py); a bad value is a ValueError.
         `max_cost` (USD) caps what the stages that spend money may spend in this run (see budget.py).
         """
         out = Path(out_dir)
         if limit is not None and limit < 0:
             raise InputDataError(f"--limit must be 0 or more, got {limit}")
         check_rerun(graph, rerun or [])
+        if results_format not in RESULT_FORMATS:
+            raise ValueError(f"--format must be one of {', '.join(RESULT_FORMATS)}, got {results_format!r}")
         cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
         with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)), stop_on_signals(out):
             spec = graph.pipeline.spec
             rows = stream_rows(input_path, dict(spec.inputs), limit)
             prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
-            plan = make_plan(graph, self.pm, device, inventory, cap)
-            plan.rerun = frozenset(rerun or [])
+            plan = replace(make_plan(graph, self.pm, device, inventory, cap), rerun=frozenset(rerun or []))
             budget = _set_budget(plan, max_cost)
             identity = {"pipeline": spec.name, "inputs": dict(spec.inputs)}
             store = RunStore.open(out, identity, fresh, retry_quarantined) if cache else None
@@ -176,8 +183,9 @@ class Engine:
                     takes = plan_retake(out, graph, retake) if store is not None or retake else None
                 except sqlite3.Error as exc:  # the review tables live in the store: a full disk, a damaged file
                     raise RunStoreError(store_failure(out, exc)) from None
-                plan.takes = takes.seeds if takes is not None else {}
-                result = _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes, keep_results)
+                plan = replace(plan, takes=takes.seeds if takes is not None else {})
+                result = _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes, keep_results,
+                                    results_format)
                 if budget is not None and budget.exhausted:
                     result.summary.warnings.append(
                         f"the cost cap of {budget.limit:g} USD was reached (spent {budget.spent:.4f} USD): rows not "
@@ -225,15 +233,17 @@ def _run_plan(
     store: RunStore | None,
     takes: Retake | None = None,
     keep_results: bool = True,
+    results_format: str = "jsonl",
 ) -> RunResult:
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
     from .report import write_report
 
-    executor = getattr(backend, "description", type(backend).__name__) if backend is not None else "local"
+    executor = backend.description if backend is not None else "local"
     manifest = start_manifest(graph, plan, input_path, len(rows), executor)
     try:
         write_manifest(out, manifest)
-        writer = ResultsWriter(out, keep_results)
+        extra = [ParquetResults(out, graph)] if results_format == "parquet" else []
+        writer = ResultsWriter(out, keep_results, extra)
     except OSError as exc:
         raise OutputFolderError(cannot_write(out, exc)) from None
     path = out / RESULTS_FILE

@@ -1,7 +1,7 @@
-"""Running a checked graph over rows: the run plan, per-item state, phases, the summary.
+"""Running a planned graph over rows: the run context, phases, reducers, the summary.
 
 The flow of one run: read rows (bad rows are rejected with their line) -> place stages and plan
-residency phases -> hand each phase to an executor backend (`executors/`), which drives
+residency phases (`planning.make_plan`) -> hand each phase to an executor backend (`executors/`), which drives
 `stage_runner.StageRunner` over micro-batches -> reducing stages, then the group phase -> write
 `results.jsonl` in input order, always, also when the run stops early, so no work is lost.
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 import pluggy
 
-from .devices import Device, Inventory, probe_inventory
-from .errors import AigcError, PreflightError, StageError
+from .devices import Device
+from .errors import AigcError
 from .gpu_busy import BusySampler
-from .graph import PipelineGraph
+from .planning import split_phases
 from .plugin_manager import hookimpl, notify
 from .records import (
     DONE,
@@ -28,6 +28,8 @@ from .records import (
     ExecutorBackend,
     ItemResult,
     ItemState,
+    OnFinished,
+    RunContext,
     RunInfo,
     RunPlan,
     RunSummary,
@@ -37,19 +39,13 @@ from .records import (
     usage_keys,
 )
 from .residency import (
-    MemoryCap,
-    budgets,
-    cap_inventory,
-    fit_replicas,
-    oversized,
-    plan_phases,
     read_peaks,
     reset_peaks,
     within,
 )
 from .sinks import ArtifactWriter
 from .sources import InputRow
-from .stage import DeviceNeeds, Stage, StageItem
+from .stage import Stage, StageItem
 from .store import RunStore
 from .streaming import ChunkFeed
 
@@ -60,93 +56,6 @@ WINDOW_ROWS = 8192  # rows a streaming run holds at most (in chunks), beside wha
 def aigc_process_batch(stage: Stage, batch: list[StageItem]) -> list[StageItem]:
     """The engine's own implementation of the stage-call hook: run the stage."""
     return stage.process(batch)
-
-
-def make_plan(
-    graph: PipelineGraph,
-    pm: pluggy.PluginManager,
-    device: Device | None = None,
-    inventory: Inventory | None = None,
-    gpu_memory: MemoryCap | None = None,
-) -> RunPlan:
-    """Instantiate stages (cheap: no model loads), place them, plan residency. Raises PlacementError early.
-
-    `gpu_memory` caps what the run may use on each GPU (placement and residency both see the cap).
-    """
-    from .device_scheduler import place_stages, plan_replicas
-
-    spec = graph.pipeline.spec
-    stages: dict[str, Stage] = {}
-    requests: dict[str, Any] = {}
-    needs_of: dict[str, DeviceNeeds] = {}
-    preflight(graph)
-    for stage_id in graph.order:
-        cls = graph.stage_class(stage_id)
-        params = graph.pipeline.params[stage_id]
-        needs = needs_of[stage_id] = cls.needs(params)
-        own = spec.stages[stage_id].device
-        requested = Device.parse(own) if own else (device if needs.kind != "cpu" else None)
-        requests[stage_id] = (cls.type_name, needs, requested)
-        stages[stage_id] = cls(params)
-    if inventory is None:
-        wants_gpu = any(needs.kind != "cpu" for _, needs, _ in requests.values())
-        inventory = probe_inventory() if wants_gpu else Inventory()
-    inventory = cap_inventory(inventory, gpu_memory)
-    placement = place_stages(requests, inventory, pm)
-    batch_sizes = {sid: spec.stages[sid].batch_size or type(stages[sid]).batch_size_for(graph.pipeline.params[sid])
-                   for sid in graph.order}
-    memory = {sid: needs.memory_bytes for sid, needs in needs_of.items()}
-    budget = budgets(inventory)
-    residency = _residency(graph, placement, memory, budget)
-    asked = {sid: None if (count := spec.stages[sid].replicas) == "auto" else count for sid in graph.order}
-    splittable = [sid for sid in graph.order if _splittable(graph, sid)]
-    wanted = plan_replicas(requests, placement, inventory, asked, splittable)
-    replicas, dropped = fit_replicas(residency, placement, wanted, memory, budget)
-    stats = {sid: StageStats(type(stages[sid]).type_name, "+".join(map(str, replicas[sid])), memory_bytes=memory[sid])
-             for sid in graph.order}
-    plan = RunPlan(graph, stages, placement, batch_sizes, pm, stats, residency=residency, replicas=replicas,
-                   needs=needs_of)
-    plan.warnings.extend(oversized(placement, memory, budget) + dropped)
-    return plan
-
-
-def _splittable(graph: PipelineGraph, stage_id: str) -> bool:
-    """Whether copies of the stage may share its rows: each item's result depends on that item alone
-    (a stage says otherwise by being run-wide, not cacheable, or reducing)."""
-    cls, params = graph.stage_class(stage_id), graph.pipeline.params[stage_id]
-    return cls.cacheable(params) and not cls.run_wide(params) and not cls.reduces
-
-
-def _residency(
-    graph: PipelineGraph, placement: dict[str, Device], memory: dict[str, int], budget: dict[Device, int]
-) -> list[list[str]]:
-    """Residency phases of the per-row stages, then of the per-group stages (reducers run between)."""
-    from .groups import split_phases
-
-    parts = split_phases(graph)
-    upstream = {sid: list(graph.graph.predecessors(sid)) for sid in graph.order}
-    return [phase for part in (parts.rows, parts.groups) if part
-            for phase in plan_phases(part, upstream, placement, memory, budget)]
-
-
-def preflight(graph: PipelineGraph) -> None:
-    """Every stage's cheap checks (models present, programs installed) before anything loads.
-
-    One failing stage raises its StageError; several raise one PreflightError that lists them all,
-    so a user fixing a pipeline sees every missing model at once, not one per attempt."""
-    problems: list[StageError] = []
-    for stage_id in graph.order:
-        cls = graph.stage_class(stage_id)
-        try:
-            cls.preflight(graph.pipeline.params[stage_id])
-        except AigcError as exc:
-            problem = StageError(stage_id, cls.type_name, str(exc))
-            problem.__cause__ = exc
-            problems.append(problem)
-    if len(problems) == 1:
-        raise problems[0]
-    if problems:
-        raise PreflightError(problems)
 
 
 def execute(
@@ -167,13 +76,12 @@ def execute(
     the number of rows, when `rows` is not a list.
     """
     from .executors.local import LocalExecutor
-    from .groups import group_result, split_phases
+    from .groups import group_result
 
     graph, pm = plan.graph, plan.pm
-    plan.artifacts = ArtifactWriter(out_dir)
-    plan.store = store
+    run = RunContext.start(plan, ArtifactWriter(out_dir), store)
     if store is not None and store.crashed_items:
-        plan.warnings.append(f"the previous run in {out_dir} died with {store.crashed_items} item(s) in flight; "
+        run.warnings.append(f"the previous run in {out_dir} died with {store.crashed_items} item(s) in flight; "
                              "they run again, one at a time")
     rows = rows if isinstance(rows, list) or total is not None else list(rows)
     total = len(rows) if total is None else total  # type: ignore[arg-type]
@@ -181,24 +89,25 @@ def execute(
     states: Iterable[ItemState] = (ItemState(row, column_keys) for row in rows)
     keys = result_keys(graph)
     phases = split_phases(graph)
-    info = _run_info(plan, phases, total, out_dir)
+    info = _run_info(plan, run, phases, total, out_dir)
     started = time.perf_counter()
-    notify(pm, "aigc_run_start", plan.warnings.append, run=info)
-    results = _Results(pm, keys, sink, plan.warnings.append, usage_keys(graph))
-    groups, error, trace = _run_rows(backend or LocalExecutor(), plan, states, total, results)
+    notify(pm, "aigc_run_start", run.warnings.append, run=info)
+    results = _Results(pm, keys, sink, run.warnings.append, usage_keys(graph))
+    groups, error, trace = _run_rows(backend or LocalExecutor(), plan, run, states, total, results)
     group_keys = result_keys(graph, "group")
     group_results: list[ItemResult] = [group_result(state, group_keys) for state in groups]
-    summary = RunSummary(results.counts, plan.stats, time.perf_counter() - started, plan.warnings, error, trace,
+    summary = RunSummary(results.counts, run.stats, time.perf_counter() - started, run.warnings, error, trace,
                          _counts(group_results) if phases.reducers else None)
-    notify(pm, "aigc_run_finish", plan.warnings.append, run=info, summary=summary)
+    notify(pm, "aigc_run_finish", run.warnings.append, run=info, summary=summary)
     return summary, results.kept, group_results
 
 
 def _run_rows(
-    runner: ExecutorBackend, plan: RunPlan, states: Iterable[ItemState], total: int, results: _Results
+    runner: ExecutorBackend, plan: RunPlan, run: RunContext, states: Iterable[ItemState], total: int,
+    results: _Results,
 ) -> tuple[list[Any], str | None, str | None]:
     """Run every row (and group): (the groups, why the run stopped or None, its traceback)."""
-    from .groups import run_reducers, split_phases
+    from .groups import run_reducers
 
     phases = split_phases(plan.graph)
     streams = _streams(runner, plan, phases)
@@ -207,12 +116,14 @@ def _run_rows(
     error = trace = None
     try:
         if streams:
-            _run_streaming(runner, plan, states, total, results, phases.rows)
+            _run_streaming(runner, plan, run, states, total, results, phases.rows)
         else:
-            run_in_phases(runner, plan, held, results.finished if results.observed else None, phases.rows)
+            run_in_phases(runner, plan, run, held, results.finished if results.observed else None, phases.rows)
             if phases.reducers:
-                groups = run_reducers(plan, held, phases.reducers)
-                run_in_phases(runner, plan, groups, None, phases.groups)
+                groups = run_reducers(plan, run, held, phases.reducers)
+                run_in_phases(runner, plan, run, groups, None, phases.groups)
+        if run.store is not None:
+            run.store.flush()  # every stored result is committed before the results file is
     except AigcError as exc:
         error, trace = str(exc), "".join(traceback.format_exception(exc))
     except KeyboardInterrupt as exc:  # signals.StopSignal says which signal
@@ -221,12 +132,12 @@ def _run_rows(
     return groups, error, trace
 
 
-def _run_info(plan: RunPlan, phases: Any, rows: int, out_dir: Path) -> RunInfo:
+def _run_info(plan: RunPlan, run: RunContext, phases: Any, rows: int, out_dir: Path) -> RunInfo:
     # A run with an aggregate always has a row phase and a group phase; more than that is a swap.
     swaps = len(plan.residency) > sum(1 for part in (phases.rows, phases.groups) if part)
     return RunInfo(plan.graph.pipeline.spec.name, plan.graph.pipeline.file, rows, str(out_dir),
-                   {sid: "+".join(map(str, _devices_of(plan, sid))) for sid in plan.placement}, _devices(plan),
-                   {sid: s.memory_bytes for sid, s in plan.stats.items() if s.memory_bytes}, plan.residency, swaps)
+                   {sid: "+".join(map(str, plan.devices_of(sid))) for sid in plan.placement}, _devices(plan),
+                   {sid: s.memory_bytes for sid, s in run.stats.items() if s.memory_bytes}, plan.residency, swaps)
 
 
 def _streams(runner: Any, plan: RunPlan, phases: Any) -> bool:
@@ -237,15 +148,16 @@ def _streams(runner: Any, plan: RunPlan, phases: Any) -> bool:
 
 
 def _run_streaming(
-    runner: Any, plan: RunPlan, states: Iterable[ItemState], total: int, results: _Results, stage_ids: list[str]
+    runner: Any, plan: RunPlan, run: RunContext, states: Iterable[ItemState], total: int, results: _Results,
+    stage_ids: list[str],
 ) -> None:
     """Rows through the per-row stages in a bounded window of chunks (see streaming.py)."""
     from .executors.local import chunk_size
 
-    size = getattr(runner, "chunk_size", None) or chunk_size(plan, stage_ids)
+    size = getattr(runner, "chunk_size", None) or chunk_size(plan, stage_ids, run.batch_sizes)
     feed = ChunkFeed(states, size, total, window=max(len(stage_ids) + 2, WINDOW_ROWS // size))
     results.feed = feed
-    run_in_phases(runner, plan, feed, results.finished, stage_ids)  # type: ignore[arg-type]
+    run_in_phases(runner, plan, run, feed, results.finished, stage_ids)  # type: ignore[arg-type]
 
 
 class _Results:
@@ -287,7 +199,8 @@ class _Results:
 
 
 def run_in_phases(
-    runner: ExecutorBackend, plan: RunPlan, states: list[Any], on_finished: Any, stage_ids: list[str]
+    runner: ExecutorBackend, plan: RunPlan, run: RunContext, states: list[Any], on_finished: OnFinished | None,
+    stage_ids: list[str],
 ) -> None:
     """Run `stage_ids` over `states` one residency phase at a time (one phase when the models fit).
 
@@ -298,12 +211,12 @@ def run_in_phases(
     parts = within(plan.residency, stage_ids)
     for number, part in enumerate(parts):
         last = number == len(parts) - 1
-        gpus = {device for sid in part for device in _devices_of(plan, sid) if device.is_gpu}
+        gpus = {device for sid in part for device in plan.devices_of(sid) if device.is_gpu}
         reset_peaks(gpus)
         busy = BusySampler(gpus)
         try:
             with busy:
-                runner.execute(plan, states, on_finished if last else _pending_again(on_finished), part)
+                runner.execute(plan, run, states, on_finished if last else _pending_again(on_finished), part)
         finally:
             if not last:  # a backend that stopped early may have marked items done: they are not
                 for state in states:
@@ -311,21 +224,24 @@ def run_in_phases(
                         state.status = None
             peaks = read_peaks(gpus)
             for sid in part:
-                stats = plan.stats[sid]
-                peak = max(peaks.get(device, 0) for device in _devices_of(plan, sid))
+                stats = run.stats[sid]
+                peak = max(peaks.get(device, 0) for device in plan.devices_of(sid))
                 stats.peak_memory_bytes = max(stats.peak_memory_bytes, peak)
-            record_busy(plan, part, busy.fractions())
+            record_busy(run.stats, {sid: plan.devices_of(sid) for sid in part}, busy.fractions())
 
 
-def record_busy(plan: RunPlan, stage_ids: list[str], fractions: dict[Device, float]) -> None:
-    """Each stage's GPU busy fraction: that of its GPU(s) in its phase (the mean over its copies)."""
-    for sid in stage_ids:
-        values = [fractions[device] for device in _devices_of(plan, sid) if device in fractions]
+def record_busy(
+    stats: dict[str, StageStats], devices: dict[str, list[Device]], fractions: dict[Device, float]
+) -> None:
+    """Each stage's GPU busy fraction: that of its GPU(s) (`devices`, per stage of the phase) in its
+    phase (the mean over its copies)."""
+    for sid, used in devices.items():
+        values = [fractions[device] for device in used if device in fractions]
         if values:
-            plan.stats[sid].gpu_busy = sum(values) / len(values)
+            stats[sid].gpu_busy = sum(values) / len(values)
 
 
-def _pending_again(on_finished: Any) -> Any:
+def _pending_again(on_finished: OnFinished | None) -> OnFinished:
     def finished(chunk: list[ItemState]) -> None:
         for state in chunk:
             if state.status == DONE:
@@ -341,13 +257,8 @@ def _observed(pm: pluggy.PluginManager) -> bool:
     return bool(pm.hook.aigc_item_finished.get_hookimpls())
 
 
-def _devices_of(plan: RunPlan, stage_id: str) -> list[Device]:
-    """Where a stage runs: its device, then those of its copies (replicas), if any."""
-    return plan.replicas.get(stage_id) or [plan.placement[stage_id]]
-
-
 def _devices(plan: RunPlan) -> str:
-    return ", ".join(sorted({str(device) for sid in plan.placement for device in _devices_of(plan, sid)})) or "cpu"
+    return ", ".join(sorted({str(device) for sid in plan.placement for device in plan.devices_of(sid)})) or "cpu"
 
 
 def _counts(results: list[ItemResult]) -> dict[str, int]:

@@ -13,29 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import StageError
-from .graph import PipelineGraph
 from .lifecycle import StageLifecycle
-from .records import DONE, ItemResult, ItemState, RunPlan, item_result
+from .records import DONE, ItemResult, ItemState, RunContext, RunPlan, item_result, stage_context
 from .row_identity import group_identity
 from .sources import InputRow
 from .stage import Group
 from .stage_runner import StageRunner
-
-
-@dataclass(frozen=True)
-class Phases:
-    """The stages of each phase, in graph order."""
-
-    rows: list[str]
-    reducers: list[str]
-    groups: list[str] = field(default_factory=list)
-
-
-def split_phases(graph: PipelineGraph) -> Phases:
-    reducers = [sid for sid in graph.order if graph.stage_class(sid).reduces]
-    rows = [sid for sid in graph.order if sid not in reducers and graph.domains.get(sid, "row") == "row"]
-    groups = [sid for sid in graph.order if graph.domains.get(sid) == "group"]
-    return Phases(rows, reducers, groups)
 
 
 class GroupState(ItemState):
@@ -64,25 +47,25 @@ class GroupResult(ItemResult):
         return {"group": self.key, "members": self.members, **record}
 
 
-def run_reducers(plan: RunPlan, states: list[ItemState], reducers: list[str]) -> list[GroupState]:
+def run_reducers(plan: RunPlan, run: RunContext, states: list[ItemState], reducers: list[str]) -> list[GroupState]:
     """Run every reducing stage over the rows that finished the per-row phase."""
     finished = [state for state in states if state.status == DONE]
     groups: list[GroupState] = []
     for stage_id in reducers:
-        for group in _reduce(plan, stage_id, finished):
+        for group in _reduce(plan, run, stage_id, finished):
             groups.append(GroupState(len(states) + len(groups), group, stage_id))
     return groups
 
 
-def _reduce(plan: RunPlan, stage_id: str, rows: list[ItemState]) -> list[Group]:
-    stage, stats = plan.stages[stage_id], plan.stats[stage_id]
+def _reduce(plan: RunPlan, run: RunContext, stage_id: str, rows: list[ItemState]) -> list[Group]:
+    stage, stats = plan.stages[stage_id], run.stats[stage_id]
     if not rows:
         return []
     started = time.perf_counter()
-    with StageLifecycle(stage_id, stage, plan.placement[stage_id], stats, plan.warnings.append) as lifecycle:
+    with StageLifecycle(stage_id, stage, plan.placement[stage_id], stats, run.warnings.append) as lifecycle:
         lifecycle()  # a load error is raised as "failed to load: ..."
         try:
-            groups = stage.reduce(StageRunner(stage_id, plan).items(rows))
+            groups = stage.reduce(StageRunner(stage_context(plan, run, stage_id)).items(rows))
         except Exception as exc:
             raise StageError(stage_id, stage.type_name, f"reduce failed: {type(exc).__name__}: {exc}") from exc
     _check_groups(stage_id, stage.type_name, type(stage).outputs, groups)

@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from .devices import Device, Inventory
-    from .records import ItemResult, RunInfo, RunSummary
+    from .records import ExecutorBackend, ItemResult, RunInfo, RunSummary
     from .stage import DeviceNeeds, Stage, StageItem
 
 hookspec = pluggy.HookspecMarker("aigc_pipeline")
@@ -47,6 +47,24 @@ def aigc_register_stages() -> list[type[Stage]]:
         @hookimpl
         def aigc_register_stages():
             return [BrandOverlayStage, BrandVoiceStage]
+    """
+
+
+@hookspec
+def aigc_register_executors() -> dict[str, Callable[..., ExecutorBackend]]:
+    """Return the executor backends this plugin provides: name -> factory (a dict, possibly empty).
+
+    `aigc run --executor NAME` calls the factory with `address=` (the `--ray-address` option, or
+    None) and runs the plan with the `ExecutorBackend` it returns (`aigc_pipeline.records`: its
+    `description` and `execute(plan, run, states, on_finished, stage_ids)`). The built-in `local`
+    and `ray` backends register through this same hook. A factory must import its heavy
+    libraries when called, not when registered. A name registered twice is an error naming both.
+
+    Example::
+
+        @hookimpl
+        def aigc_register_executors():
+            return {"dask": DaskExecutor}
     """
 
 

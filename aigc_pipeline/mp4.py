@@ -41,6 +41,7 @@ def _write(av: Any, path: Path, frames: Any, fps: int, metadata: dict[str, str],
         container.metadata.update(metadata)
         stream: Any = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.thread_count = 1  # x264's output depends on its thread count: one, for the same bytes everywhere
         stream.options = {"crf": str(crf), "preset": "medium"}
         for index in range(count):
             frame = av.VideoFrame.from_ndarray(frames[index], format="rgb24")

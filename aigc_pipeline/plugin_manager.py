@@ -32,6 +32,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "aigc_pipeline.device_scheduler",
     "aigc_pipeline.executor",
+    "aigc_pipeline.executors",
     "aigc_pipeline.stages.template",
     "aigc_pipeline.stages.filters",
     "aigc_pipeline.stages.llm",
@@ -115,17 +116,48 @@ def _check_pending(pm: pluggy.PluginManager) -> None:
 def notify(
     pm: pluggy.PluginManager, hook_name: str, on_error: Callable[[str], None] | None = None, **kwargs: Any
 ) -> None:
-    """Call an observer hook so that one failing plugin neither fails the run nor silences others."""
-    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+    """Call an observer hook so that one failing plugin neither fails the run nor silences others.
+
+    Wrapper implementations (`@hookimpl(wrapper=True)` or `hookwrapper=True`) run around the
+    others, as pluggy would run them: up to their `yield` first, the rest after (a new-style
+    wrapper's `yield` gives the list of the others' return values)."""
+    report = _reporter(hook_name, on_error)
+    impls = list(reversed(getattr(pm.hook, hook_name).get_hookimpls()))
+    wrappers = [impl for impl in impls if impl.wrapper or impl.hookwrapper]
+    entered = [(impl, gen) for impl in wrappers if (gen := _call(impl, kwargs, report)) is not None]
+    results = [_call(impl, kwargs, report) for impl in impls if impl not in wrappers]
+    for impl, gen in reversed(entered):
+        outcome = pluggy.Result(results, None) if impl.hookwrapper else results
         try:
-            impl.function(*(kwargs[arg] for arg in impl.argnames))
+            gen.send(outcome)
+        except StopIteration:
+            pass
         except Exception as exc:
-            message = f"plugin '{impl.plugin_name}' raised in {hook_name}: {type(exc).__name__}: {exc}"
-            if on_error is None:
-                print(message, file=sys.stderr)
-                traceback.print_exc()
-            else:
-                on_error(message)
+            report(impl, exc)
+
+
+def _call(impl: Any, kwargs: dict[str, Any], report: Callable[[Any, Exception], None]) -> Any:
+    """Call one implementation (a wrapper: up to its `yield`); an exception is reported, not raised."""
+    try:
+        value = impl.function(*(kwargs[arg] for arg in impl.argnames))
+        if impl.wrapper or impl.hookwrapper:
+            next(value)
+        return value
+    except Exception as exc:
+        report(impl, exc)
+        return None
+
+
+def _reporter(hook_name: str, on_error: Callable[[str], None] | None) -> Callable[[Any, Exception], None]:
+    def report(impl: Any, exc: Exception) -> None:
+        message = f"plugin '{impl.plugin_name}' raised in {hook_name}: {type(exc).__name__}: {exc}"
+        if on_error is None:
+            print(message, file=sys.stderr)
+            traceback.print_exception(exc)
+        else:
+            on_error(message)
+
+    return report
 
 
 def has_observers(pm: pluggy.PluginManager, hook_name: str) -> bool:

@@ -161,26 +161,79 @@ class RunSummary:
         return self.error is None
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunPlan:
-    """What a backend needs: the graph, the stage instances, where they run, how to batch."""
+    """What a run will do, decided before it starts (`planning.make_plan`) and never changed by it:
+    the graph, the stage instances, where they run, how to batch, which models stay resident together.
+    What changes while it runs lives in its `RunContext`."""
 
     graph: PipelineGraph
     stages: dict[str, Stage]
     placement: dict[str, Device]
-    batch_sizes: dict[str, int]
+    batch_sizes: dict[str, int]  # as planned; out-of-memory halving lowers the RunContext's copy
     pm: pluggy.PluginManager
-    stats: dict[str, StageStats]
-    warnings: list[str] = field(default_factory=list)
-    artifacts: ArtifactWriter | None = None  # set by execute() once the output folder is known
-    store: RunStore | None = None  # set by execute() when the run reuses and records results
     residency: list[list[str]] = field(default_factory=list)  # stages whose models are resident together
     # Every stage's devices, `placement[sid]` first; more than one: copies of it share its rows.
     replicas: dict[str, list[Device]] = field(default_factory=dict)
     needs: dict[str, DeviceNeeds] = field(default_factory=dict)  # each stage's, as make_plan read them once
-    # Re-takes (`--retake`, review/takes.py): row index -> stage -> take; absent: take 0.
-    takes: dict[int, dict[str, int]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what planning found (the run starts with these)
+    # Re-takes (`--retake`, review/takes.py): row identity (results that carry an `id`) or row
+    # index -> stage -> take; absent: take 0.
+    takes: dict[int | str, dict[str, int]] = field(default_factory=dict)
     rerun: frozenset[str] = frozenset()  # stages that run again instead of reusing stored results (--rerun)
+
+    def devices_of(self, stage_id: str) -> list[Device]:
+        """Where a stage runs: its device, then those of its copies (replicas), if any."""
+        return self.replicas.get(stage_id) or [self.placement[stage_id]]
+
+
+@dataclass
+class RunContext:
+    """What changes while a plan runs: counters, warnings, the current batch sizes (out-of-memory
+    halving lowers them for the rest of the run), and where results go (artifacts, run store)."""
+
+    stats: dict[str, StageStats]
+    warnings: list[str]
+    batch_sizes: dict[str, int]
+    artifacts: ArtifactWriter | None = None
+    store: RunStore | None = None
+
+    @classmethod
+    def start(cls, plan: RunPlan, artifacts: ArtifactWriter | None = None, store: RunStore | None = None) -> RunContext:
+        stats = {sid: StageStats(type(stage).type_name, "+".join(map(str, plan.devices_of(sid))),
+                                 memory_bytes=plan.needs[sid].memory_bytes if sid in plan.needs else 0)
+                 for sid, stage in plan.stages.items()}
+        return cls(stats, list(plan.warnings), dict(plan.batch_sizes), artifacts, store)
+
+
+@dataclass
+class StageContext:
+    """One stage of one run, as `StageRunner` sees it; both backends build it without re-planning
+    (`stage_context` on the driver, the Ray worker from what its step carries)."""
+
+    stage_id: str
+    stage: Stage
+    graph: PipelineGraph  # read only: the stage's wiring and params, the run seed, the order
+    call: Callable[..., Any]  # the `aigc_process_batch` hook (plugins may wrap it)
+    stats: StageStats
+    warnings: list[str]
+    batch_sizes: dict[str, int]  # the run's current sizes: out-of-memory halving lowers this stage's
+    artifacts: ArtifactWriter | None = None
+    store: RunStore | None = None
+    takes: dict[int | str, dict[str, int]] = field(default_factory=dict)
+    rerun: bool = False
+
+
+def stage_context(
+    plan: RunPlan, run: RunContext, stage_id: str, stage: Stage | None = None, stats: StageStats | None = None
+) -> StageContext:
+    """The context of `stage_id` in this run: the plan's instance and counters, or (for a copy of
+    a replicated stage) its own `stage` and `stats`."""
+    return StageContext(
+        stage_id, plan.stages[stage_id] if stage is None else stage, plan.graph, plan.pm.hook.aigc_process_batch,
+        run.stats[stage_id] if stats is None else stats, run.warnings, run.batch_sizes, run.artifacts, run.store,
+        plan.takes, stage_id in plan.rerun,
+    )
 
 
 OnFinished = Callable[[list[ItemState]], None]
@@ -194,8 +247,14 @@ class ExecutorBackend(Protocol):
     On an error it stops its workers, leaves unfinished items unmarked and raises.
     """
 
+    @property
+    def description(self) -> str:
+        """What the manifest records as the run's executor ("local", "ray (a local instance)")."""
+        ...
+
     def execute(
-        self, plan: RunPlan, states: list[ItemState], on_finished: OnFinished | None, stage_ids: list[str] | None = None
+        self, plan: RunPlan, run: RunContext, states: list[ItemState], on_finished: OnFinished | None,
+        stage_ids: list[str] | None = None,
     ) -> None: ...
 
 

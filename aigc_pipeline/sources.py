@@ -11,7 +11,7 @@ import csv
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,10 @@ from typing import Any
 from .content import check_column_value
 from .errors import InputDataError
 from .limits import MAX_CELL_CHARS, MAX_NESTING, value_problem
+from .parquet_io import parquet_rows
 from .spec import did_you_mean
 
-SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+SUPPORTED_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 _TRUE = {"true", "1", "yes", "y"}
 _FALSE = {"false", "0", "no", "n"}
 
@@ -45,7 +46,7 @@ def read_rows(path: str | Path, columns: dict[str, str], limit: int | None = Non
 
 
 def stream_rows(path: str | Path, columns: dict[str, str], limit: int | None = None) -> RowStream:
-    """The rows of a CSV or JSONL file, read and checked as they are iterated (once).
+    """The rows of a CSV, JSONL or Parquet file, read and checked as they are iterated (once).
 
     What makes the file unusable is raised now, before anything runs: unreadable, not UTF-8 (the
     rows are counted now, which reads the file through once), a CSV header without a column.
@@ -54,7 +55,12 @@ def stream_rows(path: str | Path, columns: dict[str, str], limit: int | None = N
     csv.field_size_limit(MAX_CELL_CHARS)  # the default, 128 Ki, is below a long text; over it, a clear error
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise InputDataError(f"{path}: unsupported input format '{suffix or '(none)'}'; use .csv or .jsonl")
+        raise InputDataError(f"{path}: unsupported input format '{suffix or '(none)'}'; "
+                             "use .csv, .jsonl or .parquet")
+    if suffix == ".parquet":
+        with _reading(path):
+            total, parquet = parquet_rows(path, columns)
+        return RowStream(path, columns, total if limit is None else min(total, limit), parquet)
     with _reading(path):
         # utf-8-sig: spreadsheet exports start with a BOM, which would otherwise hide the first column
         with path.open(encoding="utf-8-sig", newline="") as handle:
@@ -68,14 +74,21 @@ def stream_rows(path: str | Path, columns: dict[str, str], limit: int | None = N
 class RowStream:
     """Checked input rows, read lazily from the file; `total` is how many there are."""
 
-    def __init__(self, path: Path, columns: dict[str, str], total: int) -> None:
+    def __init__(self, path: Path, columns: dict[str, str], total: int, parquet: Any = None) -> None:
         self.path, self.columns, self.total = path, columns, total
+        self.parquet = parquet  # Parquet: yields (row number, values); see parquet_io.py
 
     def __len__(self) -> int:
         return self.total
 
     def __iter__(self) -> Iterator[InputRow]:
         path, columns = self.path, self.columns
+        if self.parquet is not None:  # a Parquet row has a number, not a line: its errors say "row N"
+            with _reading(path):
+                for index, (number, values) in enumerate(islice(self.parquet(), self.total)):
+                    row = _checked(index, number, values, columns)
+                    yield row if row.error is None else replace(row, error="row" + row.error.removeprefix("line"))
+            return
         with _reading(path), path.open(encoding="utf-8-sig", newline="") as handle:
             raw = _csv_rows(handle, path, columns) if path.suffix.lower() == ".csv" else _jsonl_rows(handle)
             for index, (line, values) in enumerate(islice(raw, self.total)):

@@ -30,15 +30,14 @@ from .records import (
     FILTERED,
     NOT_RUN,
     ItemState,
-    RunPlan,
-    StageStats,
+    StageContext,
 )
 from .residency import (
     free_cached_memory,
     is_out_of_memory,
 )
 from .sinks import crash_point
-from .stage import Stage, StageItem, item_seed
+from .stage import StageItem, item_seed
 from .store import (
     QUARANTINE_AFTER,
     QUARANTINED,
@@ -54,35 +53,32 @@ from .time_limits import call_within, stage_timeout
 class StageRunner:
     """Runs micro-batches of one stage with per-item isolation, the run store and bookkeeping.
 
-    `load` is called before the first micro-batch the store cannot serve (None: the caller
-    loaded the stage already). A copy of a replicated stage passes its own `stage` and `stats`.
+    `load` (the stage's `StageLifecycle`) is called before the first micro-batch the store cannot
+    serve (None: the caller loaded the stage already). Everything else comes from `context`.
     """
 
-    def __init__(
-        self, stage_id: str, plan: RunPlan, load: Callable[[], None] | None = None, stage: Stage | None = None,
-        stats: StageStats | None = None,
-    ) -> None:
-        graph = plan.graph
+    def __init__(self, context: StageContext, load: Callable[[], None] | None = None) -> None:
+        graph, stage_id = context.graph, context.stage_id
         self.stage_id = stage_id
-        self.stage = plan.stages[stage_id] if stage is None else stage
-        self.stats = plan.stats[stage_id] if stats is None else stats
+        self.stage = context.stage
+        self.stats = context.stats
         self.seed_parts = (graph.pipeline.spec.seed, stage_id)
         self.inputs = [(port, str(ref)) for port, ref in graph.wiring[stage_id].items()]
         self.outputs = {port: f"{stage_id}.{port}" for port in type(self.stage).outputs}
         self.outputs_list = list(self.outputs.items())
-        self.call = plan.pm.hook.aigc_process_batch
+        self.call = context.call
         self.timeout = stage_timeout(type(self.stage), graph.pipeline.spec.stages[stage_id].timeout)
         self.checks = port_checks(type(self.stage).outputs)
         self.artifact_ports = [p for p, kind in type(self.stage).outputs.items() if kind in (IMAGE, AUDIO, VIDEO)]
-        self.artifacts = plan.artifacts
-        self.batch_sizes, self.warnings = plan.batch_sizes, plan.warnings
+        self.artifacts = context.artifacts
+        self.batch_sizes, self.warnings = context.batch_sizes, context.warnings
         self.max_batch: int | None = None  # set by an out-of-memory error: the size that fits
         self.load = load
-        self.store = plan.store
-        self.takes = plan.takes
+        self.store = context.store
+        self.takes = context.takes
         self.prefix: str | None = None  # the stage's part of every cache key; None: not cached
-        self.rerun = stage_id in plan.rerun  # --rerun: compute and store again, reuse nothing
-        self.runs = row_filter(plan, stage_id)  # live rows, and rows another branch ended: branches.py
+        self.rerun = context.rerun  # --rerun: compute and store again, reuse nothing
+        self.runs = row_filter(graph, stage_id)  # live rows, and rows another branch ended: branches.py
         self._verdicts: dict[int, str] = {}  # this stage's verdict per item of the current batch
         self.ranks = {sid: rank for rank, sid in enumerate(graph.order)}
         self.rank = self.ranks.get(stage_id, len(self.ranks))
@@ -125,12 +121,17 @@ class StageRunner:
         """Run a sub-batch; with a store, its in-flight markers are committed before it runs and
         its results (artifacts already in place) with the markers' removal after."""
         entries = [(key, state.index) for state in states if (key := keys.get(state.index)) is not None]
-        if entries and self.store is not None and self.crash_watch:
+        marked = not type(self.stage).crash_proof and self.crash_watch  # (no crash evidence needed: see __init__)
+        if entries and marked and self.store is not None:
             self.store.begin(self.stage_id, entries)
         self._run_isolated(states)
         crash_point("batch")
         if entries and self.store is not None:
-            self.store.finish(self.stage_id, self._new_results(states, keys), [key for key, _ in entries])
+            results = self._new_results(states, keys)
+            if marked:
+                self.store.finish(self.stage_id, results, [key for key, _ in entries])
+            else:
+                self.store.finish(self.stage_id, results, [], batched=True)
 
     def _parts(self, states: list[ItemState], keys: dict[int, str | None]) -> list[list[ItemState]]:
         """Sub-batches: an item that was in flight when an earlier run died runs alone (a second
@@ -168,9 +169,10 @@ class StageRunner:
         return missing
 
     def _apply(self, state: ItemState, verdict: str, reason: str | None, outputs: str, flags: str) -> bool:
-        """Give `state` a stored result; False when one of its artifacts is gone (run it again)."""
+        """Give `state` a stored result; False when one of its artifacts is gone, or it lacks an
+        output port the stage has now (a newer version of the stage added one): run it again."""
         values = decode_outputs(outputs, self.artifacts.out_dir) if self.artifacts is not None else None
-        if values is None:
+        if values is None or (verdict == DONE and any(port not in values for port, _ in self.outputs_list)):
             return False
         if verdict in (FILTERED, FAILED):
             self._verdicts[state.index] = verdict
@@ -214,7 +216,11 @@ class StageRunner:
 
     def _take(self, state: ItemState) -> int:
         """The row's take at this stage (0 unless a --retake re-seeded it)."""
-        return self.takes[state.index].get(self.stage_id, 0) if state.index in self.takes else 0
+        takes = self.takes
+        if not takes:
+            return 0
+        found = takes.get(state.identity) or takes.get(state.index)  # by identity; older results: index
+        return found.get(self.stage_id, 0) if found else 0
 
     def _run_isolated(self, states: list[ItemState]) -> None:
         items = self.items(states)

@@ -62,6 +62,12 @@ LOCK_FILE = ".run.lock"
 SCHEMA_VERSION = "2"  # 2: keys and seeds from row identity (1 keyed rows by position)
 QUARANTINE_AFTER = 2  # crashes of the process with the item in flight
 QUARANTINED = "quarantined: crashed the process twice"
+FLUSH_SECONDS = 0.2  # results of quick micro-batches are committed together, at most this late
+FLUSH_ROWS = 8192
+CACHE_KIB = 32 * 1024  # SQLite's page cache (2 MiB by default): the pages random keys keep touching
+# Pages the WAL may hold before they are copied into the database (1000 by default): random keys
+# dirty the same pages again and again, and a checkpoint writes (and fsyncs) each page once.
+CHECKPOINT_PAGES = 16384
 _SQL_VARS = 500  # keys per SELECT ... IN (...)
 
 _SCHEMA = """
@@ -94,6 +100,25 @@ class NewResult:
     flags: list[str]
 
 
+class PendingResults:
+    """Results finished since the last commit."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.keys: list[str] = []  # in-flight markers to clear
+        self.results: dict[str, tuple[Any, ...]] = {}  # key -> row, for lookups before the commit
+
+    def add(self, rows: list[tuple[Any, ...]], keys: list[str]) -> None:
+        self.rows.extend(rows)
+        self.keys.extend(keys)
+        self.results.update((row[0], row) for row in rows)
+
+    def due(self, last_commit: float) -> bool:
+        """Commit now: the last commit is FLUSH_SECONDS old (so a slow stage commits every batch,
+        and the first batch at once), or FLUSH_ROWS results wait."""
+        return len(self.rows) >= FLUSH_ROWS or time.monotonic() - last_commit >= FLUSH_SECONDS
+
+
 class RunStore:
     """The SQLite store of one output folder. Thread-safe; open with `RunStore.open`."""
 
@@ -106,6 +131,9 @@ class RunStore:
         self.stopped_items = 0  # items in flight when the previous run was stopped by a signal
         self._closed = False
         self._suspects: dict[str, int] = {}
+        self._pending = PendingResults()  # finished, not committed yet (see finish)
+        self.batched = True  # commit quick batches' results together (see finish)
+        self._last_commit = 0.0  # time.monotonic() of the last commit of results
 
     @classmethod
     def open(cls, out_dir: Path, identity: dict[str, Any], fresh: bool = False,
@@ -141,6 +169,7 @@ class RunStore:
         crash counts alone (the run counted them when it opened the store)."""
         db = _connect(out_dir)
         store = cls(out_dir, db, None)
+        store.batched = False  # a worker's batch is committed when it is done: no flush at the end of the run
         db.execute("PRAGMA synchronous=NORMAL")
         store._suspects = dict(db.execute("SELECT key, crashes FROM suspects").fetchall())
         return store
@@ -150,6 +179,8 @@ class RunStore:
         check_integrity(db)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
         db.executescript(_SCHEMA)
         wanted = canonical_json({"schema": SCHEMA_VERSION, **identity})
         row = db.execute("SELECT value FROM meta WHERE name = 'identity'").fetchone()
@@ -193,6 +224,11 @@ class RunStore:
         """Stored rows (verdict, reason, outputs JSON, flags JSON) by key, for the keys that have one."""
         found: dict[str, tuple[str, str | None, str, str]] = {}
         with self._lock:
+            pending = self._pending.results
+            for key in keys if pending else ():
+                if key in pending:  # recorded in this run, not committed yet
+                    row = pending[key]
+                    found[key] = (row[3], row[4], row[5], row[6])
             for start in range(0, len(keys), _SQL_VARS):
                 part = keys[start : start + _SQL_VARS]
                 marks = ",".join("?" * len(part))
@@ -213,20 +249,42 @@ class RunStore:
                 db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
                                [(key, stage_id, item) for key, item in entries])
 
-    def finish(self, stage_id: str, results: list[NewResult], keys: list[str]) -> None:
-        """Record results and clear the in-flight markers (and crash counts) of `keys`, in one commit."""
+    def finish(self, stage_id: str, results: list[NewResult], keys: list[str], batched: bool = False) -> None:
+        """Record results and clear the in-flight markers (and crash counts) of `keys`.
+
+        `batched` (results of a crash-proof stage, which has no markers): committed together
+        (`pending`), at most one commit per FLUSH_SECONDS (or FLUSH_ROWS), not one per micro-batch;
+        each commit rewrites every page its random keys touch, and the template stages of
+        product_copy spent more time committing than rendering. A kill loses at most FLUSH_SECONDS
+        of such cheap work, which the next run redoes. Anything else is committed at once.
+        """
         now = time.time()
+        rows = [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs, json.dumps(r.flags, ensure_ascii=False), now)
+                for r in results]
         with self._lock:
             if self._closed:
                 return
-            with self._writing() as db:
-                db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                               [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs,
-                                 json.dumps(r.flags, ensure_ascii=False), now) for r in results])
-                params = [(key,) for key in keys]
-                db.executemany("DELETE FROM inflight WHERE key = ?", params)
-                if self._suspects:
-                    db.executemany("DELETE FROM suspects WHERE key = ?", params)
+            self._pending.add(rows, keys)
+            if not (batched and self.batched) or self._pending.due(self._last_commit):
+                self._flush()
+
+    def flush(self) -> None:
+        """Commit every pending result now."""
+        with self._lock:
+            if not self._closed:
+                self._flush()
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, PendingResults()
+        if not pending.rows and not pending.keys:
+            return
+        self._last_commit = time.monotonic()
+        with self._writing() as db:
+            db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)", pending.rows)
+            params = [(key,) for key in pending.keys]
+            db.executemany("DELETE FROM inflight WHERE key = ?", params)
+            if self._suspects:
+                db.executemany("DELETE FROM suspects WHERE key = ?", params)
 
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
@@ -246,6 +304,7 @@ class RunStore:
     def counts(self) -> dict[str, int]:
         """Stored results per stage (for tests and the manifest)."""
         with self._lock:
+            self._flush()
             return dict(self._db.execute("SELECT stage, COUNT(*) FROM results GROUP BY stage").fetchall())
 
     def release_in_flight(self) -> None:
@@ -260,6 +319,9 @@ class RunStore:
 
     def close(self) -> None:
         with self._lock:
+            if not self._closed:
+                with suppress(RunStoreError):  # a full disk: those results run again next time
+                    self._flush()
             self._closed = True  # an abandoned batch's late begin/finish finds the run over
             self._db.close()
         _unlock(self._lock_fd)

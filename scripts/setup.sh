@@ -27,7 +27,7 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   # The pinned CPU build lies on this machine's disk; elsewhere it comes from the registry.
   run_pip install torch==2.13.0
 fi
-run_pip install -e '.[test,models,ray,review,served]'  # ray: the Ray executor's tests run in CI
+run_pip install -e '.[test,models,ray,review,served,parquet]'  # ray: the Ray executor's tests run in CI
 run_pip install -e plugins/aigc-brand-kit -e plugins/aigc-webhook  # the first-party plugins
 if ! command -v espeak-ng >/dev/null 2>&1; then
   # The tts stage's espeak backend speaks through this program; install it where we may.
@@ -36,6 +36,15 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
       || echo "note: could not install espeak-ng; the tts stage's espeak backend will say so"
   else
     echo "note: espeak-ng is not installed (e.g. 'sudo apt-get install espeak-ng'); the tts espeak backend needs it"
+  fi
+fi
+if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1 || ! command -v fc-match >/dev/null 2>&1; then
+  # compose.video runs ffmpeg (zoompan, drawtext with a TrueType font); the video tests read MP4s with ffprobe.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg fontconfig fonts-dejavu-core) \
+      >>"$log" 2>&1 || echo "note: could not install ffmpeg; the compose.video stage will say so"
+  else
+    echo "note: ffmpeg is not installed (e.g. 'sudo apt-get install ffmpeg fonts-dejavu-core'); compose.video needs it"
   fi
 fi
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then

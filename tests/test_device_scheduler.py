@@ -13,8 +13,9 @@ from aigc_pipeline.device_scheduler import bottleneck, place_stages, plan_replic
 from aigc_pipeline.devices import CPU, Device, Inventory
 from aigc_pipeline.engine import Engine
 from aigc_pipeline.errors import PlacementError
-from aigc_pipeline.executor import make_plan
+from aigc_pipeline.planning import make_plan
 from aigc_pipeline.plugin_manager import get_plugin_manager
+from aigc_pipeline.records import RunContext
 from aigc_pipeline.stage import DeviceNeeds, Stage
 from aigc_pipeline.testing import CPU_ONLY, ONE_GPU_8GB, TWO_GPUS_80GB, FakeStages, write_jsonl
 
@@ -121,7 +122,8 @@ def test_make_plan_places_every_stage_and_records_it_in_the_stats() -> None:
     engine = engine_with_fakes()
     plan = make_plan(engine.load_text(PIPELINE.replace("DEVICE", "any")), engine.pm, inventory=TWO_GPUS_80GB)
     assert plan.placement == {"prep": CPU, "model": CUDA1}
-    assert {sid: stats.device for sid, stats in plan.stats.items()} == {"prep": "cpu", "model": "cuda:1"}
+    stats = RunContext.start(plan).stats  # what the run's counters start from
+    assert {sid: s.device for sid, s in stats.items()} == {"prep": "cpu", "model": "cuda:1"}
 
 
 def test_the_run_device_applies_to_model_stages_only() -> None:
@@ -225,7 +227,8 @@ def test_make_plan_caps_gpu_memory_plans_phases_and_warns_about_a_model_too_big(
         "stage 'hero' needs about 12.0 GiB, more than the 6.0 GiB available on cuda:0; it runs alone there "
         "and may run out of memory (its batch then halves)"
     ]
-    assert (capped.stats["copy"].memory_bytes, capped.stats["hero"].memory_bytes) == (5 * GiB, 12 * GiB)
+    stats = RunContext.start(capped).stats
+    assert (stats["copy"].memory_bytes, stats["hero"].memory_bytes) == (5 * GiB, 12 * GiB)
 
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -81,9 +80,8 @@ def test_without_cuda_there_is_no_reader_here() -> None:
 
 def test_each_stage_gets_its_gpus_fraction_copies_averaged() -> None:
     stats = {sid: StageStats("t", "cuda:0") for sid in ("copy", "hero", "check")}
-    plan: Any = SimpleNamespace(stats=stats, replicas={"hero": [CUDA0, CUDA1]},
-                                placement={"copy": CUDA0, "hero": CUDA0, "check": CPU})
-    record_busy(plan, ["copy", "hero", "check"], {CUDA0: 0.9, CUDA1: 0.5})
+    devices = {"copy": [CUDA0], "hero": [CUDA0, CUDA1], "check": [CPU]}  # copies of "hero" on both GPUs
+    record_busy(stats, devices, {CUDA0: 0.9, CUDA1: 0.5})
     assert (stats["copy"].gpu_busy, stats["hero"].gpu_busy, stats["check"].gpu_busy) == (0.9, pytest.approx(0.7), None)
 
 

@@ -64,7 +64,7 @@ def test_the_manifest_names_model_identities(tmp_path: Path) -> None:
 def test_a_manifest_of_a_killed_run_still_says_running(tmp_path: Path) -> None:
     engine = fake_engine()
     graph = engine.load_text(PIPELINE, "<test>")
-    from aigc_pipeline.executor import make_plan
+    from aigc_pipeline.planning import make_plan
 
     manifest = start_manifest(graph, make_plan(graph, engine.pm), tmp_path / "rows.jsonl", 3)
     assert manifest["status"] == "running" and manifest["ended_at"] is None

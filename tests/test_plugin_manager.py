@@ -373,3 +373,77 @@ def test_plugin_manager_is_a_pluggy_manager_with_every_spec() -> None:
     assert isinstance(pm, pluggy.PluginManager)
     assert pm.project_name == "aigc_pipeline"
     assert pm.hook.aigc_register_stages.spec is not None
+
+
+class _WrappingObserver:
+    """A new-style wrapper and an old-style hookwrapper around an observer hook, plus a plain one."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    @hookimpl(wrapper=True)
+    def aigc_run_start(self, run: object) -> Any:
+        self.events.append("wrapper before")
+        results = yield
+        self.events.append(f"wrapper after {results}")
+        return results
+
+
+class _OldWrapper:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    @hookimpl(hookwrapper=True)
+    def aigc_run_start(self, run: object) -> Any:
+        self.events.append("hookwrapper before")
+        yield
+        self.events.append("hookwrapper after")
+
+
+class _Plain:
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    @hookimpl
+    def aigc_run_start(self, run: object) -> str:
+        self.events.append("plain")
+        return "seen"
+
+
+def test_notify_runs_wrapper_implementations_around_the_others() -> None:
+    from aigc_pipeline.plugin_manager import notify
+
+    wrapper = _WrappingObserver()
+    pm = get_plugin_manager()
+    for name, plugin in (("w", wrapper), ("old", _OldWrapper(wrapper.events)), ("plain", _Plain(wrapper.events))):
+        pm.register(plugin, name=name)
+    warnings: list[str] = []
+    notify(pm, "aigc_run_start", warnings.append, run=None)
+    assert warnings == []
+    assert sorted(wrapper.events[:2]) == ["hookwrapper before", "wrapper before"]
+    assert wrapper.events[2] == "plain"
+    assert sorted(wrapper.events[3:]) == ["hookwrapper after", "wrapper after ['seen']"]
+
+
+def test_executor_backends_register_through_a_hook_and_a_typo_lists_them() -> None:
+    from aigc_pipeline.executors import executor_backends, make_backend
+    from aigc_pipeline.executors.local import LocalExecutor
+
+    pm = get_plugin_manager()
+    assert {"local", "ray"} <= set(executor_backends(pm))
+    assert isinstance(make_backend(pm, "local"), LocalExecutor)
+
+    class Inline:
+        description = "inline"
+
+        def execute(self, *args: Any) -> None: ...
+
+    class Provider:
+        @hookimpl
+        def aigc_register_executors(self) -> dict[str, Any]:
+            return {"inline": lambda address=None: Inline()}
+
+    pm.register(Provider(), name="inline-provider")
+    assert make_backend(pm, "inline").description == "inline"
+    with pytest.raises(ValueError, match=r"unknown executor 'inlne'; registered: inline, local, ray.*'inline'"):
+        make_backend(pm, "inlne")

@@ -32,7 +32,7 @@ def test_every_missing_model_is_named_in_one_error_offline(tmp_path: Path) -> No
 
 def test_one_failing_stage_keeps_its_own_error(tmp_path: Path) -> None:
     from aigc_pipeline import Engine, StageError
-    from aigc_pipeline.executor import preflight
+    from aigc_pipeline.planning import preflight
 
     missing = tmp_path / "no-such-model"
     graph = Engine().load_text(f"""

@@ -15,6 +15,7 @@ PUBLIC_API = [
     "AUDIO",
     "CPU",
     "IMAGE",
+    "NUMBER",
     "RECORD",
     "TEXT",
     "VIDEO",

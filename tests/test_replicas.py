@@ -16,9 +16,9 @@ from aigc_pipeline import hookimpl
 from aigc_pipeline.devices import CPU, Device, GpuInfo, Inventory
 from aigc_pipeline.engine import Engine
 from aigc_pipeline.errors import PipelineFileError, PlacementError
-from aigc_pipeline.executor import make_plan
+from aigc_pipeline.planning import make_plan
 from aigc_pipeline.progress import placement_lines
-from aigc_pipeline.records import RunPlan
+from aigc_pipeline.records import RunContext, RunPlan
 from aigc_pipeline.stage import Stage
 from aigc_pipeline.testing import (
     CPU_ONLY,
@@ -77,7 +77,8 @@ def test_by_default_the_largest_model_gets_a_copy_on_the_other_gpu() -> None:
     two = plan(TWO_GPUS_80GB)
     assert two.placement == {"prep": CPU, "llm": CUDA1, "sd": CUDA0}  # placement itself is unchanged
     assert two.replicas == {"prep": [CPU], "llm": [CUDA1, CUDA0], "sd": [CUDA0]}
-    assert two.stats["llm"].device == "cuda:1+cuda:0" and two.stats["sd"].device == "cuda:0"
+    stats = RunContext.start(two).stats
+    assert stats["llm"].device == "cuda:1+cuda:0" and stats["sd"].device == "cuda:0"
     assert two.warnings == []
 
 
@@ -85,7 +86,7 @@ def test_by_default_the_largest_model_gets_a_copy_on_the_other_gpu() -> None:
 def test_one_gpu_or_none_runs_one_instance_of_each_stage(inventory: Inventory, device: Device) -> None:
     single = plan(inventory)
     assert single.replicas == {"prep": [CPU], "llm": [device], "sd": [device]}
-    assert single.stats["llm"].device == str(device)
+    assert RunContext.start(single).stats["llm"].device == str(device)
 
 
 def test_replicas_1_turns_the_copy_off_and_replicas_2_asks_for_one() -> None:

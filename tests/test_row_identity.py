@@ -120,3 +120,12 @@ def test_a_store_keyed_by_position_is_refused_in_one_line(tmp_path: Path) -> Non
     assert "--fresh" in message and "--out" in message
     fresh = run_text(pipeline, [{"sku": "a", "text": "b"}], tmp_path / "out", engine=engine, fresh=True)
     assert fresh.summary.counts["done"] == 1
+
+
+def test_a_duplicate_key_in_a_run_rejects_the_later_row_naming_both_lines(tmp_path: Path) -> None:
+    engine = fake_engine(Stages())
+    rows = [{"sku": "A", "text": "x"}, {"sku": "B", "text": "y"}, {"sku": "A", "text": "z"}]
+    result = run_text(PIPELINE.replace("KEY", "key: [sku]"), rows, tmp_path / "out", engine=engine)
+    assert [r.status for r in result.results] == ["done", "done", "rejected"]
+    assert result.results[2].error == {"stage": "input", "reason": (
+        "line 3: duplicate key (sku='A'): line 1 has the same; rows of a keyed input need distinct keys")}

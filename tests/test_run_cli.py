@@ -137,7 +137,7 @@ def test_a_stage_that_fails_to_load_exits_1_and_still_writes_results(tmp_path: P
 def test_a_device_that_does_not_exist_exits_2_before_running(
     tmp_path: Path, plugin: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("aigc_pipeline.executor.probe_inventory", lambda: CPU_ONLY)  # the same on any machine
+    monkeypatch.setattr("aigc_pipeline.planning.probe_inventory", lambda: CPU_ONLY)  # the same on any machine
     pipeline, rows = fakes(tmp_path, device="gpu")
     out = tmp_path / "out"
     done = aigc("run", pipeline, "-i", rows, "-o", str(out), "--plugin", plugin, "--device", "cuda:7")

@@ -175,3 +175,33 @@ def test_rerun_of_an_unknown_stage_is_a_clear_error_before_anything_runs(tmp_pat
     with pytest.raises(ValueError, match="--rerun frist: pipeline 'rerun' has no stage 'frist'; did you mean 'first'"):
         run_text(RERUN, [{"text": "a"}], tmp_path / "out", engine=fake_engine(Plugin()), rerun=["frist"])
     assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+class Grown(Stage):
+    """Version 1 had only `text`; this one also has `length` (its author forgot to bump `version`)."""
+
+    type_name = "test.mark"
+    inputs = {"text": TEXT}
+    outputs = {"text": TEXT, "length": TEXT}
+
+    def process(self, batch: list[StageItem]) -> list[StageItem]:
+        for item in batch:
+            item.outputs["text"], item.outputs["length"] = item.inputs["text"] + ".", str(len(item.inputs["text"]))
+        return batch
+
+
+class GrownPlugin:
+    @hookimpl
+    def aigc_register_stages(self) -> list[type[Stage]]:
+        return [Grown]
+
+
+def test_a_stored_result_without_a_port_the_stage_has_now_runs_again(tmp_path: Path) -> None:
+    rows = [{"text": "a"}, {"text": "bb"}]
+    run_text(RERUN, rows, tmp_path / "out", engine=fake_engine(Plugin()))
+    grown = RERUN.replace("  second: {uses: test.mark, inputs: {text: first.text}}\n",
+                          "  second: {uses: test.mark, inputs: {text: first.text}}\noutputs: {length: second.length}\n")
+    again = run_text(grown, rows, tmp_path / "out", engine=fake_engine(GrownPlugin()))
+    assert again.summary.ok, again.summary.error
+    assert [r.outputs["length"] for r in again.results] == ["2", "3"]
+    assert stats(again) == {"first": (2, 0), "second": (2, 0)}

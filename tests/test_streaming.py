@@ -11,8 +11,9 @@ import pytest
 
 from aigc_pipeline import executor as executor_module
 from aigc_pipeline.content import TEXT
-from aigc_pipeline.executor import execute, make_plan
+from aigc_pipeline.executor import execute
 from aigc_pipeline.executors.local import LocalExecutor
+from aigc_pipeline.planning import make_plan
 from aigc_pipeline.plugin_manager import hookimpl
 from aigc_pipeline.sources import InputRow
 from aigc_pipeline.stage import Stage, StageItem

@@ -25,7 +25,7 @@ from ..devices import Device
 from ..errors import StageError
 from ..lifecycle import StageLifecycle
 from ..plugin_manager import has_observers, notify
-from ..records import DONE, ItemState, RunPlan, StageStats
+from ..records import DONE, ItemState, OnFinished, RunContext, RunPlan, StageStats, stage_context
 from ..signals import join_workers, stop_grace
 from ..stage import Stage
 from ..stage_runner import StageRunner
@@ -47,24 +47,25 @@ class LocalExecutor:
     def execute(
         self,
         plan: RunPlan,
+        run: RunContext,
         states: list[ItemState] | ChunkFeed,
-        on_finished: Callable[[list[ItemState]], None] | None,
+        on_finished: OnFinished | None,
         stage_ids: list[str] | None = None,
     ) -> None:
         """Run `states`; a ChunkFeed streams (its chunks are released once collected)."""
         stages = plan.graph.order if stage_ids is None else stage_ids
         if isinstance(states, ChunkFeed):
-            self._run(_Flow(plan, states, stages), on_finished)
+            self._run(_Flow(plan, run, states, stages), on_finished)
             if states.error is not None:
                 raise states.error
             return
         live = [state for state in states if state.status is None]
         if not live:  # every row rejected, or --limit 0: loading models would be wasted
             return
-        size = self.chunk_size or chunk_size(plan, stages)
-        self._run(_Flow(plan, ChunkFeed(live, size, len(live)), stages), on_finished)
+        size = self.chunk_size or chunk_size(plan, stages, run.batch_sizes)
+        self._run(_Flow(plan, run, ChunkFeed(live, size, len(live)), stages), on_finished)
 
-    def _run(self, flow: _Flow, on_finished: Callable[[list[ItemState]], None] | None) -> None:
+    def _run(self, flow: _Flow, on_finished: OnFinished | None) -> None:
         stages = flow.stages
         workers = [worker for stage_id in stages for worker in _workers(flow, stage_id)]
         for worker in workers:
@@ -74,22 +75,24 @@ class LocalExecutor:
         finally:
             flow.cancel()
             if join_workers(workers):  # only after a stop signal: batches still running past the grace period
-                flow.plan.warnings.append(f"stopped waiting for micro-batches still running {stop_grace():g} s "
-                                          "after the stop signal; their rows are not_run")
+                flow.run.warnings.append(f"stopped waiting for micro-batches still running {stop_grace():g} s "
+                                         "after the stop signal; their rows are not_run")
             flow.collect(on_finished)  # chunks that every stage finished while stopping are done too
         if flow.error is not None:
             raise flow.error
 
 
-def chunk_size(plan: RunPlan, stages: list[str]) -> int:
+def chunk_size(plan: RunPlan, stages: list[str], batch_sizes: dict[str, int] | None = None) -> int:
     """Rows per chunk. A stage starts chunk k once the stages before it have finished it, so it
     trails them by a chunk, to the end of the run. With model stages, a chunk is their largest
     micro-batch: two slow stages then overlap to within one micro-batch (benchmarks/pipelining.py:
     chunks of 64 rows cost 6-12% there), and cheap stages take a model stage's pace anyway.
     Without one, chunks of at least MIN_CHUNK keep the hand-off per chunk cheap next to stages
-    that take microseconds per row (benchmarks/overhead.py)."""
-    models = [plan.batch_sizes[sid] for sid in stages if plan.needs[sid].model_work]
-    return max(models) if models else max([MIN_CHUNK, *(plan.batch_sizes[sid] for sid in stages)])
+    that take microseconds per row (benchmarks/overhead.py). `batch_sizes`: the run's current ones
+    (out-of-memory halving lowers them), else the plan's."""
+    sizes = plan.batch_sizes if batch_sizes is None else batch_sizes
+    models = [sizes[sid] for sid in stages if plan.needs[sid].model_work]
+    return max(models) if models else max([MIN_CHUNK, *(sizes[sid] for sid in stages)])
 
 
 def _workers(flow: _Flow, stage_id: str) -> list[threading.Thread]:
@@ -120,15 +123,16 @@ class _SharedWork:
 class _Flow:
     """Shared progress of all stage threads: chunks completed per stage, the first error."""
 
-    def __init__(self, plan: RunPlan, feed: ChunkFeed, stages: list[str]) -> None:
+    def __init__(self, plan: RunPlan, run: RunContext, feed: ChunkFeed, stages: list[str]) -> None:
         self.plan = plan
+        self.run = run
         self.feed = feed
         self.stages = stages
         self.completed = dict.fromkeys(stages, 0)
         self.collected = 0  # chunks already marked DONE by collect()
         # Upstream stages outside this phase (before an aggregate) have finished already.
         self.upstream = {sid: [p for p in plan.graph.graph.predecessors(sid) if p in self.completed] for sid in stages}
-        self.runs = {sid: row_filter(plan, sid) for sid in stages}  # which rows each stage runs: branches.py
+        self.runs = {sid: row_filter(plan.graph, sid) for sid in stages}  # which rows each stage runs: branches.py
         self.condition = threading.Condition()
         self.cancelled = False
         self.error: BaseException | None = None
@@ -159,17 +163,17 @@ class _Flow:
     def run_stage(self, stage_id: str) -> None:
         """Run one stage over every chunk. It loads lazily, on the first micro-batch the run store
         cannot serve: a stage whose results are all stored loads no model."""
-        plan = self.plan
-        lifecycle = StageLifecycle(stage_id, plan.stages[stage_id], plan.placement[stage_id], plan.stats[stage_id],
-                                   plan.warnings.append)
+        plan, run = self.plan, self.run
+        lifecycle = StageLifecycle(stage_id, plan.stages[stage_id], plan.placement[stage_id], run.stats[stage_id],
+                                   run.warnings.append)
         self._guarded(stage_id, lifecycle, lambda: self._process_chunks(stage_id, lifecycle))
 
     def run_copy(self, stage_id: str, stage: Stage, device: Device) -> None:
         """Run one copy of a replicated stage: micro-batches from the shared queue, on `device`."""
-        total = self.plan.stats[stage_id]
+        total = self.run.stats[stage_id]
         stats = StageStats(total.type_name, total.device, memory_bytes=total.memory_bytes)
-        lifecycle = StageLifecycle(stage_id, stage, device, stats, self.plan.warnings.append)
-        runner = StageRunner(stage_id, self.plan, lifecycle, stage, stats)
+        lifecycle = StageLifecycle(stage_id, stage, device, stats, self.run.warnings.append)
+        runner = StageRunner(stage_context(self.plan, self.run, stage_id, stage, stats), lifecycle)
         try:
             self._guarded(stage_id, lifecycle, lambda: self._process_shared(stage_id, runner))
         finally:
@@ -191,8 +195,8 @@ class _Flow:
                 self._fail(StageError(stage_id, type_name, f"stopped the run: {type(exc).__name__}: {exc}"), exc)
 
     def _process_chunks(self, stage_id: str, lifecycle: StageLifecycle) -> None:
-        runner = StageRunner(stage_id, self.plan, lifecycle)
-        runs, batch_size = self.runs[stage_id], self.plan.batch_sizes[stage_id]
+        runner = StageRunner(stage_context(self.plan, self.run, stage_id), lifecycle)
+        runs, batch_size = self.runs[stage_id], self.run.batch_sizes[stage_id]
         report = has_observers(self.plan.pm, "aigc_stage_progress")
         seen, index = 0, 0
         while (chunk := self.feed.get(index)) is not None:
@@ -201,12 +205,16 @@ class _Flow:
                 return
             live = [state for state in chunk if runs(state)]
             for start in range(0, len(live), batch_size):
+                if self.cancelled:  # a stop: no new micro-batch (the chunk stays unfinished)
+                    return
                 runner.run(live[start : start + batch_size])
             seen += self.feed.entering(index - 1)
             if report:
-                notify(self.plan.pm, "aigc_stage_progress", self.plan.warnings.append,
+                notify(self.plan.pm, "aigc_stage_progress", self.run.warnings.append,
                        stage_id=stage_id, done=seen, total=self.feed.live())
             self._complete(stage_id)
+        if self.run.store is not None:
+            self.run.store.flush()  # the stage is done: its last results need not wait for the end of the run
 
     def _process_shared(self, stage_id: str, runner: StageRunner) -> None:
         while (taken := self._take(stage_id)) is not None:
@@ -242,7 +250,7 @@ class _Flow:
 
     def _open_chunk(self, stage_id: str, work: _SharedWork, chunk: list[ItemState]) -> None:
         """Queue the next chunk's micro-batches (with the condition held)."""
-        index, size = work.opened, self.plan.batch_sizes[stage_id]
+        index, size = work.opened, self.run.batch_sizes[stage_id]
         runs = self.runs[stage_id]
         live = [state for state in chunk if runs(state)]
         work.queue.extend((index, live[start : start + size]) for start in range(0, len(live), size))
@@ -267,7 +275,7 @@ class _Flow:
             work.seen += work.sizes[finished]
             finished += 1
             if has_observers(self.plan.pm, "aigc_stage_progress"):
-                notify(self.plan.pm, "aigc_stage_progress", self.plan.warnings.append,
+                notify(self.plan.pm, "aigc_stage_progress", self.run.warnings.append,
                        stage_id=stage_id, done=work.seen, total=self.feed.live())
         if finished != self.completed[stage_id]:
             self.completed[stage_id] = finished

@@ -16,9 +16,10 @@ is one `map_batches` step over those records, with the stage's own batch size:
 
 Workers do the per-batch work with the local executor's own `StageRunner` (per-item isolation,
 out-of-memory halving, store lookups, artifacts), so outputs are the same item for item. They
-write artifacts into the output folder and results into its `run.sqlite` (each with its own
-connection, `RunStore.attach`), so a run interrupted on Ray resumes like a local one. On a
-cluster, the output folder must therefore be on storage every node sees.
+write artifacts into the output folder, and read its `run.sqlite` through a read-only connection
+(`worker_store.WorkerStore`); the results they would record travel back with their batch, and the
+driver, the store's only writer, commits them, so a run interrupted on Ray resumes like a local
+one. On a cluster, the output folder must be on storage every node sees (the artifacts).
 
 The driver marks an item done when its record comes out of the last step, and adds up the
 counters each step sends back with its batches (a column per stage).
@@ -45,10 +46,10 @@ from ..errors import AigcError, StageError
 from ..graph import PipelineGraph
 from ..lifecycle import StageLifecycle
 from ..plugin_manager import PROJECT, has_observers, notify
-from ..records import DONE, ItemState, RunPlan, StageStats
+from ..records import DONE, ItemState, OnFinished, RunContext, RunPlan, StageContext, StageStats
 from ..sinks import ArtifactWriter
 from ..stage_runner import StageRunner
-from ..store import RunStore
+from ..worker_store import WorkerStore, commit_to
 
 INSTALL_HINT = "pip install 'aigc-pipeline[ray]'"
 ROWS_PER_BLOCK = 64  # like the local executor's chunks: an item is marked done a block at a time
@@ -77,16 +78,16 @@ class RayExecutor:
         """What the manifest records as the run's executor."""
         return f"ray (cluster at {self.address})" if self.address else "ray (a local instance)"
 
-    def execute(self, plan: RunPlan, states: list[ItemState], on_finished: Any,
+    def execute(self, plan: RunPlan, run: RunContext, states: list[ItemState], on_finished: OnFinished | None,
                 stage_ids: list[str] | None = None) -> None:
         live = [state for state in states if state.status is None]
         if not live:
             return
         ray = _connect(self.address, self.num_cpus)
         stages = [sid for sid in plan.graph.order if stage_ids is None or sid in stage_ids]
-        batches = _dataset(ray, plan, live, stages).iter_batches(batch_size=None, batch_format="numpy")
+        batches = _dataset(ray, plan, run, live, stages).iter_batches(batch_size=None, batch_format="numpy")
         try:
-            _drain(batches, plan, live, stages, on_finished)
+            _drain(batches, plan, run, live, stages, on_finished)
         except AigcError:
             raise
         except Exception as exc:  # Ray itself failed (a worker died, the cluster went away)
@@ -96,10 +97,10 @@ class RayExecutor:
             if close is not None:  # stops the dataset's execution when the run stops early
                 close()
             for stage_id in stages:  # the actors, and the models they loaded, end with the dataset
-                plan.stats[stage_id].unloads = plan.stats[stage_id].loads
+                run.stats[stage_id].unloads = run.stats[stage_id].loads
 
 
-def _dataset(ray: Any, plan: RunPlan, live: list[ItemState], stages: list[str]) -> Any:
+def _dataset(ray: Any, plan: RunPlan, run: RunContext, live: list[ItemState], stages: list[str]) -> Any:
     """The live items as records in blocks of ROWS_PER_BLOCK, then one step per stage."""
     records = [{"index": s.index, "state": pickle.dumps(s), "failure": b""} for s in live]
     dataset = ray.data.from_items(records, override_num_blocks=max(1, math.ceil(len(live) / ROWS_PER_BLOCK)))
@@ -107,24 +108,25 @@ def _dataset(ray: Any, plan: RunPlan, live: list[ItemState], stages: list[str]) 
     gpus = probe_inventory().gpus if any(plan.placement[sid].is_gpu for sid in stages) else ()
     token = uuid.uuid4().hex
     for stage_id in stages:
-        shape = step_shape(plan, stage_id, len(live), resources, gpus)
-        dataset = _add_step(ray, dataset, plan, stage_id, token, shape)
+        shape = step_shape(plan, stage_id, len(live), resources, gpus, run.batch_sizes[stage_id])
+        dataset = _add_step(ray, dataset, plan, run, stage_id, token, shape)
     return dataset
 
 
-def _drain(batches: Any, plan: RunPlan, live: list[ItemState], stages: list[str], on_finished: Any) -> None:
+def _drain(batches: Any, plan: RunPlan, run: RunContext, live: list[ItemState], stages: list[str],
+           on_finished: OnFinished | None) -> None:
     """Take each finished batch back: counters, a stage failure (raised), item states, progress."""
     by_index = {state.index: state for state in live}
     report = has_observers(plan.pm, "aigc_stage_progress")
     seen = 0
     for batch in batches:
-        _add_stats(plan, batch, stages)
+        _add_stats(run, batch, stages)
         _raise_failure(batch)
         finished = _take_back(batch, by_index)
         seen += len(finished)
         if report:  # the driver sees items once they passed every stage of the phase
             for stage_id in stages:
-                notify(plan.pm, "aigc_stage_progress", plan.warnings.append,
+                notify(plan.pm, "aigc_stage_progress", run.warnings.append,
                        stage_id=stage_id, done=seen, total=len(live))
         if on_finished is not None:
             on_finished(finished)
@@ -162,6 +164,8 @@ class _Step:
     out_dir: Path | None  # absolute
     use_store: bool
     cwd: str  # the driver's working folder: relative model paths in the file mean the same there
+    takes: dict[int | str, dict[str, int]]  # the plan's re-takes (--retake)
+    rerun: bool  # --rerun names this stage
 
 
 @dataclass(frozen=True)
@@ -173,11 +177,12 @@ class StepShape:
 
 
 def step_shape(plan: RunPlan, stage_id: str, rows: int, resources: dict[str, float],
-               gpus: tuple[GpuInfo, ...]) -> StepShape:
+               gpus: tuple[GpuInfo, ...], batch_size: int | None = None) -> StepShape:
     """Tasks for a stage without a model; else an actor pool: one actor for a run-wide stage, the
-    stage's `replicas:` when the file sets it, else as many as the cluster holds (`_actor_count`)."""
+    stage's `replicas:` when the file sets it, else as many as the cluster holds (`_actor_count`).
+    `batch_size`: the run's current one (None: the plan's)."""
     cls, params = type(plan.stages[stage_id]), plan.graph.pipeline.params[stage_id]
-    share = gpu_share(plan.stats[stage_id].memory_bytes, gpus) if plan.placement[stage_id].is_gpu else 0.0
+    share = gpu_share(plan.needs[stage_id].memory_bytes, gpus) if plan.placement[stage_id].is_gpu else 0.0
     if not cls.run_wide(params) and not plan.needs[stage_id].model_work:  # no model worth an actor
         return StepShape(0, share)
     replicas = plan.graph.pipeline.spec.stages[stage_id].replicas
@@ -186,16 +191,17 @@ def step_shape(plan: RunPlan, stage_id: str, rows: int, resources: dict[str, flo
     elif isinstance(replicas, int):
         actors = replicas
     else:
-        actors = _actor_count(share, rows, plan.batch_sizes[stage_id], resources)
+        actors = _actor_count(share, rows, batch_size or plan.batch_sizes[stage_id], resources)
     return StepShape(actors, share)
 
 
-def _add_step(ray: Any, dataset: Any, plan: RunPlan, stage_id: str, token: str, shape: StepShape) -> Any:
-    device = plan.placement[stage_id]
-    out_dir = plan.artifacts.out_dir.resolve() if plan.artifacts is not None else None
+def _add_step(ray: Any, dataset: Any, plan: RunPlan, run: RunContext, stage_id: str, token: str,
+              shape: StepShape) -> Any:
+    device, batch_size = plan.placement[stage_id], run.batch_sizes[stage_id]
+    out_dir = run.artifacts.out_dir.resolve() if run.artifacts is not None else None
     step = _Step(token, stage_id, plan.graph, _worker_plugins(plan.pm), Device("cuda", 0) if device.is_gpu else device,
-                 plan.batch_sizes[stage_id], out_dir, plan.store is not None, os.getcwd())
-    common: dict[str, Any] = {"batch_size": plan.batch_sizes[stage_id], "batch_format": "numpy",
+                 batch_size, out_dir, run.store is not None, os.getcwd(), plan.takes, stage_id in plan.rerun)
+    common: dict[str, Any] = {"batch_size": batch_size, "batch_format": "numpy",
                               "num_gpus": shape.num_gpus or None}
     if not shape.actors:
         return dataset.map_batches(_run_task, fn_kwargs={"step": step}, **common)
@@ -231,7 +237,8 @@ def _actor_count(gpus: float, rows: int, batch_size: int, resources: dict[str, f
 
 
 class _StageWorker:
-    """One stage inside a Ray worker: a one-stage run plan, a `StageRunner`, a lazy model load."""
+    """One stage inside a Ray worker: its `StageContext` (built from the step, no planning), a
+    `StageRunner`, a lazy model load."""
 
     def __init__(self, step: _Step) -> None:
         graph, stage_id = step.graph, step.stage_id
@@ -243,16 +250,17 @@ class _StageWorker:
             pm.register(plugin, name=name)
         stage = graph.stage_class(stage_id)(graph.pipeline.params[stage_id])
         stats = StageStats(type(stage).type_name, str(step.device))
-        self.plan = RunPlan(graph, {stage_id: stage}, {stage_id: step.device}, {stage_id: step.batch_size}, pm,
-                            {stage_id: stats})
-        if step.out_dir is not None:
-            self.plan.artifacts = ArtifactWriter(step.out_dir)
-            self.plan.store = RunStore.attach(step.out_dir) if step.use_store else None
+        folder = step.out_dir
+        self.store = WorkerStore.attach(folder) if folder is not None and step.use_store else None
+        self.context = StageContext(
+            stage_id, stage, graph, pm.hook.aigc_process_batch, stats, [], {stage_id: step.batch_size},
+            ArtifactWriter(folder) if folder is not None else None, self.store, step.takes, step.rerun,
+        )
         self.stage_id = stage_id
         # Loaded on the first batch the store cannot serve; the actor, and the model with it, ends
         # with the dataset (Ray gives a worker no last call), which the driver counts as the unload.
         self.lifecycle = StageLifecycle(stage_id, stage, step.device, stats)
-        self.runner = StageRunner(stage_id, self.plan, self.lifecycle)
+        self.runner = StageRunner(self.context, self.lifecycle)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Run the batch; a stage that fails as a whole (its model does not load) marks the batch
@@ -262,16 +270,16 @@ class _StageWorker:
         if any(batch["failure"]):  # an upstream stage failed: pass it on untouched
             return empty
         states = [pickle.loads(blob) for blob in batch["state"]]
-        stats = self.plan.stats[self.stage_id]
+        stats, warnings = self.context.stats, self.context.warnings
         before = {name: getattr(stats, name) for name in _ADDED}
-        warned = len(self.plan.warnings)
+        warned = len(warnings)
         try:
             self.runner.run(states)
         except BaseException as exc:  # noqa: BLE001 - the driver raises it, as the local executor would
             return {**empty, "failure": [pickle.dumps(self._as_stage_error(exc))] * size}
         change = {name: getattr(stats, name) - before[name] for name in _ADDED}
         change.update({name: getattr(stats, name) for name in _PEAKS})
-        report = pickle.dumps((change, self.plan.warnings[warned:]))
+        report = pickle.dumps((change, warnings[warned:], self.store.take() if self.store else []))
         return {**batch, "state": [pickle.dumps(state) for state in states],
                 _stats_column(self.stage_id): [report] + [b""] * (size - 1)}
 
@@ -279,7 +287,7 @@ class _StageWorker:
         """Like the local executor: a load failure as is, anything else as the engine's error."""
         if isinstance(exc, StageError):
             return exc
-        type_name = self.plan.stats[self.stage_id].type_name
+        type_name = self.context.stats.type_name
         what = "engine error" if isinstance(exc, Exception) else "stopped the run"
         return StageError(self.stage_id, type_name, f"{what}: {type(exc).__name__}: {exc}")
 
@@ -316,15 +324,16 @@ def _take_back(batch: dict[str, Any], by_index: dict[int, ItemState]) -> list[It
     return finished
 
 
-def _add_stats(plan: RunPlan, batch: dict[str, Any], stages: list[str]) -> None:
+def _add_stats(run: RunContext, batch: dict[str, Any], stages: list[str]) -> None:
     for stage_id in stages:
-        stats = plan.stats[stage_id]
+        stats = run.stats[stage_id]
         for blob in batch.get(_stats_column(stage_id), ()):
             if not blob:
                 continue
-            change, warnings = pickle.loads(blob)
+            change, warnings, records = pickle.loads(blob)
             stats.merge(change)
-            plan.warnings.extend(warnings)
+            run.warnings.extend(warnings)
+            commit_to(run.store, records)  # the driver is the store's only writer
 
 
 def _raise_failure(batch: dict[str, Any]) -> None:

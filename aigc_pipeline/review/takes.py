@@ -38,7 +38,7 @@ class Retake:
     """The takes a run uses: `seeds` (row -> stage -> take, for every row with takes) and `new`
     (row -> (take, stages it re-seeds)) for the rows this run takes again."""
 
-    seeds: dict[int, dict[str, int]] = field(default_factory=dict)
+    seeds: dict[int | str, dict[str, int]] = field(default_factory=dict)
     new: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
 
 
@@ -86,7 +86,7 @@ def _plan(store: ReviewStore, out_dir: Path, graph: PipelineGraph, what: str | N
 
 def stages_to_reseed(graph: PipelineGraph, rejected: list[str]) -> list[str]:
     """The row stages a new take of the `rejected` outputs re-seeds, in run order."""
-    from ..groups import split_phases
+    from ..planning import split_phases
 
     fields = {name: str(ref).split(".", 1)[0] for name, ref in graph.result_fields("row").items()}
     row_stages = set(split_phases(graph).rows)
@@ -124,11 +124,13 @@ def record_review(out_dir: Path, retake: Retake | None) -> None:
     annotate_results(out_dir)
 
 
-def _index(row: str) -> int:
+def _index(row: str) -> int | str:
+    """A row as `RunPlan.takes` knows it: its identity (results.jsonl `id`), or the row number of
+    results written before rows had one."""
     try:
         return int(row)
     except ValueError:
-        return -1  # a row named by identity, not position: results.jsonl rows carry their index
+        return row
 
 
 def take_outputs(store: ReviewStore, row: str, take: int) -> dict[str, Any] | None:

@@ -5,7 +5,8 @@ through `zoompan` (a slow push-in to `zoom`, centred), `drawtext` burns the capt
 a dark outline, near the bottom, wrapped to the frame), and the voice-over is encoded as AAC. The
 video lasts as long as the audio, or `duration` seconds (the audio then padded with silence or
 cut); its frame count is `round(duration * fps)`. Output: MP4, H.264 in yuv420p (browsers play
-it), `+faststart`, bit-exact flags (same bytes on every run), tags naming the sources; the first
+it), `+faststart`, one encoder thread and bit-exact flags (the same bytes on every run and machine),
+tags naming the sources; the first
 frame is attached as a PNG poster (the video's `poster` metadata).
 
 The caption is a Jinja2 template (the template stage's sandbox) over the row's columns and any
@@ -124,7 +125,8 @@ class ComposeVideoStage(Stage[ComposeParams]):
                    "-loop", "1", "-framerate", str(self.params.fps), "-i", str(image), "-i", str(audio),
                    "-filter_complex", f"{video_filter},split[v][p];[1:a]apad[a]",
                    "-map", "[v]", "-map", "[a]", "-frames:v", str(frames), "-t", f"{duration:.6f}",
-                   "-c:v", "libx264", "-preset", "veryfast", "-crf", str(self.params.crf), "-pix_fmt", "yuv420p",
+                   "-c:v", "libx264", "-threads", "1", "-preset", "veryfast", "-crf", str(self.params.crf),
+                   "-pix_fmt", "yuv420p",
                    "-c:a", "aac", "-b:a", "128k", "-fflags", "+bitexact", "-flags:v", "+bitexact",
                    "-flags:a", "+bitexact", "-movflags", MOVFLAGS]
         for key, value in tags(metadata).items():

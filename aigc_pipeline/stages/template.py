@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import wraps
+from functools import lru_cache, wraps
 from string import Formatter
 from typing import Any, ClassVar
 
@@ -37,6 +37,7 @@ from ..content import ANY, TEXT, ContentType
 from ..limits import MAX_TEMPLATE_NESTING, template_nesting
 from ..plugin_manager import hookimpl
 from ..stage import Stage, StageItem
+from .fast_bind import Binder
 
 MAX_CHARS = 1_000_000  # the rendered text, and any one string or list a template builds
 MAX_BUILT = 20_000_000  # all strings and lists a template builds, per render (bounds its CPU time)
@@ -44,7 +45,7 @@ MAX_STEPS = 100_000  # loop iterations plus calls, per render
 MAX_INT_BITS = 10_000  # integers built by * and ** (about 3,000 digits)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Render:
     """Budgets of one render. `sizes` measures each container once (and keeps it alive, so its id
     is not reused), so a list holding the same big list twice is cheap to measure."""
@@ -63,6 +64,8 @@ def _render() -> _Render:
 
 def _size(value: Any) -> int:
     """Roughly how many characters `value` prints as: string lengths, summed through containers."""
+    if type(value) is str:  # the common case first: this runs on every value a render touches
+        return len(value)
     if isinstance(value, (str, bytes)):
         return len(value)
     if isinstance(value, int):
@@ -119,10 +122,12 @@ def _checked_join(parts: Iterable[str]) -> str:
     """
     token = _RENDER.set(_Render()) if _RENDER.get() is None else None
     try:
-        kept, size = [], 0
+        kept: list[str] = []
+        size = 0
         for part in parts:
             size += len(part)
-            _check_size(size, "the template output")
+            if size > MAX_CHARS:
+                _check_size(size, "the template output")
             kept.append(part)
         return "".join(kept)
     finally:
@@ -162,12 +167,18 @@ _PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d*)(?:\.(\*|\d*))?")
 
 def _printf_size(fmt: str, values: Any) -> int:
     """Upper bound on the size of `fmt % values`; a '*' width (taken from the values) is refused."""
+    widths, count = _printf_specs(fmt)
+    items = values.values() if isinstance(values, Mapping) else values if isinstance(values, tuple) else [values]
+    return len(fmt) + widths + count * max(map(_size, items), default=0)
+
+
+@lru_cache(maxsize=256)  # a template's format strings are few and used on every row
+def _printf_specs(fmt: str) -> tuple[int, int]:
+    """(the widths and precisions written in `fmt`, summed; how many conversions it has)."""
     specs = _PRINTF_SPEC.findall(fmt)
     if any("*" in spec for spec in specs):
         raise SecurityError("a '*' width or precision in a format string is not allowed")
-    widths = sum(int(number) for spec in specs for number in spec if number)
-    items = values.values() if isinstance(values, Mapping) else values if isinstance(values, tuple) else [values]
-    return len(fmt) + widths + len(specs) * max(map(_size, items), default=0)
+    return sum(int(number) for spec in specs for number in spec if number), len(specs)
 
 
 # Upper bounds on the result of the filters that can grow their input by more than a small factor,
@@ -216,12 +227,17 @@ def _guard_filter(name: str, original: Callable[..., Any]) -> Callable[..., Any]
     # Jinja's async-capable wrappers (`slice`, `list`) take an eval context their signature lacks.
     extra = int(hasattr(original, "jinja_pass_arg") and not hasattr(inspect.unwrap(original), "jinja_pass_arg"))
 
+    binder = Binder(signature)
+
     @wraps(original)  # copies `jinja_pass_arg`, so Jinja still passes the context first
     def guarded(*args: Any, **kwargs: Any) -> Any:
         if growth is not None:
-            bound = _bind(signature, args[extra:], kwargs)
-            _check_size(growth(bound.arguments), f"the '{name}' filter")
-            args, kwargs = (*args[:extra], *bound.args), bound.kwargs
+            arguments = binder(args[extra:], kwargs)
+            if arguments is None:  # iterators to turn into lists, or a call that does not bind
+                bound = _bind(signature, args[extra:], kwargs)
+                arguments = bound.arguments
+                args, kwargs = (*args[:extra], *bound.args), bound.kwargs
+            _check_size(growth(arguments), f"the '{name}' filter")
         return _built(original(*args, **kwargs), f"the '{name}' filter")
 
     return guarded
@@ -314,6 +330,8 @@ def _printable(value: Any) -> Any:
     """`finalize` (and parts of `~`), before a value becomes text: small enough, and not a function
     or a default object repr: those show internals, an address (and `{{ x.upper }}` or
     `{{ xs|map('upper') }}` is a mistake anyway)."""
+    if type(value) is str and len(value) <= MAX_CHARS:  # most output: a short string, nothing else to check
+        return value
     _sized(value)
     if callable(value) and not isinstance(value, Undefined):  # (Undefined is callable: it raises)
         raise SecurityError(f"cannot print the function '{getattr(value, '__name__', '?')}'; did you mean to call it?")
@@ -367,6 +385,7 @@ class TemplateStage(Stage[TemplateParams]):
     variadic_inputs = ANY
     outputs = {"text": TEXT}
     default_batch_size = 256
+    crash_proof = True  # the sandbox and its budgets: a render fails its row, never the process
 
     def __init__(self, params: TemplateParams) -> None:
         super().__init__(params)

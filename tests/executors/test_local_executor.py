@@ -11,8 +11,8 @@ import pytest
 from aigc_pipeline import hookimpl
 from aigc_pipeline.content import TEXT
 from aigc_pipeline.devices import Device
-from aigc_pipeline.executor import make_plan
 from aigc_pipeline.executors.local import LocalExecutor, chunk_size
+from aigc_pipeline.planning import make_plan
 from aigc_pipeline.stage import Stage, StageItem
 from aigc_pipeline.testing import CPU_ONLY, BatchCall, BatchLog, RecordingPlugin, fake_engine, run_text
 

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from aigc_pipeline.cli import app
 from aigc_pipeline.devices import Inventory
-from aigc_pipeline.executor import make_plan
 from aigc_pipeline.executors import ray as ray_executor
 from aigc_pipeline.executors.ray import RayExecutor, StepShape, gpu_share, step_shape
+from aigc_pipeline.planning import make_plan
 from aigc_pipeline.plugin_manager import hookimpl
 from aigc_pipeline.testing import TWO_GPUS_80GB, GiB, fake_engine, run_text
 

@@ -72,6 +72,8 @@ class HangOn(SlowStage):
     def process(self, batch):
         for item in batch:  # the variable is read again and again: a test ends the hang by removing it
             while os.environ.get("AIGC_TEST_HANG") and os.environ["AIGC_TEST_HANG"] in item.inputs["text"]:
+                if os.environ.get("AIGC_TEST_HANGING"):  # tell the test the hang has begun
+                    open(os.environ["AIGC_TEST_HANGING"], "w").close()
                 time.sleep(0.05)
         return super().process(batch)
 
@@ -119,6 +121,12 @@ def wait_for_results(process: subprocess.Popen[bytes], out: Path, count: int) ->
     """Block until the run has stored `count` results (or ended, or a minute passed)."""
     deadline = time.monotonic() + 60
     while process.poll() is None and time.monotonic() < deadline and store_counts(out)["results"] < count:
+        time.sleep(0.02)
+
+
+def wait_for_file(process: subprocess.Popen[bytes], path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline and not path.exists():
         time.sleep(0.02)
 
 

@@ -22,6 +22,7 @@ from reliability_support import (
     signal_like_timeout,
     start,
     store_counts,
+    wait_for_file,
     wait_for_results,
 )
 
@@ -108,8 +109,10 @@ def test_a_batch_that_never_ends_is_abandoned_after_the_grace_period(folder: Pat
     """The row that hangs (in a plugin stage) holds its batch forever: the stop waits
     AIGC_STOP_GRACE_S for it, then writes the results without it; nothing is blamed."""
     out = folder / "out"
-    process = start(folder, "out", env={"AIGC_TEST_HANG": "r37", "AIGC_STOP_GRACE_S": "1"})
-    wait_for_results(process, out, ROWS + 32)  # the prompts, and the slow stage's rows before r37's batch
+    hanging = folder / "hanging"
+    process = start(folder, "out", env={"AIGC_TEST_HANG": "r37", "AIGC_STOP_GRACE_S": "1",
+                                        "AIGC_TEST_HANGING": str(hanging)})
+    wait_for_file(process, hanging)
     signal_like_timeout(process, signal.SIGTERM)
     code, output = finish(process)
     assert_stopped_cleanly(out, code, output, signal.SIGTERM)
@@ -120,8 +123,10 @@ def test_a_batch_that_never_ends_is_abandoned_after_the_grace_period(folder: Pat
 
 def test_a_second_signal_stops_at_once_and_the_store_stays_consistent(folder: Path) -> None:
     out = folder / "out"
-    process = start(folder, "out", env={"AIGC_TEST_HANG": "r37", "AIGC_STOP_GRACE_S": "600"})
-    wait_for_results(process, out, ROWS + 32)
+    hanging = folder / "hanging"
+    process = start(folder, "out", env={"AIGC_TEST_HANG": "r37", "AIGC_STOP_GRACE_S": "600",
+                                        "AIGC_TEST_HANGING": str(hanging)})
+    wait_for_file(process, hanging)
     signal_like_timeout(process, signal.SIGTERM)
     while process.poll() is None and not (out / SIGNALLED_FILE).exists():
         time.sleep(0.02)

@@ -101,4 +101,5 @@ def test_a_path_on_a_file_port_fails_the_row(tmp_path: Path) -> None:
     pipeline = ("name: t\ninputs: {text: str}\nstages:\n  w: {uses: test.path_on_audio, inputs: {text: inputs.text}}\n"
                 "outputs: {audio: w.audio}\n")
     result = run_text(pipeline, [{"text": "a"}], tmp_path / "out", fake_engine(Wrong()))
-    assert result.results[0].status == "failed" and "port 'audio' (audio) to str" in result.results[0].error["reason"]
+    error = result.results[0].error or {}
+    assert result.results[0].status == "failed" and "port 'audio' (audio) to str" in error["reason"]

@@ -106,7 +106,7 @@ def test_the_stages_a_retake_reseeds() -> None:
     assert stages_to_reseed(graph, ["copy"]) == ["prompt", "copy", "checked"]  # the voice follows the copy
     assert stages_to_reseed(graph, ["image"]) == ["image_prompt", "hero", "hero_checked"]
     assert stages_to_reseed(graph, ["audio"]) == ["voice"]  # the approved copy it speaks stays
-    assert set(stages_to_reseed(graph, ["copy", "image", "audio"])) == set(graph.order)
+    assert set(stages_to_reseed(graph, ["copy", "image", "audio", "video"])) == set(graph.order)
 
 
 def test_the_commands_say_what_is_wrong(tmp_path: Path) -> None:
