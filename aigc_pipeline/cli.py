@@ -2,7 +2,8 @@
 
 Exit codes: 0 success (rows may still be filtered or failed: see the summary), 1 the run stopped
 early (e.g. a stage failed to load), 2 bad usage or invalid input (pipeline file, input file,
-plugins, placement): nothing ran.
+plugins, placement, output folder): nothing ran, 128 + N stopped by signal N (143: SIGTERM,
+130: SIGINT; results so far are written, see signals.py).
 """
 
 from __future__ import annotations
@@ -411,7 +412,7 @@ def make_tiny(
     only: Annotated[Optional[list[str]], typer.Option("--only", help="build only this kind (repeatable)")] = None,  # noqa: UP045
     seed: int = 0,
 ) -> None:
-    """Build tiny random-weight models offline (LM, Stable Diffusion, TTS, classifiers). They output noise."""
+    """Build tiny random-weight models offline (LM, Stable Diffusion, text-to-video, TTS, classifiers): noise."""
     from .tiny import make_tiny as build
 
     try:
@@ -422,6 +423,17 @@ def make_tiny(
     for kind, folder in built.items():
         out.print(f"{kind:<17} {folder}", highlight=False, markup=False)
     out.print("random weights: these models produce noise, not content", style="yellow")
+
+
+def _default_stop_signals() -> None:
+    """Give SIGTERM / SIGHUP their default action and SIGINT its KeyboardInterrupt back: main() makes
+    them set a flag that only a run reads, so a long command that is not a run would ignore them."""
+    import signal
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @models_app.command("train-digits")
@@ -435,6 +447,7 @@ def train_digits(
     """Train a conditional DCGAN and a VAE on scikit-learn's real handwritten digits (no download) and check them."""
     from .training.digits import train_digits as train
 
+    _default_stop_signals()  # not a run: nothing to save first, so a stop signal ends it at once
     report = train(out_dir, gan_epochs=gan_epochs, vae_epochs=vae_epochs, seed=seed, grid=grid)
     per_digit = " ".join(f"{digit}:{share:.0%}" for digit, share in enumerate(report.gan_recognised_per_digit))
     for line in (

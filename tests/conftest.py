@@ -10,6 +10,7 @@ Every file in `broken_pipelines/` starts with comment lines that state what reje
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -18,12 +19,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mp4_checks import CHROMIUM, CHROMIUM_ARGS, play
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN_DIR = Path(__file__).resolve().parent / "broken_pipelines"
@@ -168,3 +170,18 @@ def served_lm(tiny_model: TinyModels, tmp_path_factory: pytest.TempPathFactory) 
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def browser_play() -> Iterator[Callable[[Path, list[str]], list[tuple[int, float]]]]:
+    """`browser_play(root, relpaths)` -> (readyState, duration) of each video in headless Chromium,
+    served from `root` over HTTP on 127.0.0.1."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it when run as root)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield functools.partial(play, browser)
+        finally:
+            browser.close()

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,9 @@ def play(browser: Any, root: Path, relpaths: list[str]) -> list[tuple[int, float
     page = browser.new_page()
     try:
         played = []
-        for relpath in relpaths:
-            (root / "play.html").write_text(f'<video id="v" muted preload="auto" src="{relpath}"></video>')
-            page.goto(f"http://127.0.0.1:{server.server_address[1]}/play.html")
+        for index, relpath in enumerate(relpaths):  # a page of its own per video: no cached page shows another
+            (root / f"play-{index}.html").write_text(f'<video id="v" muted preload="auto" src="{relpath}"></video>')
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/play-{index}.html?{time.time_ns()}")
             page.wait_for_function("(() => { const v = document.getElementById('v'); "
                                    "return v.readyState >= 2 || v.error !== null; })()", timeout=30_000)
             state, duration = page.evaluate("(() => { const v = document.getElementById('v'); "
