@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .sinks import ERRORS_FILE, RESULTS_FILE, _json_value, crash_point
+from .sinks import CRASH_ENV, ERRORS_FILE, RESULTS_FILE, _json_value, crash_point
 
 if TYPE_CHECKING:
     from .records import ItemResult, RunSummary
@@ -35,6 +35,8 @@ class ResultsWriter:
         self._errors: IO[str] | None = None  # row blocks of errors.log, opened on the first traceback
         self._encode: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, default=_json_value).encode
         self.failed: OSError | None = None  # the first write that failed (a full disk): nothing more is written
+        # test-only (sinks.crash_point): "streamed:N" kills the process once N lines are in the temporary file
+        self._crash = os.environ.get(CRASH_ENV, "").startswith("streamed:")
 
     def __call__(self, result: ItemResult) -> None:
         if self.kept is not None:
@@ -43,6 +45,9 @@ class ResultsWriter:
             return
         try:
             self._results.write(self._encode(result.as_dict()) + "\n")
+            if self._crash:
+                self._results.flush()
+                crash_point("streamed")
             if result.trace:
                 self.trace(result)
             for sink in self.extra:

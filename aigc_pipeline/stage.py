@@ -162,6 +162,9 @@ class Stage(Generic[P]):
     default_batch_size: ClassVar[int] = 1
     description: ClassVar[str] = ""
     reduces: ClassVar[bool] = False
+    # True: process() runs only sandboxed Python, which cannot take the process down, so its items
+    # need no in-flight markers (crash evidence) and its stored results are committed in batches.
+    crash_proof: ClassVar[bool] = False
     budget: CostBudget | None = None  # the run's spending cap, set on the instance by the engine
     version: ClassVar[str] = "1"
 

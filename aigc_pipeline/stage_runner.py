@@ -118,12 +118,17 @@ class StageRunner:
         """Run a sub-batch; with a store, its in-flight markers are committed before it runs and
         its results (artifacts already in place) with the markers' removal after."""
         entries = [(key, state.index) for state in states if (key := keys.get(state.index)) is not None]
-        if entries and self.store is not None:
+        marked = not type(self.stage).crash_proof  # (a crash-proof stage's items need no crash evidence)
+        if entries and marked and self.store is not None:
             self.store.begin(self.stage_id, entries)
         self._run_isolated(states)
         crash_point("batch")
         if entries and self.store is not None:
-            self.store.finish(self.stage_id, self._new_results(states, keys), [key for key, _ in entries])
+            results = self._new_results(states, keys)
+            if marked:
+                self.store.finish(self.stage_id, results, [key for key, _ in entries])
+            else:
+                self.store.finish(self.stage_id, results, [], batched=True)
 
     def _parts(self, states: list[ItemState], keys: dict[int, str | None]) -> list[list[ItemState]]:
         """Sub-batches: an item that was in flight when an earlier run died runs alone (a second

@@ -116,7 +116,7 @@ class PendingResults:
     def due(self, last_commit: float) -> bool:
         """Commit now: the last commit is FLUSH_SECONDS old (so a slow stage commits every batch,
         and the first batch at once), or FLUSH_ROWS results wait."""
-        return len(self.keys) >= FLUSH_ROWS or time.monotonic() - last_commit >= FLUSH_SECONDS
+        return len(self.rows) >= FLUSH_ROWS or time.monotonic() - last_commit >= FLUSH_SECONDS
 
 
 class RunStore:
@@ -249,14 +249,14 @@ class RunStore:
                 db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
                                [(key, stage_id, item) for key, item in entries])
 
-    def finish(self, stage_id: str, results: list[NewResult], keys: list[str]) -> None:
+    def finish(self, stage_id: str, results: list[NewResult], keys: list[str], batched: bool = False) -> None:
         """Record results and clear the in-flight markers (and crash counts) of `keys`.
 
-        Results of quick batches are committed together (`pending`): at most one commit per
-        FLUSH_SECONDS (or FLUSH_ROWS), not one per micro-batch (each commit rewrites every page its random keys touch:
-        the template stages of product_copy spent more time committing than rendering). Until
-        then their in-flight markers stay: a kill in between re-runs them (at most FLUSH_SECONDS
-        of cheap work). Suspects (items that crashed a run) are committed at once.
+        `batched` (results of a crash-proof stage, which has no markers): committed together
+        (`pending`), at most one commit per FLUSH_SECONDS (or FLUSH_ROWS), not one per micro-batch;
+        each commit rewrites every page its random keys touch, and the template stages of
+        product_copy spent more time committing than rendering. A kill loses at most FLUSH_SECONDS
+        of such cheap work, which the next run redoes. Anything else is committed at once.
         """
         now = time.time()
         rows = [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs, json.dumps(r.flags, ensure_ascii=False), now)
@@ -265,7 +265,7 @@ class RunStore:
             if self._closed:
                 return
             self._pending.add(rows, keys)
-            if not self.batched or self._pending.due(self._last_commit) or any(key in self._suspects for key in keys):
+            if not (batched and self.batched) or self._pending.due(self._last_commit):
                 self._flush()
 
     def flush(self) -> None:
@@ -276,7 +276,7 @@ class RunStore:
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, PendingResults()
-        if not pending.keys:
+        if not pending.rows and not pending.keys:
             return
         self._last_commit = time.monotonic()
         with self._writing() as db:

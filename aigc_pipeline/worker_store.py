@@ -37,7 +37,7 @@ class WorkerStore(RunStore):
     def begin(self, stage_id: str, entries: list[tuple[str, int]]) -> None:
         """No marker from a worker (see the module's docstring)."""
 
-    def finish(self, stage_id: str, results: list[NewResult], keys: list[str]) -> None:
+    def finish(self, stage_id: str, results: list[NewResult], keys: list[str], batched: bool = False) -> None:
         self.pending.append((stage_id, results, keys))
 
     def take(self) -> Records:

@@ -385,6 +385,7 @@ class TemplateStage(Stage[TemplateParams]):
     variadic_inputs = ANY
     outputs = {"text": TEXT}
     default_batch_size = 256
+    crash_proof = True  # the sandbox and its budgets: a render fails its row, never the process
 
     def __init__(self, params: TemplateParams) -> None:
         super().__init__(params)
