@@ -312,9 +312,10 @@ class RunStore:
         after the grace period, no crash; they go, with the signal's note (signals.SIGNALLED_FILE)."""
         with self._lock:
             try:
+                self._flush()  # the finished results first: the note goes only once they are in
                 self._db.execute("DELETE FROM inflight")
                 (self.out_dir / SIGNALLED_FILE).unlink(missing_ok=True)
-            except (sqlite3.Error, OSError):
+            except (sqlite3.Error, OSError, RunStoreError):
                 pass  # a full disk or a damaged file: the note stays, and the next run discards them
 
     def close(self) -> None:

@@ -33,7 +33,8 @@ outputs: {text: slow.text, image: picture.image}
 
 def test_a_worker_reads_and_the_driver_writes(tmp_path: Path) -> None:
     driver = RunStore.open(tmp_path, IDENTITY)
-    driver.finish("s", [NewResult("k1", 1, "done", None, '{"text": "a"}', [])], [])
+    driver.finish("s", [NewResult("k1", 1, "done", None, '{"text": "a"}', [])], ["k1"])
+    driver.flush()  # the driver commits quick batches together
     worker = WorkerStore.attach(tmp_path)
     assert set(worker.lookup(["k1", "k2"])) == {"k1"}
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
@@ -41,6 +42,7 @@ def test_a_worker_reads_and_the_driver_writes(tmp_path: Path) -> None:
     worker.begin("s", [("k2", 2)])
     worker.finish("s", [NewResult("k2", 2, "done", None, '{"text": "b"}', [])], ["k2"])
     assert set(driver.lookup(["k2"])) == set()  # nothing written by the worker
+    assert worker._db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
     commit_to(driver, worker.take())
     assert set(driver.lookup(["k1", "k2"])) == {"k1", "k2"} and worker.take() == []
     worker.close()
