@@ -410,9 +410,8 @@ def _key_value(value: Any) -> Any:
 
 
 def stage_prefix(type_name: str, params: BaseModel | dict[str, Any], identity: Any, origin: Any = None) -> str:
-    """The part of every cache key of one stage that does not depend on the item (`params`: as
-    `Stage.cache_params` gives them). `origin`: the stage's version and its distribution's name
-    and version (`provenance.StageOrigin.as_key`)."""
+    """The part of every cache key of one stage that does not depend on the item (`params`: as `Stage.cache_params`
+    gives them; `origin`: the stage's version, its distribution's name and version: `StageOrigin.as_key`)."""
     fields = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
     text = canonical_json({"type": type_name, "params": fields, "models": identity, "origin": origin})
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
