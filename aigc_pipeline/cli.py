@@ -2,7 +2,8 @@
 
 Exit codes: 0 success (rows may still be filtered or failed: see the summary), 1 the run stopped
 early (e.g. a stage failed to load), 2 bad usage or invalid input (pipeline file, input file,
-plugins, placement): nothing ran.
+plugins, placement, output folder): nothing ran, 128 + N stopped by signal N (143: SIGTERM,
+130: SIGINT; results so far are written, see signals.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -97,7 +100,7 @@ def run(
     Re-running over the same --out resumes: results stored in its run.sqlite are reused and only
     what is missing (or changed) runs. Writes results.jsonl, manifest.json and report.html.
     """
-    try:
+    with _run_errors():
         engine = Engine(plugins=plugin)
         graph = engine.load(file, set_ or [])
         _warn(graph.warnings)
@@ -106,12 +109,19 @@ def run(
             return
         if not quiet:
             engine.register(RichProgress(err), name="aigc-cli-progress")
-        cap = MemoryCap.parse(gpu_memory) if gpu_memory else None
         backend = _backend(engine, executor, ray_address)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
-                            gpu_memory=cap, fresh=fresh, backend=backend, retake=retake, rerun=rerun,
-                            retry_quarantined=retry_quarantined, keep_results=False, max_cost=max_cost,
-                            results_format=format_)
+                            gpu_memory=MemoryCap.parse(gpu_memory) if gpu_memory else None, fresh=fresh,
+                            backend=backend, retake=retake, rerun=rerun, retry_quarantined=retry_quarantined,
+                            keep_results=False, max_cost=max_cost, results_format=format_)
+    _finish_run(result)
+
+
+@contextmanager
+def _run_errors() -> Iterator[None]:
+    """`aigc run`'s errors as messages and exit codes, never tracebacks."""
+    try:
+        yield
     except AigcError as exc:
         _fail(exc)
     except KeyboardInterrupt as exc:  # a stop signal before the execution began: nothing ran
@@ -120,7 +130,6 @@ def run(
     except ValueError as exc:  # a bad --device, --gpu-memory or --executor
         err.print(f"error: {exc}", style="red", highlight=False, markup=False)
         raise typer.Exit(2) from None
-    _finish_run(result)
 
 
 def _print_estimate(estimates: list[Any]) -> None:

@@ -35,7 +35,7 @@ from .plugin_manager import (
     load_entry_points,
     load_module_plugin,
 )
-from .records import ExecutorBackend, ItemResult, RunSummary
+from .records import ExecutorBackend, ItemResult, RunPlan, RunSummary
 from .registry import StageRegistry
 from .residency import MemoryCap
 from .results_writer import ResultsWriter, error_block
@@ -143,7 +143,28 @@ class Engine:
         results_format: str = "jsonl",
         max_cost: float | None = None,
     ) -> RunResult:
-        """Run a checked pipeline over an input file; results.jsonl (and errors.log) are written even if it stops.
+        """Run a checked pipeline over an input file (options: `RUN_OPTIONS`); results are written even if it stops."""
+        out = Path(out_dir)
+        _check_options(graph, limit, rerun, results_format)
+        cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
+        with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)), stop_on_signals(out):
+            spec = graph.pipeline.spec
+            rows = stream_rows(input_path, dict(spec.inputs), limit)
+            prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
+            plan = replace(make_plan(graph, self.pm, device, inventory, cap), rerun=frozenset(rerun or []))
+            budget = _set_budget(plan, max_cost)
+            identity = {"pipeline": spec.name, "inputs": dict(spec.inputs)}
+            store = RunStore.open(out, identity, fresh, retry_quarantined) if cache else None
+            try:
+                result = _run_with_store(graph, plan, rows, Path(input_path), out, backend, store, retake,
+                                         keep_results, results_format)
+                _note_budget(result, budget)
+                return result
+            finally:
+                _close_store(store)
+
+
+RUN_OPTIONS = """`Engine.run` options.
 
         `gpu_memory` caps the memory the run's models may take on each GPU: "6GiB", "0.5" (of each
         GPU's total) or a `MemoryCap`; a bad string is a ValueError. Models that do not fit together
@@ -162,40 +183,43 @@ class Engine:
         read results.jsonl), so memory does not grow with the number of rows. `results_format`
         "parquet" also writes results.parquet (see parquet_results.py); a bad value is a ValueError.
         `max_cost` (USD) caps what the stages that spend money may spend in this run (see budget.py).
-        """
-        out = Path(out_dir)
-        if limit is not None and limit < 0:
-            raise InputDataError(f"--limit must be 0 or more, got {limit}")
-        check_rerun(graph, rerun or [])
-        if results_format not in RESULT_FORMATS:
-            raise ValueError(f"--format must be one of {', '.join(RESULT_FORMATS)}, got {results_format!r}")
-        cap = MemoryCap.parse(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
-        with fewer_gc_pauses(), quicker_gil_handoffs(beside_a_model(graph)), stop_on_signals(out):
-            spec = graph.pipeline.spec
-            rows = stream_rows(input_path, dict(spec.inputs), limit)
-            prepare_output_folder(out)  # after the input's checks: a bad input creates no folder
-            plan = replace(make_plan(graph, self.pm, device, inventory, cap), rerun=frozenset(rerun or []))
-            budget = _set_budget(plan, max_cost)
-            identity = {"pipeline": spec.name, "inputs": dict(spec.inputs)}
-            store = RunStore.open(out, identity, fresh, retry_quarantined) if cache else None
-            try:
-                try:
-                    takes = plan_retake(out, graph, retake) if store is not None or retake else None
-                except sqlite3.Error as exc:  # the review tables live in the store: a full disk, a damaged file
-                    raise RunStoreError(store_failure(out, exc)) from None
-                plan = replace(plan, takes=takes.seeds if takes is not None else {})
-                result = _run_plan(graph, plan, rows, Path(input_path), out, backend, store, takes, keep_results,
-                                    results_format)
-                if budget is not None and budget.exhausted:
-                    result.summary.warnings.append(
-                        f"the cost cap of {budget.limit:g} USD was reached (spent {budget.spent:.4f} USD): rows not "
-                        "started are not_run; run again (with a higher --max-cost) to continue")
-                return result
-            finally:
-                if store is not None:
-                    if received() is not None:
-                        store.release_in_flight()
-                    store.close()
+"""
+
+
+def _check_options(graph: PipelineGraph, limit: int | None, rerun: list[str] | None, results_format: str) -> None:
+    if limit is not None and limit < 0:
+        raise InputDataError(f"--limit must be 0 or more, got {limit}")
+    check_rerun(graph, rerun or [])
+    if results_format not in RESULT_FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(RESULT_FORMATS)}, got {results_format!r}")
+
+
+def _run_with_store(
+    graph: PipelineGraph, plan: RunPlan, rows: RowStream, input_path: Path, out: Path,
+    backend: ExecutorBackend | None, store: RunStore | None, retake: str | None, keep_results: bool,
+    results_format: str,
+) -> RunResult:
+    """The re-takes the review asked for (their seeds go into the plan), then the run itself."""
+    try:
+        takes = plan_retake(out, graph, retake) if store is not None or retake else None
+    except sqlite3.Error as exc:  # the review tables live in the store: a full disk, a damaged file
+        raise RunStoreError(store_failure(out, exc)) from None
+    plan = replace(plan, takes=takes.seeds if takes is not None else {})
+    return _run_plan(graph, plan, rows, input_path, out, backend, store, takes, keep_results, results_format)
+
+
+def _note_budget(result: RunResult, budget: CostBudget | None) -> None:
+    if budget is not None and budget.exhausted:
+        result.summary.warnings.append(
+            f"the cost cap of {budget.limit:g} USD was reached (spent {budget.spent:.4f} USD): rows not "
+            "started are not_run; run again (with a higher --max-cost) to continue")
+
+
+def _close_store(store: RunStore | None) -> None:
+    if store is not None:
+        if received() is not None:
+            store.release_in_flight()
+        store.close()
 
 
 def estimate(graph: PipelineGraph, input_path: str | Path, limit: int | None = None) -> list[StageEstimate]:
@@ -224,36 +248,20 @@ def check_rerun(graph: PipelineGraph, stage_ids: list[str]) -> None:
 
 
 def _run_plan(
-    graph: PipelineGraph,
-    plan: Any,
-    rows: RowStream | list[InputRow],
-    input_path: Path,
-    out: Path,
-    backend: ExecutorBackend | None,
-    store: RunStore | None,
-    takes: Retake | None = None,
-    keep_results: bool = True,
+    graph: PipelineGraph, plan: Any, rows: RowStream | list[InputRow], input_path: Path, out: Path,
+    backend: ExecutorBackend | None, store: RunStore | None, takes: Retake | None = None, keep_results: bool = True,
     results_format: str = "jsonl",
 ) -> RunResult:
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
-    from .report import write_report
-
-    executor = backend.description if backend is not None else "local"
-    manifest = start_manifest(graph, plan, input_path, len(rows), executor)
-    try:
-        write_manifest(out, manifest)
-        extra = [ParquetResults(out, graph)] if results_format == "parquet" else []
-        writer = ResultsWriter(out, keep_results, extra)
-    except OSError as exc:
-        raise OutputFolderError(cannot_write(out, exc)) from None
+    manifest = start_manifest(graph, plan, input_path, len(rows), backend.description if backend else "local")
+    writer = _open_writer(out, graph, manifest, keep_results, results_format)
     path = out / RESULTS_FILE
     try:
         with interruptible():  # a stop signal stops the execution; what follows always runs
             summary, _, groups = execute(plan, identify_rows(rows, graph.pipeline.spec.key), out, backend, store,
                                          sink=writer, total=len(rows))
-        for group in groups:
-            if group.trace:
-                writer.trace(group)
+        for group in (group for group in groups if group.trace):
+            writer.trace(group)
         name = results_file(out, summary.counts.get("done", 0), not summary.ok or writer.failed is not None)
         path = out / name
         if writer.failed is not None:
@@ -268,17 +276,34 @@ def _run_plan(
     except BaseException:
         writer.discard()
         raise
-    results = writer.kept or []
     if name != RESULTS_FILE:
         summary.warnings.append(f"kept {out / RESULTS_FILE}: it holds more finished rows than this stopped run; "
                                 f"this run's results are in {path}")
+    _review_and_report(out, store, takes, summary)
+    return RunResult(summary, writer.kept or [], path, errors_path, groups, groups_path)
+
+
+def _open_writer(
+    out: Path, graph: PipelineGraph, manifest: dict[str, Any], keep_results: bool, results_format: str
+) -> ResultsWriter:
+    """Write the starting manifest and open results.jsonl (and .parquet); a full disk is an OutputFolderError."""
+    try:
+        write_manifest(out, manifest)
+        extra = [ParquetResults(out, graph)] if results_format == "parquet" else []
+        return ResultsWriter(out, keep_results, extra)
+    except OSError as exc:
+        raise OutputFolderError(cannot_write(out, exc)) from None
+
+
+def _review_and_report(out: Path, store: RunStore | None, takes: Retake | None, summary: RunSummary) -> None:
+    from .report import write_report
+
     try:
         if store is not None:
             record_review(out, takes)  # new takes, and the review fields once the run has any
         write_report(out)
     except Exception as exc:  # the results are safe on disk; a report bug must not hide them
         summary.warnings.append(f"could not write report.html: {type(exc).__name__}: {exc}")
-    return RunResult(summary, results, path, errors_path, groups, groups_path)
 
 
 def cannot_write(out: Path, exc: OSError) -> str:

@@ -79,10 +79,7 @@ def execute(
     from .groups import group_result
 
     graph, pm = plan.graph, plan.pm
-    run = RunContext.start(plan, ArtifactWriter(out_dir), store)
-    if store is not None and store.crashed_items:
-        run.warnings.append(f"the previous run in {out_dir} died with {store.crashed_items} item(s) in flight; "
-                             "they run again, one at a time")
+    run = _start(plan, out_dir, store)
     rows = rows if isinstance(rows, list) or total is not None else list(rows)
     total = len(rows) if total is None else total  # type: ignore[arg-type]
     column_keys = {column: f"inputs.{column}" for column in graph.pipeline.spec.inputs}
@@ -100,6 +97,14 @@ def execute(
                          _counts(group_results) if phases.reducers else None)
     notify(pm, "aigc_run_finish", run.warnings.append, run=info, summary=summary)
     return summary, results.kept, group_results
+
+
+def _start(plan: RunPlan, out_dir: Path, store: RunStore | None) -> RunContext:
+    run = RunContext.start(plan, ArtifactWriter(out_dir), store)
+    if store is not None and store.crashed_items:
+        run.warnings.append(f"the previous run in {out_dir} died with {store.crashed_items} item(s) in flight; "
+                            "they run again, one at a time")
+    return run
 
 
 def _run_rows(

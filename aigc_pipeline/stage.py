@@ -32,7 +32,9 @@ A stage type is a subclass of `Stage` with:
 Optional refinements, with defaults that suit most stages: `cache_params(params)` (the params as
 they enter cache keys; a stage leaves out settings that do not change a result, such as a
 client's concurrency), `batch_size_for(params)` (the micro-batch size when the pipeline file gives
-none), `estimate(params, inputs)` (what a run would spend, for `aigc run --dry-run`), `counters()`
+none), `in_process(params)` (False when the work runs in another process, so a row in flight is
+never suspected of crashing this one), `estimate(params, inputs)` (what a run would spend, for
+`aigc run --dry-run`), `counters()`
 (totals of the instance's countable work: requests, retries, tokens, cost; shown per stage in the
 summary and the manifest) and `budget` (the run's spending cap, a `CostBudget` set by the engine
 when the run has one: a stage that spends money reserves from it and marks the rows it does not
@@ -212,6 +214,12 @@ class Stage(Generic[P]):
     def cache_params(cls, params: P) -> dict[str, Any]:
         """The params as they enter every cached result's key (default: all of them)."""
         return params.model_dump(mode="json")
+
+    @classmethod
+    def in_process(cls, params: P) -> bool:
+        """Whether the stage's work runs in this process, so that a row could crash it (default: True).
+        False (e.g. a served model): a row in flight when the process died is not suspected of it."""
+        return True
 
     @classmethod
     def batch_size_for(cls, params: P) -> int:

@@ -82,6 +82,9 @@ class StageRunner:
         self._verdicts: dict[int, str] = {}  # this stage's verdict per item of the current batch
         self.ranks = {sid: rank for rank, sid in enumerate(graph.order)}
         self.rank = self.ranks.get(stage_id, len(self.ranks))
+        # In-flight markers name the rows a crash of this process may be blamed on; a stage whose
+        # work runs in another process (a served model) cannot crash this one: a kill is no evidence.
+        self.crash_watch = type(self.stage).in_process(graph.pipeline.params[stage_id])
         if self.store is not None:
             cls, params = type(self.stage), graph.pipeline.params[stage_id]
             if cls.cacheable(params):
@@ -118,7 +121,7 @@ class StageRunner:
         """Run a sub-batch; with a store, its in-flight markers are committed before it runs and
         its results (artifacts already in place) with the markers' removal after."""
         entries = [(key, state.index) for state in states if (key := keys.get(state.index)) is not None]
-        marked = not type(self.stage).crash_proof  # (a crash-proof stage's items need no crash evidence)
+        marked = not type(self.stage).crash_proof and self.crash_watch  # (no crash evidence needed: see __init__)
         if entries and marked and self.store is not None:
             self.store.begin(self.stage_id, entries)
         self._run_isolated(states)

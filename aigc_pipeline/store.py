@@ -56,14 +56,13 @@ from .errors import RunStoreError
 from .safe_paths import intact_artifact
 from .signals import SIGNALLED_FILE
 from .sinks import remove_stale_temp_files
+from .store_pending import PendingResults
 
 STORE_FILE = "run.sqlite"
 LOCK_FILE = ".run.lock"
 SCHEMA_VERSION = "2"  # 2: keys and seeds from row identity (1 keyed rows by position)
 QUARANTINE_AFTER = 2  # crashes of the process with the item in flight
 QUARANTINED = "quarantined: crashed the process twice"
-FLUSH_SECONDS = 0.2  # results of quick micro-batches are committed together, at most this late
-FLUSH_ROWS = 8192
 CACHE_KIB = 32 * 1024  # SQLite's page cache (2 MiB by default): the pages random keys keep touching
 # Pages the WAL may hold before they are copied into the database (1000 by default): random keys
 # dirty the same pages again and again, and a checkpoint writes (and fsyncs) each page once.
@@ -98,25 +97,6 @@ class NewResult:
     reason: str | None
     outputs: str  # encoded with encode_outputs
     flags: list[str]
-
-
-class PendingResults:
-    """Results finished since the last commit."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[Any, ...]] = []
-        self.keys: list[str] = []  # in-flight markers to clear
-        self.results: dict[str, tuple[Any, ...]] = {}  # key -> row, for lookups before the commit
-
-    def add(self, rows: list[tuple[Any, ...]], keys: list[str]) -> None:
-        self.rows.extend(rows)
-        self.keys.extend(keys)
-        self.results.update((row[0], row) for row in rows)
-
-    def due(self, last_commit: float) -> bool:
-        """Commit now: the last commit is FLUSH_SECONDS old (so a slow stage commits every batch,
-        and the first batch at once), or FLUSH_ROWS results wait."""
-        return len(self.rows) >= FLUSH_ROWS or time.monotonic() - last_commit >= FLUSH_SECONDS
 
 
 class RunStore:
@@ -316,9 +296,10 @@ class RunStore:
         after the grace period, no crash; they go, with the signal's note (signals.SIGNALLED_FILE)."""
         with self._lock:
             try:
+                self._flush()  # the finished results first: the note goes only once they are in
                 self._db.execute("DELETE FROM inflight")
                 (self.out_dir / SIGNALLED_FILE).unlink(missing_ok=True)
-            except (sqlite3.Error, OSError):
+            except (sqlite3.Error, OSError, RunStoreError):
                 pass  # a full disk or a damaged file: the note stays, and the next run discards them
 
     def close(self) -> None:
@@ -413,9 +394,8 @@ def _key_value(value: Any) -> Any:
 
 
 def stage_prefix(type_name: str, params: BaseModel | dict[str, Any], identity: Any, origin: Any = None) -> str:
-    """The part of every cache key of one stage that does not depend on the item (`params`: as
-    `Stage.cache_params` gives them). `origin`: the stage's version and its distribution's name
-    and version (`provenance.StageOrigin.as_key`)."""
+    """The part of every cache key of one stage that does not depend on the item (`params`: as `Stage.cache_params`
+    gives them; `origin`: the stage's version, its distribution's name and version: `StageOrigin.as_key`)."""
     fields = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
     text = canonical_json({"type": type_name, "params": fields, "models": identity, "origin": origin})
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

@@ -42,6 +42,7 @@ from ..models import check_no_remote_code, memory_estimate, resolve_model
 from ..plugin_manager import hookimpl
 from ..stage import DeviceNeeds, Stage, StageItem
 from . import text_checks as checks
+from . import text_classifier
 
 PiiKind = Literal["email", "phone", "card"]
 RULE_TIMEOUT_S = checks.PATTERN_TIMEOUT_S  # per regex rule and text (and per JSON Schema pattern)
@@ -233,7 +234,7 @@ class TextFilterStage(Stage[TextFilterParams]):
         self.dedupe_action = (dedupe.action or ("flag" if params.on_fail == "flag" else "drop")) if dedupe else None
         schema = params.json_check.json_schema if params.json_check else None
         self.json_validator = checks.schema_validator(schema) if schema is not None else None
-        self.classifier: checks.TextClassifier | None = None
+        self.classifier: text_classifier.TextClassifier | None = None
 
     @classmethod
     def needs(cls, params: TextFilterParams) -> DeviceNeeds:
@@ -241,8 +242,8 @@ class TextFilterStage(Stage[TextFilterParams]):
         check = params.classifier
         if check is None:
             return DeviceNeeds()
-        memory = memory_estimate(check.model, check.revision, headroom=checks.CLASSIFIER_HEADROOM,
-                                 extra_bytes=checks.CLASSIFIER_HEADROOM_BYTES)
+        memory = memory_estimate(check.model, check.revision, headroom=text_classifier.CLASSIFIER_HEADROOM,
+                                 extra_bytes=text_classifier.CLASSIFIER_HEADROOM_BYTES)
         return DeviceNeeds(kind="any", memory_bytes=memory)
 
     @classmethod
@@ -269,16 +270,16 @@ class TextFilterStage(Stage[TextFilterParams]):
         folder = resolve_model(check.model, check.revision, allow_pickle=check.allow_pickle)
         if not check.trust_remote_code:
             check_no_remote_code(folder, check.model)
-        labels = checks.model_labels(folder)
+        labels = text_classifier.model_labels(folder)
         if labels and check.label not in labels:
-            raise AigcError(checks.unknown_label(check.label, check.model, labels))
+            raise AigcError(text_classifier.unknown_label(check.label, check.model, labels))
 
     def load(self, device: Device) -> bool | None:
         check = self.params.classifier
         if check is None:
             return False  # no model: the run counts no load
         folder = resolve_model(check.model, check.revision, allow_pickle=check.allow_pickle)
-        self.classifier = checks.TextClassifier(folder, check, device)
+        self.classifier = text_classifier.TextClassifier(folder, check, device)
         return None
 
     def unload(self) -> None:

@@ -132,6 +132,10 @@ class LlmTextStage(Stage[LlmParams]):
         return cache_fields(params)
 
     @classmethod
+    def in_process(cls, params: LlmParams) -> bool:
+        return params.backend != "openai"  # a request cannot crash this process
+
+    @classmethod
     def batch_size_for(cls, params: LlmParams) -> int:
         return ROUNDS_PER_BATCH * params.max_concurrency if params.backend == "openai" else cls.default_batch_size
 

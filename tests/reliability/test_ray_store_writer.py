@@ -33,7 +33,8 @@ outputs: {text: slow.text, image: picture.image}
 
 def test_a_worker_reads_and_the_driver_writes(tmp_path: Path) -> None:
     driver = RunStore.open(tmp_path, IDENTITY)
-    driver.finish("s", [NewResult("k1", 1, "done", None, '{"text": "a"}', [])], [])
+    driver.finish("s", [NewResult("k1", 1, "done", None, '{"text": "a"}', [])], ["k1"])
+    driver.flush()  # the driver commits quick batches together
     worker = WorkerStore.attach(tmp_path)
     assert set(worker.lookup(["k1", "k2"])) == {"k1"}
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
@@ -41,6 +42,7 @@ def test_a_worker_reads_and_the_driver_writes(tmp_path: Path) -> None:
     worker.begin("s", [("k2", 2)])
     worker.finish("s", [NewResult("k2", 2, "done", None, '{"text": "b"}', [])], ["k2"])
     assert set(driver.lookup(["k2"])) == set()  # nothing written by the worker
+    assert worker._db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
     commit_to(driver, worker.take())
     assert set(driver.lookup(["k1", "k2"])) == {"k1", "k2"} and worker.take() == []
     worker.close()
@@ -70,10 +72,12 @@ def test_on_ray_every_stored_result_was_committed_by_the_driver(tmp_path: Path,
     monkeypatch.setattr(RunStore, "finish", counted)
     rows = [{"text": f"r{i}"} for i in range(24)]
     local = run_text(PIPELINE, rows, tmp_path / "local")
+    committed.clear()  # the local run committed the same keys in this process
     on_ray = run_text(PIPELINE, rows, tmp_path / "ray", fake_engine(), backend=RayExecutor())
     assert on_ray.results_path.read_text() == local.results_path.read_text()
     with sqlite3.connect(tmp_path / "ray" / "run.sqlite") as db:
         stored = {key for (key,) in db.execute("SELECT key FROM results")}
-    assert len(stored) == 3 * 24 and stored <= set(committed)
+    assert len(stored) == 3 * 24, len(stored)
+    assert stored <= set(committed), f"{len(stored - set(committed))} results were not committed by the driver"
     again = run_text(PIPELINE, rows, tmp_path / "ray", fake_engine(), backend=RayExecutor())
     assert all(stats.cached == 24 for stats in again.summary.stages.values() if stats.type_name != "template")
