@@ -172,7 +172,8 @@ def served_lm(tiny_model: TinyModels, tmp_path_factory: pytest.TempPathFactory) 
             process.wait()
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright allows one sync session at a time, and other test modules start their own.
+@pytest.fixture(scope="module")
 def browser_play() -> Iterator[Callable[[Path, list[str]], list[tuple[int, float]]]]:
     """`browser_play(root, relpaths)` -> (readyState, duration) of each video in headless Chromium,
     served from `root` over HTTP on 127.0.0.1."""
