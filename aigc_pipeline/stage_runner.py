@@ -131,7 +131,7 @@ class StageRunner:
             if marked:
                 self.store.finish(self.stage_id, results, [key for key, _ in entries])
             else:
-                self.store.finish(self.stage_id, results, [], batched=True)
+                self.store.record(self.stage_id, results)
 
     def _parts(self, states: list[ItemState], keys: dict[int, str | None]) -> list[list[ItemState]]:
         """Sub-batches: an item that was in flight when an earlier run died runs alone (a second

@@ -56,14 +56,13 @@ from .errors import RunStoreError
 from .safe_paths import intact_artifact
 from .signals import SIGNALLED_FILE
 from .sinks import remove_stale_temp_files
+from .store_pending import PendingResults
 
 STORE_FILE = "run.sqlite"
 LOCK_FILE = ".run.lock"
 SCHEMA_VERSION = "2"  # 2: keys and seeds from row identity (1 keyed rows by position)
 QUARANTINE_AFTER = 2  # crashes of the process with the item in flight
 QUARANTINED = "quarantined: crashed the process twice"
-FLUSH_SECONDS = 0.2  # results of quick micro-batches are committed together, at most this late
-FLUSH_ROWS = 8192
 CACHE_KIB = 32 * 1024  # SQLite's page cache (2 MiB by default): the pages random keys keep touching
 # Pages the WAL may hold before they are copied into the database (1000 by default): random keys
 # dirty the same pages again and again, and a checkpoint writes (and fsyncs) each page once.
@@ -98,25 +97,6 @@ class NewResult:
     reason: str | None
     outputs: str  # encoded with encode_outputs
     flags: list[str]
-
-
-class PendingResults:
-    """Results finished since the last commit."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[Any, ...]] = []
-        self.keys: list[str] = []  # in-flight markers to clear
-        self.results: dict[str, tuple[Any, ...]] = {}  # key -> row, for lookups before the commit
-
-    def add(self, rows: list[tuple[Any, ...]], keys: list[str]) -> None:
-        self.rows.extend(rows)
-        self.keys.extend(keys)
-        self.results.update((row[0], row) for row in rows)
-
-    def due(self, last_commit: float) -> bool:
-        """Commit now: the last commit is FLUSH_SECONDS old (so a slow stage commits every batch,
-        and the first batch at once), or FLUSH_ROWS results wait."""
-        return len(self.rows) >= FLUSH_ROWS or time.monotonic() - last_commit >= FLUSH_SECONDS
 
 
 class RunStore:
@@ -249,15 +229,19 @@ class RunStore:
                 db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
                                [(key, stage_id, item) for key, item in entries])
 
-    def finish(self, stage_id: str, results: list[NewResult], keys: list[str], batched: bool = False) -> None:
-        """Record results and clear the in-flight markers (and crash counts) of `keys`.
+    def finish(self, stage_id: str, results: list[NewResult], keys: list[str]) -> None:
+        """Record results and clear the in-flight markers (and crash counts) of `keys`, committed at once."""
+        self._record(stage_id, results, keys, batched=False)
 
-        `batched` (results of a crash-proof stage, which has no markers): committed together
-        (`pending`), at most one commit per FLUSH_SECONDS (or FLUSH_ROWS), not one per micro-batch;
-        each commit rewrites every page its random keys touch, and the template stages of
-        product_copy spent more time committing than rendering. A kill loses at most FLUSH_SECONDS
-        of such cheap work, which the next run redoes. Anything else is committed at once.
-        """
+    def record(self, stage_id: str, results: list[NewResult]) -> None:
+        """Record results of a crash-proof stage (no in-flight markers), committed together with
+        others (`pending`): at most one commit per FLUSH_SECONDS (or FLUSH_ROWS), not one per
+        micro-batch; each commit rewrites every page its random keys touch, and the template
+        stages of product_copy spent more time committing than rendering. A kill loses at most
+        FLUSH_SECONDS of such cheap work, which the next run redoes."""
+        self._record(stage_id, results, [], batched=True)
+
+    def _record(self, stage_id: str, results: list[NewResult], keys: list[str], batched: bool) -> None:
         now = time.time()
         rows = [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs, json.dumps(r.flags, ensure_ascii=False), now)
                 for r in results]

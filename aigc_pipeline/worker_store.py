@@ -37,8 +37,11 @@ class WorkerStore(RunStore):
     def begin(self, stage_id: str, entries: list[tuple[str, int]]) -> None:
         """No marker from a worker (see the module's docstring)."""
 
-    def finish(self, stage_id: str, results: list[NewResult], keys: list[str], batched: bool = False) -> None:
+    def finish(self, stage_id: str, results: list[NewResult], keys: list[str]) -> None:
         self.pending.append((stage_id, results, keys))
+
+    def record(self, stage_id: str, results: list[NewResult]) -> None:
+        self.pending.append((stage_id, results, []))
 
     def take(self) -> Records:
         """What this worker would have recorded since the last call, for the driver."""
