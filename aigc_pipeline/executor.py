@@ -80,8 +80,9 @@ def execute(
 
     graph, pm = plan.graph, plan.pm
     run = _start(plan, out_dir, store)
-    rows = rows if isinstance(rows, list) or total is not None else list(rows)
-    total = len(rows) if total is None else total  # type: ignore[arg-type]
+    if total is None:
+        rows = rows if isinstance(rows, list) else list(rows)
+        total = len(rows)
     column_keys = {column: f"inputs.{column}" for column in graph.pipeline.spec.inputs}
     states: Iterable[ItemState] = (ItemState(row, column_keys) for row in rows)
     keys = result_keys(graph)

@@ -25,6 +25,7 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .devices import Device, Inventory
 
@@ -189,7 +190,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "CUDA out of memory" in str(exc)  # torch before 2.1
 
 
-def _cuda() -> object | None:
+def _cuda() -> Any:  # torch.cuda when torch is imported and CUDA is available, else None
     torch = sys.modules.get("torch")
     cuda = getattr(torch, "cuda", None)
     try:
@@ -205,21 +206,21 @@ def free_cached_memory() -> None:
         import gc
 
         gc.collect()
-        cuda.empty_cache()  # type: ignore[attr-defined]
+        cuda.empty_cache()
 
 
 def reset_peaks(devices: Iterable[Device]) -> None:
     cuda = _cuda()
     if cuda is not None:
         for device in devices:
-            cuda.reset_peak_memory_stats(device.index)  # type: ignore[attr-defined]
+            cuda.reset_peak_memory_stats(device.index)
 
 
 def allocated_bytes(device: Device) -> int:
     """Bytes torch has allocated on a GPU now (0 on the CPU, or without torch or CUDA)."""
     cuda = _cuda() if device.is_gpu else None
     try:
-        return int(cuda.memory_allocated(device.index)) if cuda is not None else 0  # type: ignore[attr-defined]
+        return int(cuda.memory_allocated(device.index)) if cuda is not None else 0
     except Exception:  # a measurement only: it never fails a load
         return 0
 
@@ -229,4 +230,4 @@ def read_peaks(devices: Iterable[Device]) -> dict[Device, int]:
     cuda = _cuda()
     if cuda is None:
         return {}
-    return {device: int(cuda.max_memory_allocated(device.index)) for device in devices}  # type: ignore[attr-defined]
+    return {device: int(cuda.max_memory_allocated(device.index)) for device in devices}
