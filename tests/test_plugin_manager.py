@@ -445,5 +445,5 @@ def test_executor_backends_register_through_a_hook_and_a_typo_lists_them() -> No
 
     pm.register(Provider(), name="inline-provider")
     assert make_backend(pm, "inline").description == "inline"
-    with pytest.raises(ValueError, match=r"unknown executor 'inlne'; registered: inline, local, ray.*'inline'"):
+    with pytest.raises(ValueError, match=r"unknown executor 'inlne': choose inline, local or ray.*'inline'"):
         make_backend(pm, "inlne")

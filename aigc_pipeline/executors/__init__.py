@@ -64,6 +64,7 @@ def make_backend(pm: pluggy.PluginManager, name: str, address: str | None = None
         from ..spec import did_you_mean
 
         hint = did_you_mean(name, list(backends))
-        raise ValueError(f"unknown executor {name!r}; registered: {', '.join(backends)}"
-                         + (f"; {hint}" if hint else ""))
+        names = list(backends)
+        choices = " or ".join(filter(None, [", ".join(names[:-1]), names[-1]])) if names else "none registered"
+        raise ValueError(f"unknown executor {name!r}: choose {choices}" + (f"; {hint}" if hint else ""))
     return backends[name](address=address)
