@@ -307,6 +307,10 @@ class RunStore:
             if not self._closed:
                 with suppress(RunStoreError):  # a full disk: those results run again next time
                     self._flush()
+                # Fold the WAL into run.sqlite now: a read-only reader (history) may close last, and
+                # it cannot; run.sqlite alone then lacked every result (copying it lost them).
+                with suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._closed = True  # an abandoned batch's late begin/finish finds the run over
             self._db.close()
         _unlock(self._lock_fd)

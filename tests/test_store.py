@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from aigc_pipeline.content import Artifact
-from aigc_pipeline.store import NewResult, RunStore, decode_outputs, encode_outputs, item_key, stage_prefix
+from aigc_pipeline.store import STORE_FILE, NewResult, RunStore, decode_outputs, encode_outputs, item_key, stage_prefix
+from aigc_pipeline.testing import run_text
 
 IDENTITY = {"pipeline": "p", "inputs": {"text": "str"}}
 
@@ -82,3 +85,12 @@ def test_stale_temp_files_are_removed_on_open(tmp_path: Path) -> None:
         path.write_bytes(b"half")
     RunStore.open(tmp_path, IDENTITY).close()
     assert not any(path.exists() for path in stale)
+
+
+def test_a_finished_run_leaves_every_result_in_run_sqlite_itself(tmp_path: Path) -> None:
+    """The WAL is folded in when the run ends: run.sqlite copied alone still holds the results."""
+    pipeline = 'name: wal\ninputs: {text: str}\nstages:\n  t: {uses: template, with: {template: "x {{ text }}"}}\n'
+    run_text(pipeline, [{"text": str(i)} for i in range(20)], tmp_path / "out")
+    uri = f"{(tmp_path / 'out' / STORE_FILE).resolve().as_uri()}?mode=ro&immutable=1"  # immutable: no WAL read
+    with closing(sqlite3.connect(uri, uri=True)) as db:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 20
