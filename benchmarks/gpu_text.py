@@ -12,8 +12,9 @@ HF `generate` at a large batch, greedy, min_new_tokens == max_new_tokens.
 - script, continuous (opt-in, `continuous=True`): transformers' continuous batching
   (`model.generate_batch`, paged attention) on the same prompts, for comparison.
 
-Tokens/s = batch x new tokens / seconds per pass (continuous: the tokens it actually generated). Greedy identity: the rows whose text equals the
-eager script's (the engine decodes the same token ids with the tokenizer, stripped).
+Tokens/s = batch x new tokens / seconds per pass (continuous: the tokens it actually generated).
+Greedy identity: the rows whose text equals the eager script's (the engine decodes the same token
+ids with the tokenizer, stripped).
 """
 
 from __future__ import annotations
