@@ -15,7 +15,7 @@ MAX_FUNCTION_LINES = 40
 MAX_MODULE_LINES = 400
 # Modules over the budget when this test was written (2026-12-03), at most their size then: each is
 # to be split where its concepts part, and may not grow meanwhile. Remove an entry once it fits.
-KNOWN_LONG_MODULES = {"cli.py": 509, "store.py": 460, "spec.py": 445, "stages/template.py": 414}
+KNOWN_LONG_MODULES = {"cli.py": 509, "spec.py": 445}
 
 
 def modules() -> list[Path]:
