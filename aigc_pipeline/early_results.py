@@ -21,7 +21,8 @@ from .errors import RunStoreError
 from .port_checks import PortCheck, output_problem
 from .records import DONE
 from .stage import StageItem
-from .store import NewResult, RunStore, encode_outputs
+from .store import NewResult, RunStore
+from .stored_outputs import encode_outputs
 
 
 class EarlyResults:
