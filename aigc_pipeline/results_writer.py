@@ -44,7 +44,10 @@ class ResultsWriter:
         if self.failed is not None:
             return
         try:
-            self._results.write(self._encode(result.as_dict()) + "\n")
+            record = result.as_dict()
+            if result.id is not None:  # the row's identity: what review decisions and takes are keyed by
+                record["id"] = result.id
+            self._results.write(self._encode(record) + "\n")
             if self._crash:
                 self._results.flush()
                 crash_point("streamed")
