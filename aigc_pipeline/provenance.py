@@ -1,6 +1,6 @@
 """Where a stage type's code comes from: its `version` and the distribution that provides it.
 
-Both are part of every stored result's key (`store.stage_prefix`), so a plugin release that
+Both are part of every stored result's key (`cache_keys.stage_prefix`), so a plugin release that
 changes what a stage produces re-runs that stage, and through the keys whatever its new outputs
 change, instead of serving results of the old code. The distribution is the one that installed
 the plugin's entry point; built-in stages are `aigc-pipeline` at the package's version; a

@@ -20,7 +20,8 @@ A stage type is a subclass of `Stage` with:
 - `load(device)`: loads models once, on the device the scheduler chose (returns False when
   its params need no model, so the run counts no load);
 - `process(batch) -> batch`: a list of `StageItem` in, the same items out, each with its outputs
-  set, or marked `fail(...)`, `drop(...)` or `flag(...)`;
+  set, or marked `fail(...)`, `drop(...)` or `flag(...)`; a stage whose items finish one by one
+  calls `item.ready()` as each is done, and the engine stores it without waiting for the batch;
 - `unload()`: releases what `load` took; always called, in a `finally`.
 - `version`: a string (default "1") that is part of every stored result's key, with the name and
   version of the distribution that provides the stage: bump it when a change of the code changes
@@ -47,6 +48,7 @@ Abstract intermediate classes pass `abstract=True`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -101,7 +103,8 @@ class StageItem:
     Without a `row_key` (a stage tested alone) the seed derives from `id`.
     """
 
-    __slots__ = ("id", "inputs", "outputs", "verdict", "reason", "flags", "_seed_parts", "row_key", "take", "final")
+    __slots__ = ("id", "inputs", "outputs", "verdict", "reason", "flags", "_seed_parts", "row_key", "take", "final",
+                 "on_ready")
 
     def __init__(
         self, item_id: int, inputs: dict[str, Any], seed_parts: tuple[int, str], row_key: str | None = None,
@@ -117,6 +120,7 @@ class StageItem:
         self.reason: str | None = None
         self.flags: list[str] = _NO_FLAGS  # replaced by a list on the first flag(): saves an allocation
         self._seed_parts = seed_parts
+        self.on_ready: Callable[[StageItem], None] | None = None  # set by the engine: see ready()
 
     @property
     def seed(self) -> int:
@@ -142,6 +146,13 @@ class StageItem:
         if self.flags is _NO_FLAGS:
             self.flags = []
         self.flags.append(reason)
+
+    def ready(self) -> None:
+        """Say this item is finished (its outputs set) before the batch returns: the engine may
+        store it at once. A stage whose items finish one by one (requests to a server, answered
+        in any order) calls it as each one is done, so a killed run keeps every answer it got."""
+        if self.on_ready is not None:
+            self.on_ready(self)
 
 
 _REQUIRED = ("type_name", "Params", "inputs", "outputs")

@@ -5,7 +5,8 @@ loads the stage on its first miss (its `StageLifecycle`: a run whose results are
 calls the `aigc_process_batch` hook (plugins wrap it), isolates failures (a batch that raises is
 retried one item at a time; only items that fail alone are marked failed), halves the batch on an
 out-of-memory error, writes artifacts, and records new results in the store, one commit per
-micro-batch, after the artifacts are in place. Every executor backend uses it.
+micro-batch, after the artifacts are in place (an item the stage says is done early, `item.ready()`,
+is stored at once: `early_results`). Every executor backend uses it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from .branches import row_filter
 from .content import AUDIO, IMAGE, VIDEO, ArtifactData
+from .early_results import EarlyResults
 from .errors import AigcError, OutputFolderError
 from .port_checks import output_problem, port_checks
 from .provenance import origin_of
@@ -90,6 +92,10 @@ class StageRunner:
             if cls.cacheable(params):
                 origin = origin_of(graph, stage_id).as_key()
                 self.prefix = stage_prefix(cls.type_name, cls.cache_params(params), cls.model_identity(params), origin)
+        # Items the stage says are done (`item.ready()`) are stored before their batch returns.
+        self.early = (EarlyResults(stage_id, self.store, self.checks, list(self.outputs))
+                      if self.store is not None and self.prefix is not None and not self.artifact_ports else None)
+        self.on_ready: Callable[[StageItem], None] | None = None  # the current sub-batch's, from `early`
 
     def run(self, states: list[ItemState]) -> None:
         """Process the items of `states` this stage runs (`self.runs`) as one micro-batch."""
@@ -124,10 +130,14 @@ class StageRunner:
         marked = not type(self.stage).crash_proof and self.crash_watch  # (no crash evidence needed: see __init__)
         if entries and marked and self.store is not None:
             self.store.begin(self.stage_id, entries)
+        early = self.early if entries else None
+        self.on_ready = early.callback(keys, marked) if early is not None else None
         self._run_isolated(states)
         crash_point("batch")
         if entries and self.store is not None:
             results = self._new_results(states, keys)
+            if early is not None:
+                results = early.without_stored(results)
             if marked:
                 self.store.finish(self.stage_id, results, [key for key, _ in entries])
             else:
@@ -211,8 +221,12 @@ class StageRunner:
 
     def items(self, states: list[ItemState]) -> list[StageItem]:
         seed_parts, inputs, take = self.seed_parts, self.inputs, self._take
-        return [StageItem(state.index, {port: state.values[key] for port, key in inputs}, seed_parts, state.identity,
-                          take(state)) for state in states]
+        items = [StageItem(state.index, {port: state.values[key] for port, key in inputs}, seed_parts, state.identity,
+                           take(state)) for state in states]
+        if self.on_ready is not None:
+            for item in items:
+                item.on_ready = self.on_ready
+        return items
 
     def _take(self, state: ItemState) -> int:
         """The row's take at this stage (0 unless a --retake re-seeded it)."""

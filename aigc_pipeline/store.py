@@ -1,21 +1,11 @@
 """The run store: every stage result of every row, in `run.sqlite` in the output folder.
 
 Re-running the same command over the same output folder reuses every finished result and runs
-only what is missing. A result is found again by its cache key, a hash of:
-
-    stage type | stage version and its distribution's name and version (provenance.py) |
-    params (canonical JSON) | model identity (Stage.model_identity: the model name,
-    revision and a fingerprint of its files' sizes and mtimes) | the item's seed (from the row's
-    identity, never its position: row_identity.py) | the input values the stage consumed
-    (canonical JSON; artifacts by the sha256 of their bytes)
-
-So changing one stage's params re-runs that stage and, for the rows whose outputs changed, the
-stages downstream of it (their inputs differ); a downstream stage whose inputs came out equal is
-reused, which is right. A stage whose results depend on more than the item (`cacheable(params)`
-False, e.g. a dedupe across the run) is never reused.
+only what is missing. A result is found again by its cache key (cache_keys.py: stage, params,
+model, the row's seed and the inputs the stage consumed).
 
 What is stored: outputs (JSON; artifacts as relative path + sha256 + size, checked to still be
-there before reuse) of items that passed the stage (also of rows another branch ended: see
+there before reuse: stored_outputs.py) of items that passed the stage (also of rows another branch ended: see
 branches.py), the verdict of items it filtered out (deterministic quality gates), and of items it
 failed by its own verdict (`item.fail(reason)`: the prompt is too long, the text is empty), which
 are final. A failure from an exception is not stored: it is often transient (out of memory, a
@@ -37,9 +27,7 @@ A lock file keeps two runs out of one folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -49,17 +37,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
-from .content import Artifact
+from .cache_keys import canonical_json, item_key, stage_prefix
 from .errors import RunStoreError
-from .safe_paths import intact_artifact
 from .signals import SIGNALLED_FILE
 from .sinks import remove_stale_temp_files
+from .store_files import STORE_FILE, check_integrity, connect, damaged, lock_folder, store_failure, unlock
 from .store_pending import PendingResults
+from .stored_outputs import decode_outputs, encode_outputs
 
-STORE_FILE = "run.sqlite"
-LOCK_FILE = ".run.lock"
+# Re-exported: keys, stored outputs and the store's files were defined here before they had modules of their own.
+__all__ = ["STORE_FILE", "CachedResult", "NewResult", "RunStore", "canonical_json", "check_integrity", "damaged",
+           "decode_outputs", "encode_outputs", "item_key", "stage_prefix", "store_failure"]
+
 SCHEMA_VERSION = "2"  # 2: keys and seeds from row identity (1 keyed rows by position)
 QUARANTINE_AFTER = 2  # crashes of the process with the item in flight
 QUARANTINED = "quarantined: crashed the process twice"
@@ -125,19 +114,19 @@ class RunStore:
         `retry_quarantined` gives quarantined items one more chance (they run alone).
         """
         out_dir.mkdir(parents=True, exist_ok=True)
-        lock_fd = _lock_folder(out_dir)
+        lock_fd = lock_folder(out_dir)
         try:
             if fresh:
                 for suffix in ("", "-wal", "-shm"):
                     (out_dir / (STORE_FILE + suffix)).unlink(missing_ok=True)
-            db = _connect(out_dir)
+            db = connect(out_dir)
             store = cls(out_dir, db, lock_fd)
             store._setup(identity, retry_quarantined)
         except sqlite3.DatabaseError as exc:
-            _unlock(lock_fd)
+            unlock(lock_fd)
             raise RunStoreError(store_failure(out_dir, exc)) from None
         except BaseException:
-            _unlock(lock_fd)
+            unlock(lock_fd)
             raise
         remove_stale_temp_files(out_dir)
         return store
@@ -147,7 +136,7 @@ class RunStore:
         """Another process's connection to the store a run has open (`open`): Ray workers look up
         and record results through it. It takes no folder lock (the run holds it) and leaves the
         crash counts alone (the run counted them when it opened the store)."""
-        db = _connect(out_dir)
+        db = connect(out_dir)
         store = cls(out_dir, db, None)
         store.batched = False  # a worker's batch is committed when it is done: no flush at the end of the run
         db.execute("PRAGMA synchronous=NORMAL")
@@ -313,59 +302,8 @@ class RunStore:
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._closed = True  # an abandoned batch's late begin/finish finds the run over
             self._db.close()
-        _unlock(self._lock_fd)
+        unlock(self._lock_fd)
         self._lock_fd = None
-
-
-def check_integrity(db: sqlite3.Connection) -> None:
-    """Raise sqlite3.DatabaseError when the store file is damaged (a truncated or garbled file reads
-    as a store until a lookup hits the damage, half-way through a run)."""
-    problems = [row[0] for row in db.execute("PRAGMA quick_check")]
-    if problems != ["ok"]:
-        raise sqlite3.DatabaseError("; ".join(problems[:3]))
-
-
-def damaged(out_dir: Path, exc: sqlite3.Error) -> str:
-    return (f"the run store {out_dir / STORE_FILE} is damaged ({exc}); its results cannot be trusted. "
-            "Run again with --fresh to discard it (every row runs again), or give this run another --out")
-
-
-def store_failure(out_dir: Path, exc: sqlite3.Error) -> str:
-    """What to do when the store fails during a run: free space, or start it over."""
-    text = str(exc)
-    if "full" in text or "disk I/O" in text:  # SQLite says "disk I/O error" when the WAL index cannot grow
-        return (f"the run store {out_dir / STORE_FILE} failed: {text}; free space there (or check the disk) and run "
-                "the same command again (what was recorded is kept)")
-    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-        return damaged(out_dir, exc)
-    return f"the run store {out_dir / STORE_FILE} failed: {text}"
-
-
-def _connect(out_dir: Path) -> sqlite3.Connection:
-    """A connection that waits up to a minute for another writer: a run's Ray workers each have one.
-    Transactions start with BEGIN IMMEDIATE, so a busy store makes a writer wait, never fail at
-    the upgrade from reading to writing."""
-    return sqlite3.connect(out_dir / STORE_FILE, check_same_thread=False, isolation_level=None, timeout=60)
-
-
-def _lock_folder(out_dir: Path) -> int | None:
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: no guard against two runs in one folder
-        return None
-    fd = os.open(out_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise RunStoreError(f"another aigc run is using the output folder {out_dir}; wait for it, "
-                            "or give this run another --out") from None
-    return fd
-
-
-def _unlock(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)  # closing the descriptor releases the flock
 
 
 def _mismatch(out_dir: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> str:
@@ -384,64 +322,3 @@ def _mismatch(out_dir: Path, stored: dict[str, Any], wanted: dict[str, Any]) -> 
 
 def _columns(identity: dict[str, Any]) -> str:
     return ", ".join(f"{name}: {kind}" for name, kind in (identity.get("inputs") or {}).items()) or "none"
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, artifacts by content hash. TypeError for values JSON cannot hold."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_key_value)
-
-
-def _key_value(value: Any) -> Any:
-    if isinstance(value, Artifact):
-        return {"$artifact": value.digest or value.relpath}
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def stage_prefix(type_name: str, params: BaseModel | dict[str, Any], identity: Any, origin: Any = None) -> str:
-    """The part of every cache key of one stage that does not depend on the item (`params`: as `Stage.cache_params`
-    gives them; `origin`: the stage's version, its distribution's name and version: `StageOrigin.as_key`)."""
-    fields = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
-    text = canonical_json({"type": type_name, "params": fields, "models": identity, "origin": origin})
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def item_key(prefix: str, seed: int, inputs: dict[str, Any]) -> str | None:
-    """The cache key of one item, or None when its inputs cannot be written as JSON (not cached)."""
-    try:
-        text = canonical_json(inputs)
-    except (TypeError, ValueError):
-        return None
-    return hashlib.blake2b(f"{prefix}\x00{seed}\x00{text}".encode(), digest_size=20).hexdigest()
-
-
-def encode_outputs(outputs: dict[str, Any]) -> str | None:
-    """Outputs as JSON (artifacts as path, hash, size, metadata), or None when not JSON-able."""
-    try:
-        return json.dumps(outputs, ensure_ascii=False, default=_stored_value)
-    except (TypeError, ValueError, OSError):
-        return None
-
-
-def _stored_value(value: Any) -> Any:
-    if isinstance(value, Artifact):
-        return {"$artifact": value.relpath, "sha256": value.digest, "size": value.path.stat().st_size,
-                "metadata": value.metadata}
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def decode_outputs(text: str, out_dir: Path) -> dict[str, Any] | None:
-    """Stored outputs back as values; None when an artifact is gone or changed (re-run it): its size
-    and content hash are checked (safe_paths.intact_artifact)."""
-    missing: list[str] = []
-
-    def revive(record: dict[str, Any]) -> Any:
-        relpath = record.get("$artifact")
-        if not isinstance(relpath, str) or "sha256" not in record:
-            return record
-        path = out_dir / relpath
-        if not intact_artifact(out_dir, relpath, record["size"], record["sha256"]):
-            missing.append(relpath)
-        return Artifact(relpath, path.resolve(), record["metadata"], record["sha256"])
-
-    outputs = json.loads(text, object_hook=revive)
-    return None if missing else outputs

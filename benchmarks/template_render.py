@@ -16,7 +16,7 @@ import time
 from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from aigc_pipeline.stages.template import ENVIRONMENT
+from aigc_pipeline.stages.template_sandbox import ENVIRONMENT
 
 BRIEF = '{{ product }} for {{ audience }}: {{ features | join(", ") }}. Now only ${{ "%.2f" | format(price) }}.'
 TAGLINE = "{{ product | upper }}: {{ copy | truncate(60) }}"

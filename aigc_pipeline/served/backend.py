@@ -83,6 +83,7 @@ class ServedLlm:
             item.fail(self.client.redact(f"{type(exc).__name__}: {exc}"), final=False)
             return
         self._set_outputs(item, answer)
+        item.ready()  # stored now, not with the batch: a kill loses no answer already received
 
     def _set_outputs(self, item: StageItem, answer: Answer) -> None:
         item.outputs["text"] = self.finish(answer.text)

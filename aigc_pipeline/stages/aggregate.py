@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..content import ANY, RECORD, TEXT, ContentType
 from ..plugin_manager import hookimpl
 from ..stage import Group, Stage, StageItem
-from .template import ENVIRONMENT, template_variables
+from .template_sandbox import ENVIRONMENT, template_variables
 
 TEMPLATE_VARIABLES = ("rows", "key", "count")
 ALL = "all"

@@ -30,7 +30,7 @@ from ..errors import AigcError
 from ..mp4 import MOVFLAGS, ffmpeg_program, tags
 from ..plugin_manager import hookimpl
 from ..stage import Stage, StageItem
-from .template import ENVIRONMENT, template_variables
+from .template_sandbox import ENVIRONMENT, template_variables
 
 FFMPEG_TIMEOUT_S = 600
 FONT_QUERIES = ("DejaVu Sans:bold", "Liberation Sans:bold", "sans-serif:bold")
