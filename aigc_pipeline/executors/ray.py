@@ -272,6 +272,7 @@ class _StageWorker:
         states = [pickle.loads(blob) for blob in batch["state"]]
         stats, warnings = self.context.stats, self.context.warnings
         before = {name: getattr(stats, name) for name in _ADDED}
+        counted = dict(stats.counters)  # the stage's running totals (tokens, retries, cost): sent as changes
         warned = len(warnings)
         try:
             self.runner.run(states)
@@ -279,6 +280,7 @@ class _StageWorker:
             return {**empty, "failure": [pickle.dumps(self._as_stage_error(exc))] * size}
         change = {name: getattr(stats, name) - before[name] for name in _ADDED}
         change.update({name: getattr(stats, name) for name in _PEAKS})
+        change["counters"] = {name: value - counted.get(name, 0) for name, value in stats.counters.items()}
         report = pickle.dumps((change, warnings[warned:], self.store.take() if self.store else []))
         return {**batch, "state": [pickle.dumps(state) for state in states],
                 _stats_column(self.stage_id): [report] + [b""] * (size - 1)}

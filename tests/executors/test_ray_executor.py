@@ -234,3 +234,32 @@ def test_no_cluster_at_the_address_is_a_clear_error(tmp_path: Path) -> None:
     assert result.summary.error is not None
     assert result.summary.error.startswith("could not join the Ray cluster at auto: ConnectionError")
     assert [r.status for r in result.results] == ["not_run"]
+
+
+@pytest.mark.usefixtures("ray_instance")
+def test_a_served_stages_ledger_from_the_workers_reaches_the_summary_and_manifest(served_lm: Any,
+                                                                                   tmp_path: Path) -> None:
+    """Tokens, requests and retries are counted in the Ray workers; the driver adds them up."""
+    from aigc_pipeline.served.fault_proxy import FaultProxy, Faults
+
+    with FaultProxy(served_lm.base_url.removesuffix("/v1"), Faults(rate=0.3, seed=3)) as proxy:
+        text = json.dumps({
+            "name": "served", "inputs": {"text": "str"}, "stages": {"copy": {
+                "uses": "llm.text", "inputs": {"prompt": "inputs.text"}, "batch_size": 4,
+                "with": {"backend": "openai", "base_url": proxy.base_url, "model": str(served_lm.folder),
+                         "max_tokens": 4, "retry_backoff": 0.01, "max_retries": 20,
+                         "price": {"input": 1.0, "output": 2.0}}}},
+            "outputs": {"copy": "copy.text"}})
+        result = run_text(text, [{"text": f"row {n}"} for n in range(10)], tmp_path / "ray", backend=RayExecutor(),
+                          inventory=CPU_ONLY)
+        faulted = sum(entry["fault"] is not None for entry in proxy.log)
+        requests = len(proxy.log)
+    assert result.summary.counts["done"] == 10 and faulted > 0
+    counters = result.summary.stages["copy"].counters
+    rows = [json.loads(line) for line in (tmp_path / "ray" / "results.jsonl").read_text().splitlines()]
+    assert counters["requests"] == requests and counters["retries"] == faulted
+    assert counters["prompt_tokens"] == sum(row["usage"]["copy"]["prompt_tokens"] for row in rows) > 0
+    assert counters["completion_tokens"] == sum(row["usage"]["copy"]["completion_tokens"] for row in rows) > 0
+    assert counters["cost_usd"] > 0
+    manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
+    assert manifest["stages"]["copy"]["counters"] == pytest.approx(counters)
