@@ -26,16 +26,16 @@ def value_problem(value: Any) -> str | None:
     a RecursionError.
     """
     kind = type(value)
-    if kind is str:  # the per-row fast path: most values are a text or a number
+    if kind is str:  # the per-row fast path: most values are a text, a number or a list of texts
         return text_problem(value)
     if kind is int or kind is float or kind is bool or value is None:
         return None
-    if kind is list and all(type(item) is str for item in value):  # a list of texts: one level
-        for item in reversed(value):  # the walk below meets the last element first
-            problem = text_problem(item)
-            if problem:
-                return problem
-        return None
+    if kind is list and all(type(item) is str for item in value):
+        return _texts_problem(value)
+    return _walked_problem(value)
+
+
+def _walked_problem(value: Any) -> str | None:
     pending: list[tuple[Any, int]] = [(value, 0)]
     while pending:
         item, depth = pending.pop()
@@ -52,6 +52,14 @@ def value_problem(value: Any) -> str | None:
                     pending.extend((part, depth + 1) for part in child)
                 else:
                     pending.append((child, depth + 1))
+    return None
+
+
+def _texts_problem(texts: list[str]) -> str | None:
+    for text in reversed(texts):  # as value_problem's walk meets them: the last one first
+        problem = text_problem(text)
+        if problem:
+            return problem
     return None
 
 
