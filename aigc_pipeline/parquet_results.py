@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .content import Artifact
 from .parquet_io import BATCH_ROWS, pyarrow_module
+from .sinks import new_temp_file
 
 if TYPE_CHECKING:
     from .graph import PipelineGraph
@@ -39,7 +39,7 @@ class ParquetResults:
             [("row", pa.int64()), ("id", pa.string()), ("line", pa.int64()), ("status", pa.string()),
              ("error_stage", pa.string()), ("error_reason", pa.string()), ("flags", pa.list_(pa.string()))]
             + [(name, arrow) for name, (arrow, _) in self.fields.items()])
-        fd, self.temp = tempfile.mkstemp(prefix=f".{PARQUET_RESULTS_FILE}.", suffix=".tmp", dir=out_dir)
+        fd, self.temp = new_temp_file(out_dir, PARQUET_RESULTS_FILE)
         os.close(fd)
         self.writer = pa.parquet.ParquetWriter(self.temp, self.schema)
         self.batch: list[dict[str, Any]] = []

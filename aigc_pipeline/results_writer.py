@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .sinks import CRASH_ENV, ERRORS_FILE, RESULTS_FILE, _json_value, crash_point
+from .sinks import CRASH_ENV, ERRORS_FILE, RESULTS_FILE, _json_value, crash_point, new_temp_file
 
 if TYPE_CHECKING:
     from .records import ItemResult, RunSummary
@@ -112,7 +111,7 @@ def error_block(result: ItemResult) -> str:
 
 
 def _temp(out_dir: Path, name: str) -> IO[str]:
-    fd, temp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+    fd, temp_name = new_temp_file(out_dir, name)
     os.close(fd)  # reopened by name, so `handle.name` is its path
     return open(temp_name, "w", encoding="utf-8", newline="\n", buffering=1 << 20)  # noqa: SIM115
 
