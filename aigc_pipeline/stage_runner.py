@@ -164,7 +164,10 @@ class StageRunner:
             inputs = {port: state.values[key] for port, key in self.inputs}
             seed = item_seed(run_seed, state.identity, stage_id, self._take(state))
             keys[state.index] = item_key(self.prefix, seed, inputs)
-        stored = {} if self.rerun else self.store.lookup([key for key in keys.values() if key is not None])
+        # A store that held nothing when the run opened it (--fresh, a first run) cannot serve a key
+        # of this run: each comes up once (store.py, `stored_before`). No lookup, no wait on a commit.
+        fresh = self.rerun or not self.store.stored_before
+        stored = {} if fresh else self.store.lookup([key for key in keys.values() if key is not None])
         missing = []
         for state in states:
             key = keys[state.index]

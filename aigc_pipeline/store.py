@@ -208,12 +208,13 @@ class RunStore:
                     if key in pending:
                         row = pending[key]
                         found[key] = (row[3], row[4], row[5], row[6])
-            self._look_up_stored(keys, found)
+            if self.stored_before:
+                self._look_up_stored(keys, found)
         return found
 
     def _look_up_stored(self, keys: list[str], found: dict[str, tuple[str, str | None, str, str]]) -> None:
         with self._db_lock:
-            for start in range(0, len(keys) if self.stored_before else 0, _SQL_VARS):
+            for start in range(0, len(keys), _SQL_VARS):
                 part = keys[start : start + _SQL_VARS]
                 marks = ",".join("?" * len(part))
                 query = f"SELECT key, verdict, reason, outputs, flags FROM results WHERE key IN ({marks})"
