@@ -100,7 +100,7 @@ class RowStream:
                         yield row if row.error is None else replace(row, error="row" + row.error.removeprefix("line"))
             return
         with _reading(path), path.open(encoding="utf-8-sig", newline="") as handle:
-            raw = _csv_rows(handle, path, columns) if path.suffix.lower() == ".csv" else _jsonl_rows(handle)
+            raw = _csv_rows(handle, path, columns) if path.suffix.lower() == ".csv" else _jsonl_rows(handle, wanted)
             for index, (line, values) in enumerate(islice(raw, last)):
                 if wanted is None or index in wanted:
                     yield _checked(index, line, values, columns)
@@ -186,9 +186,16 @@ def _csv_records(reader: Any, header: list[str], path: Path) -> Iterator[tuple[i
             yield start, dict(zip(header, cells, strict=False))  # short rows: missing values
 
 
-def _jsonl_rows(handle: Any) -> Iterator[tuple[int, Any]]:
+def _jsonl_rows(handle: Any, wanted: set[int] | None = None) -> Iterator[tuple[int, Any]]:
+    """(line, record or why it is unusable) per non-blank line; with `wanted`, only the records
+    whose index is in it are parsed (the others: None)."""
+    index = -1
     for number, text in enumerate(handle, start=1):
         if not text.strip():
+            continue
+        index += 1
+        if wanted is not None and index not in wanted:
+            yield number, None
             continue
         try:
             record = json.loads(text)
