@@ -13,6 +13,8 @@ request to the upstream server and, as told, adds latency or answers with a faul
 Faults are drawn per request from a seeded generator (`rate`, `kinds`), or forced for every request
 whose body contains a marker (`always`). `wrap_json` turns the upstream text into `{"<field>": text}`
 (a tiny random model cannot write JSON). Every request is logged (`log`): its body, fault and status.
+Given several upstream servers (replicas of one model), it sends the requests to them in turn, as
+a round-robin load balancer in front of a model served by several processes does.
 Not part of a pipeline run: it needs httpx (the test extra).
 """
 
@@ -40,8 +42,9 @@ class Faults:
 class FaultProxy:
     """`with FaultProxy(upstream, faults) as proxy:` serves on `proxy.base_url` (".../v1")."""
 
-    def __init__(self, upstream: str, faults: Faults | None = None) -> None:
-        self.upstream = upstream.rstrip("/")
+    def __init__(self, upstream: str | list[str], faults: Faults | None = None) -> None:
+        self.upstreams = [url.rstrip("/") for url in ([upstream] if isinstance(upstream, str) else upstream)]
+        self.turn = 0  # the upstream the next forwarded request goes to
         self.faults = faults or Faults()
         self.log: list[dict[str, Any]] = []
         self.rng = random.Random(self.faults.seed)
@@ -68,7 +71,10 @@ class FaultProxy:
     async def _start(self) -> None:
         import httpx
 
-        self.http = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=1024))
+        # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) closes them, so a
+        # request is never sent down a connection the server is closing (a "disconnected" answer).
+        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024, keepalive_expiry=2.0)
+        self.http = httpx.AsyncClient(timeout=None, limits=limits)
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
 
@@ -124,7 +130,10 @@ class FaultProxy:
             await asyncio.sleep(self.faults.slow_seconds)
         if self.faults.latency:
             await asyncio.sleep(self.faults.latency)
-        upstream = await self.http.request(method, self.upstream + path, content=body,
+        self.turn = (turn := self.turn) + 1
+        target = self.upstreams[turn % len(self.upstreams)]
+        entry["upstream"] = target
+        upstream = await self.http.request(method, target + path, content=body,
                                            headers={"content-type": headers.get("content-type", "application/json")})
         payload, status = upstream.content, upstream.status_code
         if status == 200 and (self.faults.wrap_json or fault == "not-json"):
