@@ -7,6 +7,7 @@ request to the upstream server and, as told, adds latency or answers with a faul
 - `500`: an internal server error; `slow`: waits `slow_seconds` (past the client's timeout) first;
 - `drop`: closes the connection without an answer; `malformed`: a 200 whose body is not JSON;
 - `not-json`: a well-formed answer whose text is not JSON (for structured output);
+- `max_in_flight`: a provider's limit on requests in progress: one more is answered 429 (bare);
 - `echo-auth`: a 401 whose message repeats the request's Authorization header (as some servers
   do with a wrong key): the client must keep it out of everything it writes.
 
@@ -37,6 +38,7 @@ class Faults:
     always: dict[str, str] = field(default_factory=dict)  # marker in the request body -> fault, every time
     slow_seconds: float = 5.0
     wrap_json: str | None = None
+    max_in_flight: int | None = None  # a provider's concurrency limit: 429 (no Retry-After) beyond it
 
 
 class FaultProxy:
@@ -45,6 +47,7 @@ class FaultProxy:
     def __init__(self, upstream: str | list[str], faults: Faults | None = None) -> None:
         self.upstreams = [url.rstrip("/") for url in ([upstream] if isinstance(upstream, str) else upstream)]
         self.turn = 0  # the upstream the next forwarded request goes to
+        self.in_flight = self.peak_in_flight = 0  # requests being forwarded (latency included)
         self.faults = faults or Faults()
         self.log: list[dict[str, Any]] = []
         self.rng = random.Random(self.faults.seed)
@@ -110,7 +113,8 @@ class FaultProxy:
     async def _answer(self, request: tuple[str, str, dict[str, str], bytes], writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection is to be dropped."""
         method, path, headers, body = request
-        fault = self._fault_for(body)
+        limit = self.faults.max_in_flight
+        fault = self._fault_for(body) or ("429-bare" if limit is not None and self.in_flight >= limit else None)
         entry: dict[str, Any] = {"path": path, "body": _json_or_text(body), "fault": fault}
         self.log.append(entry)
         if fault == "drop":
@@ -128,13 +132,14 @@ class FaultProxy:
             return True
         if fault == "slow":
             await asyncio.sleep(self.faults.slow_seconds)
-        if self.faults.latency:
-            await asyncio.sleep(self.faults.latency)
-        self.turn = (turn := self.turn) + 1
-        target = self.upstreams[turn % len(self.upstreams)]
-        entry["upstream"] = target
-        upstream = await self.http.request(method, target + path, content=body,
-                                           headers={"content-type": headers.get("content-type", "application/json")})
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.faults.latency:
+                await asyncio.sleep(self.faults.latency)
+            upstream = await self._forward(method, path, headers.get("content-type", "application/json"), body, entry)
+        finally:
+            self.in_flight -= 1
         payload, status = upstream.content, upstream.status_code
         if status == 200 and (self.faults.wrap_json or fault == "not-json"):
             payload = self._rewrite(payload, fault)
@@ -143,6 +148,24 @@ class FaultProxy:
         entry["status"] = status
         await _write(writer, status, payload, {})
         return True
+
+    async def _forward(self, method: str, path: str, content_type: str, body: bytes, entry: dict[str, Any]) -> Any:
+        """Send the request to the next upstream in turn. A connection the upstream dropped without an
+        answer (its keep-alive closing as the request went out) is tried once more, on the next one,
+        as a load balancer does; the log notes it."""
+        import httpx
+
+        for attempt in range(2):
+            self.turn = (turn := self.turn) + 1
+            entry["upstream"] = target = self.upstreams[turn % len(self.upstreams)]
+            try:
+                return await self.http.request(method, target + path, content=body,
+                                               headers={"content-type": content_type})
+            except httpx.TransportError:
+                if attempt:
+                    raise
+                entry["upstream_retried"] = True
+        raise AssertionError("unreachable")
 
     def _rewrite(self, payload: bytes, fault: str | None) -> bytes:
         answer = json.loads(payload)
