@@ -66,6 +66,10 @@ def check_column_value(column_type: str, value: Any) -> str | None:
     """Return why `value` is not a valid `column_type`, or None when it is."""
     if type(value) is _PLAIN_OK.get(column_type) or column_type == "any":
         return None
+    if type(value) is list and column_type.startswith("list["):  # fast path: every element of the exact type
+        plain = _PLAIN_OK.get(column_type[5:-1])
+        if plain is not None and all(type(element) is plain for element in value):
+            return None
     allowed, _ = COLUMN_TYPES[column_type]
     if column_type != "bool" and column_type != "any" and isinstance(value, bool):
         return f"expected {column_type}, got a boolean"

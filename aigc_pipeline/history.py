@@ -57,16 +57,12 @@ def list_runs(out_dir: Path) -> list[dict[str, Any]]:
 def add_made_by(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """The ended run's manifest with, per stage, `made_now`, `reused` and `made_by` (see above)."""
     windows = _windows([*(m for m in list_runs(out_dir) if m.get("run_id") != manifest.get("run_id")), manifest])
-    committed = _commit_times(out_dir)
+    made_by = _made_by(out_dir, windows)
     stages = {}
     for sid, stats in (manifest.get("stages") or {}).items():
         ran = stats.get("done", 0) + stats.get("filtered", 0) + stats.get("failed", 0)
-        made_by: dict[str, int] = {}
-        for at in committed.get(sid, []):
-            run = next((rid for rid, start, end in windows if start <= at <= end), UNKNOWN)
-            made_by[run] = made_by.get(run, 0) + 1
         stages[sid] = {**stats, "made_now": ran - stats.get("cached", 0), "reused": stats.get("cached", 0),
-                       "made_by": made_by}
+                       "made_by": made_by.get(sid, {})}
     return {**manifest, "stages": stages}
 
 
@@ -82,20 +78,27 @@ def _windows(manifests: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
     return windows
 
 
-def _commit_times(out_dir: Path) -> dict[str, list[float]]:
-    """When each stored result was committed, per stage (empty without a store)."""
+def _made_by(out_dir: Path, windows: list[tuple[str, float, float]]) -> dict[str, dict[str, int]]:
+    """Per stage, how many stored results each run made: a result goes to the first window (in
+    `windows` order) that encloses the time it was committed, else to "unknown" (empty without a
+    store). Counted by SQLite: a million-row store is never read into memory."""
     path = out_dir / STORE_FILE
     if not path.exists():
         return {}
+    cases = " ".join("WHEN at BETWEEN ? AND ? THEN ?" for _ in windows)
+    which = f"CASE {cases} ELSE -1 END" if windows else "-1"
+    query = f"SELECT stage, {which} AS run, COUNT(*) FROM results GROUP BY stage, run"  # noqa: S608 (? marks)
+    values = [value for number, (_, start, end) in enumerate(windows) for value in (start, end, number)]
     try:
         with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10) as db:
-            rows = db.execute("SELECT stage, at FROM results").fetchall()
+            counted = db.execute(query, values).fetchall()
     except sqlite3.Error:
         return {}
-    times: dict[str, list[float]] = {}
-    for stage, at in rows:
-        times.setdefault(stage, []).append(at)
-    return times
+    made_by: dict[str, dict[str, int]] = {}
+    for stage, number, count in counted:
+        run = windows[number][0] if number >= 0 else UNKNOWN
+        made_by.setdefault(stage, {})[run] = made_by.get(stage, {}).get(run, 0) + count
+    return made_by
 
 
 def _time(text: Any) -> float:

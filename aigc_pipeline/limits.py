@@ -25,6 +25,17 @@ def value_problem(value: Any) -> str | None:
     Walks the value without recursion, so a value nested 100,000 levels deep is measured, not
     a RecursionError.
     """
+    kind = type(value)
+    if kind is str:  # the per-row fast path: most values are a text, a number or a list of texts
+        return text_problem(value)
+    if kind is int or kind is float or kind is bool or value is None:
+        return None
+    if kind is list and all(type(item) is str for item in value):
+        return _texts_problem(value)
+    return _walked_problem(value)
+
+
+def _walked_problem(value: Any) -> str | None:
     pending: list[tuple[Any, int]] = [(value, 0)]
     while pending:
         item, depth = pending.pop()
@@ -44,9 +55,19 @@ def value_problem(value: Any) -> str | None:
     return None
 
 
+def _texts_problem(texts: list[str]) -> str | None:
+    for text in reversed(texts):  # as value_problem's walk meets them: the last one first
+        problem = text_problem(text)
+        if problem:
+            return problem
+    return None
+
+
 def text_problem(text: str) -> str | None:
     """Why a text cannot be used: over MAX_CELL_CHARS, or a lone surrogate (which no UTF-8 file,
     database or JSON output can hold: it would stop the run at the first write)."""
+    if text.isascii() and len(text) <= MAX_CELL_CHARS:  # isascii reads a flag: no scan, no surrogate
+        return None
     if len(text) > MAX_CELL_CHARS:
         return f"a text of {len(text):,} characters is over the limit of {MAX_CELL_CHARS:,}"
     found = _SURROGATE.search(text)

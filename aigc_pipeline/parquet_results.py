@@ -1,24 +1,25 @@
 """results.parquet (pyarrow, the `parquet` extra).
 
 Out: `aigc run --format parquet` writes `results.parquet` beside results.jsonl: one row per input
-row, in input order, with `row`, `line`, `status`, `error_stage`, `error_reason`, `flags` and one
-column per pipeline output. Column types follow the declared input types (`int` -> int64,
-`float` -> double, `bool`, `str`, `list[...]`) for outputs that pass a column through; text
-outputs are strings, artifacts (images, audio) their path in the output folder, anything else JSON
-text (a `dict` column too: reading it back as `dict` turns it into a dict again). It is written as
-the rows finish, to a temporary file renamed at the end, like results.jsonl.
+row, in input order, with `row`, `id` (the row's identity), `line`, `status`, `error_stage`,
+`error_reason`, `flags` and one column per pipeline output. Column types follow the declared
+input types (`int` -> int64, `float` -> double, `bool`, `str`, `list[...]`) for outputs that pass
+a column through; text outputs are strings, artifacts (images, audio) their path in the output
+folder, anything else JSON text (a `dict` column too: reading it back as `dict` turns it into a
+dict again). It is written as the rows finish, to a temporary file renamed at the end, like
+results.jsonl.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .content import Artifact
 from .parquet_io import BATCH_ROWS, pyarrow_module
+from .sinks import new_temp_file
 
 if TYPE_CHECKING:
     from .graph import PipelineGraph
@@ -35,17 +36,17 @@ class ParquetResults:
         self.out_dir = out_dir
         self.fields = _output_fields(graph)
         self.schema = pa.schema(
-            [("row", pa.int64()), ("line", pa.int64()), ("status", pa.string()), ("error_stage", pa.string()),
-             ("error_reason", pa.string()), ("flags", pa.list_(pa.string()))]
+            [("row", pa.int64()), ("id", pa.string()), ("line", pa.int64()), ("status", pa.string()),
+             ("error_stage", pa.string()), ("error_reason", pa.string()), ("flags", pa.list_(pa.string()))]
             + [(name, arrow) for name, (arrow, _) in self.fields.items()])
-        fd, self.temp = tempfile.mkstemp(prefix=f".{PARQUET_RESULTS_FILE}.", suffix=".tmp", dir=out_dir)
+        fd, self.temp = new_temp_file(out_dir, PARQUET_RESULTS_FILE)
         os.close(fd)
         self.writer = pa.parquet.ParquetWriter(self.temp, self.schema)
         self.batch: list[dict[str, Any]] = []
 
     def add(self, result: ItemResult) -> None:
         error = result.error or {}
-        record = {"row": result.row, "line": result.line, "status": str(result.status),
+        record = {"row": result.row, "id": result.id, "line": result.line, "status": str(result.status),
                   "error_stage": error.get("stage"), "error_reason": error.get("reason"),
                   "flags": [f"{flag.get('stage')}: {flag.get('reason')}" for flag in result.flags]}
         for name, (_, convert) in self.fields.items():

@@ -75,6 +75,9 @@ class ItemResult:
     flags: list[dict[str, str]] = field(default_factory=list)
     trace: str | None = None  # a stage exception's traceback: errors.log, not results.jsonl
     usage: dict[str, Any] | None = None  # stage -> its `usage` output (tokens, requests) for this row
+    # The row's identity (row_identity.py; a row rejected at input, which has none: its row number).
+    # results.jsonl carries it as `id`, so review decisions and takes follow the row, not its position.
+    id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         record: dict[str, Any] = {"row": self.row, "line": self.line, "status": self.status, "outputs": self.outputs}
@@ -277,4 +280,5 @@ def item_result(state: ItemState, keys: list[tuple[str, str]], usage: Sequence[t
     if status in (FAILED, FILTERED, REJECTED) or (status == NOT_RUN and state.reason):
         error = {"stage": state.stage or "input", "reason": state.reason or ""}
     ledger = {sid: values[key] for sid, key in usage if values.get(key) is not None}
-    return ItemResult(state.index, state.line, status, outputs, error, state.flags, state.trace, ledger or None)
+    return ItemResult(state.index, state.line, status, outputs, error, state.flags, state.trace, ledger or None,
+                      state.identity)

@@ -233,11 +233,8 @@ def read_inputs(manifest: dict[str, Any], shown: list[dict[str, Any]]) -> dict[i
         return {}
     found: dict[int, dict[str, Any]] = {}
     try:
-        for row in stream_rows(path, columns, max(wanted) + 1):  # streamed: only the wanted rows are kept
-            if row.index in wanted:
-                found[row.index] = row.values or {}
-                if len(found) == len(wanted):
-                    break
+        for row in stream_rows(path, columns, max(wanted) + 1).only(wanted):  # only those rows are checked, kept
+            found[row.index] = row.values or {}
     except (AigcError, OSError, ValueError):
         return {}
     return found

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .sinks import CRASH_ENV, ERRORS_FILE, RESULTS_FILE, _json_value, crash_point
+from .sinks import CRASH_ENV, ERRORS_FILE, RESULTS_FILE, _json_value, crash_point, new_temp_file
 
 if TYPE_CHECKING:
     from .records import ItemResult, RunSummary
@@ -44,7 +43,10 @@ class ResultsWriter:
         if self.failed is not None:
             return
         try:
-            self._results.write(self._encode(result.as_dict()) + "\n")
+            record = result.as_dict()
+            if result.id is not None:  # the row's identity: what review decisions and takes are keyed by
+                record["id"] = result.id
+            self._results.write(self._encode(record) + "\n")
             if self._crash:
                 self._results.flush()
                 crash_point("streamed")
@@ -109,7 +111,7 @@ def error_block(result: ItemResult) -> str:
 
 
 def _temp(out_dir: Path, name: str) -> IO[str]:
-    fd, temp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir)
+    fd, temp_name = new_temp_file(out_dir, name)
     os.close(fd)  # reopened by name, so `handle.name` is its path
     return open(temp_name, "w", encoding="utf-8", newline="\n", buffering=1 << 20)  # noqa: SIM115
 

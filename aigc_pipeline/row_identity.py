@@ -9,61 +9,148 @@ keeps every other row's outputs and stored results.
 
 With `key:`, two rows with the same key values are ambiguous: the later one is rejected, its
 reason naming both lines; the first one runs. Rows rejected for other reasons get no identity.
-Identities are computed while the rows stream past: memory grows with the number of distinct
-rows (one short hash each), not with their contents.
+
+Identities are computed while the rows stream past, a window of rows at a time. What must be
+remembered of every row (its digest, with the first line of a key or the number of copies of a
+row so far) goes to a private temporary SQLite file (`SeenDigests`), looked up once per window:
+memory stays flat however many rows the input has (a dict of 10 million digests would hold about
+1.5 GB); the file (about 30 bytes a row) is deleted when the run ends, a kill included.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from itertools import islice
 from typing import Any
 
 from .sources import InputRow
 
 IDENTITY_DIGEST_BYTES = 10  # 20 hex digits: no collision in any realistic sheet
+WINDOW_ROWS = 4096  # rows identified per lookup in the digests seen so far
+CACHE_KIB = 8192  # SQLite page cache of those digests: the memory they may take
+FILTER_BITS = 1 << 27  # 16 MiB: a digest whose bit is clear was never seen (no lookup); 7% false hits at 10M rows
+
+# The identity text of a row: sorted keys, no spaces, unicode kept, str() of anything else. Built
+# once: `json.dumps` with these options builds a new encoder per call (half the cost of a digest).
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
 def identify_rows(rows: Iterable[InputRow], key: list[str] | None) -> Iterator[InputRow]:
-    """The rows, in order, each with its `identity` set (or rejected as a duplicate key)."""
-    first_line: dict[str, int] = {}  # keyed: identity -> the line that holds it
-    seen: dict[str, int] = {}  # unkeyed: value hash -> how many rows had it so far
-    for row in rows:
-        if row.values is None:
+    """The rows, in order, each with its `identity` set (or rejected as a duplicate key).
+
+    Rows are read a window ahead; an input that turns out unreadable half-way (the source raises)
+    still yields every row read before the error, then raises it."""
+    seen = SeenDigests()
+    try:
+        source = iter(rows)
+        while True:
+            window: list[InputRow] = []
+            try:
+                window.extend(islice(source, WINDOW_ROWS))  # keeps the rows read before an error
+            except BaseException as exc:
+                yield from _identify(window, key, seen)
+                raise exc
+            yield from _identify(window, key, seen)
+            if len(window) < WINDOW_ROWS:
+                return
+    finally:
+        seen.close()
+
+
+def _identify(window: list[InputRow], key: list[str] | None, seen: SeenDigests) -> Iterator[InputRow]:
+    """One window of rows with their identities; `seen` learns their digests once all are yielded."""
+    digests = [None if row.values is None else _digest(_named(row.values, key)) for row in window]
+    known = seen.lookup([digest for digest in digests if digest is not None])
+    changed: dict[bytes, int] = {}
+    for row, digest in zip(window, digests, strict=True):
+        if digest is None:
             yield row
-            continue
-        if key:
-            identity = row_identity(row.values, key)
-            earlier = first_line.setdefault(identity, row.line)
+        elif key:
+            earlier = known.setdefault(digest, row.line)
             if earlier != row.line:
-                shown = ", ".join(f"{column}={row.values[column]!r}" for column in key)
-                yield replace(row, values=None, error=f"line {row.line}: duplicate key ({shown}): "
-                              f"line {earlier} has the same; rows of a keyed input need distinct keys")
+                yield _duplicate_key(row, key, earlier)
                 continue
+            changed[digest] = row.line
+            yield InputRow(row.index, row.line, row.values, row.error, digest.hex())
         else:
-            values = _digest(row.values)
-            occurrence = seen.get(values, 0)
-            seen[values] = occurrence + 1
-            identity = values if occurrence == 0 else row_identity(row.values, None, occurrence)
-        yield replace(row, identity=identity)
+            occurrence = changed[digest] = known[digest] = known.get(digest, 0) + 1
+            identity = digest.hex() if occurrence == 1 else row_identity(row.values or {}, None, occurrence - 1)
+            yield InputRow(row.index, row.line, row.values, row.error, identity)
+    seen.store(changed)
+
+
+def _duplicate_key(row: InputRow, key: list[str], earlier: int) -> InputRow:
+    shown = ", ".join(f"{column}={(row.values or {})[column]!r}" for column in key)
+    return replace(row, values=None, error=f"line {row.line}: duplicate key ({shown}): "
+                   f"line {earlier} has the same; rows of a keyed input need distinct keys")
+
+
+def _named(values: dict[str, Any], key: list[str] | None) -> dict[str, Any]:
+    """What names a row: its key columns, or all its declared values."""
+    return {column: values[column] for column in key} if key else values
+
+
+class SeenDigests:
+    """Row digests seen so far in a run, each with a number (keyed input: the line of its first row;
+    unkeyed: how many rows had it), in a private temporary SQLite file: flat memory at any size.
+
+    A one-hash Bloom filter (a bit per digest, fixed size) spares the lookup of the digests never
+    seen, i.e. nearly every row of an input without duplicates: SQLite then only inserts them.
+
+    SQLite deletes the file when the connection closes, or at once on POSIX (it is unlinked when
+    opened), so a killed run leaves nothing behind. The stage thread that reads rows may change
+    during a run (streaming.ChunkFeed reads under a lock), hence `check_same_thread=False`."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KIB}"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.execute("CREATE TABLE seen (digest BLOB PRIMARY KEY, number INTEGER NOT NULL) WITHOUT ROWID")
+        self._filter = bytearray(FILTER_BITS // 8)  # zero pages: memory is taken as bits are set
+
+    def lookup(self, digests: list[bytes]) -> dict[bytes, int]:
+        """The numbers of those of `digests` seen before (in an earlier `store` or earlier in this list)."""
+        digests = [digest for digest in digests if self._maybe_seen(digest)]
+        if not digests:
+            return {}
+        marks = ",".join("?" * len(digests))
+        query = f"SELECT digest, number FROM seen WHERE digest IN ({marks})"  # noqa: S608 (only ? marks)
+        return dict(self._db.execute(query, digests).fetchall())
+
+    def _maybe_seen(self, digest: bytes) -> bool:
+        """Whether the digest's bit was set already (then it may have been seen); sets it."""
+        bit = int.from_bytes(digest[:4], "little") & (FILTER_BITS - 1)
+        byte, mask = bit >> 3, 1 << (bit & 7)
+        was = self._filter[byte] & mask
+        self._filter[byte] |= mask
+        return bool(was)
+
+    def store(self, numbers: dict[bytes, int]) -> None:
+        """Remember (or renumber) these digests."""
+        if numbers:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?)", sorted(numbers.items()))
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def row_identity(values: dict[str, Any], key: list[str] | None = None, occurrence: int = 0) -> str:
     """The identity of a row with these declared input values (`key`: the pipeline's `key:` columns;
     `occurrence`: how many identical rows came before it in an unkeyed input)."""
-    if key:
-        return _digest({column: values[column] for column in key})
-    digest = _digest(values)
-    return digest if occurrence == 0 else _digest({"row": digest, "occurrence": occurrence})
+    digest = _digest(_named(values, key)).hex()
+    return digest if key or occurrence == 0 else _digest({"row": digest, "occurrence": occurrence}).hex()
 
 
 def group_identity(stage_id: str, key: str) -> str:
     """The identity of a group a reducing stage made: from its key (any text), as a safe name."""
-    return "g" + _digest({"stage": stage_id, "group": key})
+    return "g" + _digest({"stage": stage_id, "group": key}).hex()
 
 
-def _digest(values: dict[str, Any]) -> str:
-    text = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.blake2b(text.encode(), digest_size=IDENTITY_DIGEST_BYTES).hexdigest()
+def _digest(values: dict[str, Any]) -> bytes:
+    return hashlib.blake2b(_encode(values).encode(), digest_size=IDENTITY_DIGEST_BYTES).digest()

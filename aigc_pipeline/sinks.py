@@ -60,10 +60,42 @@ def remove_stale_temp_files(out_dir: Path) -> int:
     return removed
 
 
+def new_temp_file(folder: Path, name: str) -> tuple[int, str]:
+    """A new temporary file for `name` in `folder` (`.<name>.*.tmp`): its open descriptor and path.
+
+    Its mode is the one a file created by `open` gets (0666 less the umask), not mkstemp's 0600:
+    results, reports and artifacts are for whoever the umask lets read them, and the rename over
+    the final name keeps the mode."""
+    fd, temp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    if hasattr(os, "fchmod"):  # (not on Windows, where files have no such mode)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())
+        except BaseException:
+            os.close(fd)
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+    return fd, temp_name
+
+
+def _umask() -> int:
+    """The process's umask, read from /proc where Linux shows it: setting it to read it back would
+    change it, for a moment, for every thread."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, chunks: Iterable[str | bytes]) -> None:
     """Write text or bytes to `path` via a temporary file in the same folder, fsync, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, temp_name = new_temp_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as handle:
             for chunk in chunks:

@@ -82,17 +82,28 @@ class RowStream:
         return self.total
 
     def __iter__(self) -> Iterator[InputRow]:
+        return self._rows(None)
+
+    def only(self, wanted: set[int]) -> Iterator[InputRow]:
+        """The rows whose index is in `wanted`, checked; the others are parsed, not checked, and
+        reading stops after the last one wanted (a report shows a few rows of a large run)."""
+        return self._rows(wanted)
+
+    def _rows(self, wanted: set[int] | None) -> Iterator[InputRow]:
         path, columns = self.path, self.columns
+        last = self.total if wanted is None else min(self.total, max(wanted, default=-1) + 1)
         if self.parquet is not None:  # a Parquet row has a number, not a line: its errors say "row N"
             with _reading(path):
-                for index, (number, values) in enumerate(islice(self.parquet(), self.total)):
-                    row = _checked(index, number, values, columns)
-                    yield row if row.error is None else replace(row, error="row" + row.error.removeprefix("line"))
+                for index, (number, values) in enumerate(islice(self.parquet(), last)):
+                    if wanted is None or index in wanted:
+                        row = _checked(index, number, values, columns)
+                        yield row if row.error is None else replace(row, error="row" + row.error.removeprefix("line"))
             return
         with _reading(path), path.open(encoding="utf-8-sig", newline="") as handle:
-            raw = _csv_rows(handle, path, columns) if path.suffix.lower() == ".csv" else _jsonl_rows(handle)
-            for index, (line, values) in enumerate(islice(raw, self.total)):
-                yield _checked(index, line, values, columns)
+            raw = _csv_rows(handle, path, columns) if path.suffix.lower() == ".csv" else _jsonl_rows(handle, wanted)
+            for index, (line, values) in enumerate(islice(raw, last)):
+                if wanted is None or index in wanted:
+                    yield _checked(index, line, values, columns)
 
 
 @contextmanager
@@ -175,9 +186,16 @@ def _csv_records(reader: Any, header: list[str], path: Path) -> Iterator[tuple[i
             yield start, dict(zip(header, cells, strict=False))  # short rows: missing values
 
 
-def _jsonl_rows(handle: Any) -> Iterator[tuple[int, Any]]:
+def _jsonl_rows(handle: Any, wanted: set[int] | None = None) -> Iterator[tuple[int, Any]]:
+    """(line, record or why it is unusable) per non-blank line; with `wanted`, only the records
+    whose index is in it are parsed (the others: None)."""
+    index = -1
     for number, text in enumerate(handle, start=1):
         if not text.strip():
+            continue
+        index += 1
+        if wanted is not None and index not in wanted:
+            yield number, None
             continue
         try:
             record = json.loads(text)

@@ -164,7 +164,10 @@ class StageRunner:
             inputs = {port: state.values[key] for port, key in self.inputs}
             seed = item_seed(run_seed, state.identity, stage_id, self._take(state))
             keys[state.index] = item_key(self.prefix, seed, inputs)
-        stored = {} if self.rerun else self.store.lookup([key for key in keys.values() if key is not None])
+        # A store that held nothing when the run opened it (--fresh, a first run) cannot serve a key
+        # of this run: each comes up once (store.py, `stored_before`). No lookup, no wait on a commit.
+        fresh = self.rerun or not self.store.stored_before
+        stored = {} if fresh else self.store.lookup([key for key in keys.values() if key is not None])
         missing = []
         for state in states:
             key = keys[state.index]
@@ -221,8 +224,12 @@ class StageRunner:
 
     def items(self, states: list[ItemState]) -> list[StageItem]:
         seed_parts, inputs, take = self.seed_parts, self.inputs, self._take
-        items = [StageItem(state.index, {port: state.values[key] for port, key in inputs}, seed_parts, state.identity,
-                           take(state)) for state in states]
+        if len(inputs) == 1 and not self.takes:  # the common shape, kept lean: no comprehension per item
+            [(port, key)] = inputs
+            items = [StageItem(state.index, {port: state.values[key]}, seed_parts, state.identity) for state in states]
+        else:
+            items = [StageItem(state.index, {port: state.values[key] for port, key in inputs}, seed_parts,
+                               state.identity, take(state)) for state in states]
         if self.on_ready is not None:
             for item in items:
                 item.on_ready = self.on_ready
@@ -276,10 +283,10 @@ class StageRunner:
                                  f"batches of {size} from now on")
 
     def _record_all(self, states: list[ItemState], items: list[StageItem]) -> None:
-        outputs = self.outputs_list
+        outputs, checks = self.outputs_list, self.checks
         done = 0
         for state, item in zip(states, items, strict=True):
-            if item.verdict is None and (problem := output_problem(self.stage_id, self.checks, item.outputs)):
+            if item.verdict is None and checks and (problem := output_problem(self.stage_id, checks, item.outputs)):
                 self._record_failure(state, problem)
                 continue
             if self.artifact_ports and item.verdict is None and not self._save_artifacts(state, item):

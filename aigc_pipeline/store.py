@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from .cache_keys import canonical_json, item_key, stage_prefix
 from .errors import RunStoreError
 from .signals import SIGNALLED_FILE
 from .sinks import remove_stale_temp_files
+from .store_commits import BackgroundCommits
 from .store_files import STORE_FILE, check_integrity, connect, damaged, lock_folder, store_failure, unlock
 from .store_pending import PendingResults
 from .stored_outputs import decode_outputs, encode_outputs
@@ -94,7 +96,8 @@ class RunStore:
     def __init__(self, out_dir: Path, connection: sqlite3.Connection, lock_fd: int | None) -> None:
         self.out_dir = out_dir
         self._db = connection
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # what is pending; taken before _db_lock, never after
+        self._db_lock = threading.Lock()  # the connection: stage threads and the commit thread share it
         self._lock_fd = lock_fd
         self.crashed_items = 0  # items in flight when the previous run died
         self.stopped_items = 0  # items in flight when the previous run was stopped by a signal
@@ -103,6 +106,11 @@ class RunStore:
         self._pending = PendingResults()  # finished, not committed yet (see finish)
         self.batched = True  # commit quick batches' results together (see finish)
         self._last_commit = 0.0  # time.monotonic() of the last commit of results
+        self._commits = BackgroundCommits(self._commit)  # batched results: committed on their own thread
+        # False: the store held no result when this run opened it (--fresh, a first run). Lookups
+        # then skip SQLite: only this run's results could be found, and a key comes up once per run
+        # (keys derive from row identities, unique in a run). Ray workers (`attach`) always look.
+        self.stored_before = True
 
     @classmethod
     def open(cls, out_dir: Path, identity: dict[str, Any], fresh: bool = False,
@@ -158,6 +166,7 @@ class RunStore:
         elif row[0] != wanted:
             raise RunStoreError(_mismatch(self.out_dir, json.loads(row[0]), json.loads(wanted)))
         self._count_crashes(retry_quarantined)
+        self.stored_before = db.execute("SELECT 1 FROM results LIMIT 1").fetchone() is not None
 
     def _count_crashes(self, retry_quarantined: bool = False) -> None:
         """Count a crash against each item left in flight, unless the last run was stopped by a
@@ -185,7 +194,7 @@ class RunStore:
 
     def quarantined(self) -> list[tuple[str, int]]:
         """(stage, item) of every quarantined item."""
-        with self._lock:
+        with self._lock, self._db_lock:
             rows = self._db.execute("SELECT stage, item FROM suspects WHERE crashes >= ?", (QUARANTINE_AFTER,))
             return [(stage, item) for stage, item in rows]
 
@@ -193,11 +202,18 @@ class RunStore:
         """Stored rows (verdict, reason, outputs JSON, flags JSON) by key, for the keys that have one."""
         found: dict[str, tuple[str, str | None, str, str]] = {}
         with self._lock:
-            pending = self._pending.results
-            for key in keys if pending else ():
-                if key in pending:  # recorded in this run, not committed yet
-                    row = pending[key]
-                    found[key] = (row[3], row[4], row[5], row[6])
+            for batch in (*self._commits.in_flight(), self._pending):  # recorded in this run, not committed yet
+                pending = batch.results
+                for key in keys if pending else ():
+                    if key in pending:
+                        row = pending[key]
+                        found[key] = (row[3], row[4], row[5], row[6])
+            if self.stored_before:
+                self._look_up_stored(keys, found)
+        return found
+
+    def _look_up_stored(self, keys: list[str], found: dict[str, tuple[str, str | None, str, str]]) -> None:
+        with self._db_lock:
             for start in range(0, len(keys), _SQL_VARS):
                 part = keys[start : start + _SQL_VARS]
                 marks = ",".join("?" * len(part))
@@ -207,14 +223,13 @@ class RunStore:
                         found[key] = (verdict, reason, outputs, flags)
                 except sqlite3.Error as exc:
                     raise RunStoreError(store_failure(self.out_dir, exc)) from exc
-        return found
 
     def begin(self, stage_id: str, entries: list[tuple[str, int]]) -> None:
         """Mark (key, item) entries in flight: committed before the stage runs them."""
         with self._lock:
             if self._closed:  # a batch abandoned after a stop signal: the run has ended
                 return
-            with self._writing() as db:
+            with self._db_lock, self._writing() as db:
                 db.executemany("INSERT OR REPLACE INTO inflight VALUES (?, ?, ?)",
                                [(key, stage_id, item) for key, item in entries])
 
@@ -232,14 +247,16 @@ class RunStore:
 
     def _record(self, stage_id: str, results: list[NewResult], keys: list[str], batched: bool) -> None:
         now = time.time()
-        rows = [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs, json.dumps(r.flags, ensure_ascii=False), now)
-                for r in results]
+        rows = [(r.key, stage_id, r.item, r.verdict, r.reason, r.outputs,
+                 json.dumps(r.flags, ensure_ascii=False) if r.flags else "[]", now) for r in results]
         with self._lock:
             if self._closed:
                 return
             self._pending.add(rows, keys)
-            if not (batched and self.batched) or self._pending.due(self._last_commit):
+            if not (batched and self.batched):
                 self._flush()
+            elif self._pending.due(self._last_commit):
+                self._hand_over()
 
     def flush(self) -> None:
         """Commit every pending result now."""
@@ -247,12 +264,26 @@ class RunStore:
             if not self._closed:
                 self._flush()
 
+    def _hand_over(self) -> None:
+        """Give the pending results to the commit thread (with the lock held)."""
+        pending, self._pending = self._pending, PendingResults()
+        self._last_commit = time.monotonic()
+        self._commits.submit(pending)
+
     def _flush(self) -> None:
+        """Commit every pending result now, after those handed over (with the lock held)."""
+        self._commits.drain()
         pending, self._pending = self._pending, PendingResults()
         if not pending.rows and not pending.keys:
             return
         self._last_commit = time.monotonic()
-        with self._writing() as db:
+        self._commit(pending)
+
+    def _commit(self, pending: PendingResults) -> None:
+        # In key order (stable: of two results for one key the later wins, as before): each insert
+        # lands next to the previous one in the B-tree (10.8 against 16.0 us a result, 65k at a time).
+        pending.rows.sort(key=itemgetter(0))
+        with self._db_lock, self._writing() as db:
             db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)", pending.rows)
             params = [(key,) for key in pending.keys]
             db.executemany("DELETE FROM inflight WHERE key = ?", params)
@@ -278,7 +309,8 @@ class RunStore:
         """Stored results per stage (for tests and the manifest)."""
         with self._lock:
             self._flush()
-            return dict(self._db.execute("SELECT stage, COUNT(*) FROM results GROUP BY stage").fetchall())
+            with self._db_lock:
+                return dict(self._db.execute("SELECT stage, COUNT(*) FROM results GROUP BY stage").fetchall())
 
     def release_in_flight(self) -> None:
         """After a run stopped by a signal: the in-flight markers left belong to batches abandoned
@@ -286,7 +318,8 @@ class RunStore:
         with self._lock:
             try:
                 self._flush()  # the finished results first: the note goes only once they are in
-                self._db.execute("DELETE FROM inflight")
+                with self._db_lock:
+                    self._db.execute("DELETE FROM inflight")
                 (self.out_dir / SIGNALLED_FILE).unlink(missing_ok=True)
             except (sqlite3.Error, OSError, RunStoreError):
                 pass  # a full disk or a damaged file: the note stays, and the next run discards them
@@ -296,6 +329,7 @@ class RunStore:
             if not self._closed:
                 with suppress(RunStoreError):  # a full disk: those results run again next time
                     self._flush()
+                self._commits.stop()
                 # Fold the WAL into run.sqlite now: a read-only reader (history) may close last, and
                 # it cannot; run.sqlite alone then lacked every result (copying it lost them).
                 with suppress(sqlite3.Error):

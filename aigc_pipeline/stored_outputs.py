@@ -12,19 +12,22 @@ from .content import Artifact
 from .safe_paths import intact_artifact
 
 
-def encode_outputs(outputs: dict[str, Any]) -> str | None:
-    """Outputs as JSON (artifacts as path, hash, size, metadata), or None when not JSON-able."""
-    try:
-        return json.dumps(outputs, ensure_ascii=False, default=_stored_value)
-    except (TypeError, ValueError, OSError):
-        return None
-
-
 def _stored_value(value: Any) -> Any:
     if isinstance(value, Artifact):
         return {"$artifact": value.relpath, "sha256": value.digest, "size": value.path.stat().st_size,
                 "metadata": value.metadata}
     raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, default=_stored_value).encode  # built once, not per call
+
+
+def encode_outputs(outputs: dict[str, Any]) -> str | None:
+    """Outputs as JSON (artifacts as path, hash, size, metadata), or None when not JSON-able."""
+    try:
+        return _ENCODE(outputs)
+    except (TypeError, ValueError, OSError):
+        return None
 
 
 def decode_outputs(text: str, out_dir: Path) -> dict[str, Any] | None:

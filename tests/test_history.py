@@ -56,3 +56,20 @@ def test_history_of_a_folder_without_runs_is_a_clear_error(tmp_path: Path) -> No
     shown = CliRunner().invoke(app, ["history", str(tmp_path)])
     assert shown.exit_code == 2
     assert "holds no run history" in shown.output and "Traceback" not in shown.output
+
+
+def test_made_by_counts_each_result_in_the_first_run_that_encloses_its_commit_time(tmp_path: Path) -> None:
+    import sqlite3
+
+    from aigc_pipeline.history import STORE_FILE, _made_by
+
+    with sqlite3.connect(tmp_path / STORE_FILE) as db:  # the store's columns that history reads
+        db.execute("CREATE TABLE results (stage TEXT, at REAL)")
+        db.executemany("INSERT INTO results VALUES (?, ?)",
+                       [("a", 1.0), ("a", 2.0), ("a", 2.5), ("b", 2.0), ("a", 9.0), ("b", 0.5)])
+    db.close()
+    # a killed run lasts until the next one starts: a time on that boundary is the earlier run's
+    windows = [("r1", 1.0, 2.0), ("r2", 2.0, 3.0), ("r3", 2.5, float("inf"))]
+    assert _made_by(tmp_path, windows) == {"a": {"r1": 2, "r2": 1, "r3": 1}, "b": {"r1": 1, "unknown": 1}}
+    assert _made_by(tmp_path, []) == {"a": {"unknown": 4}, "b": {"unknown": 2}}
+    assert _made_by(tmp_path / "none", windows) == {}

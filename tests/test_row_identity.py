@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aigc_pipeline.content import TEXT
-from aigc_pipeline.errors import RunStoreError
+from aigc_pipeline.errors import InputDataError, RunStoreError
 from aigc_pipeline.plugin_manager import hookimpl
 from aigc_pipeline.row_identity import identify_rows, row_identity
 from aigc_pipeline.sources import InputRow
@@ -129,3 +130,39 @@ def test_a_duplicate_key_in_a_run_rejects_the_later_row_naming_both_lines(tmp_pa
     assert [r.status for r in result.results] == ["done", "done", "rejected"]
     assert result.results[2].error == {"stage": "input", "reason": (
         "line 3: duplicate key (sku='A'): line 1 has the same; rows of a keyed input need distinct keys")}
+
+
+def test_identities_are_the_ones_earlier_versions_computed() -> None:
+    # pinned: store keys, seeds and artifact names of existing runs derive from these texts
+    values = {"product": "Lampe é", "price": 12.5, "n": 3, "ok": True, "tags": ["a"], "x": None}
+    assert row_identity(values) == "379ca1b997a940cbc5b7"
+    assert row_identity(values, None, 2) == "e69bdc05691b7c17305c"
+    assert row_identity({"sku": "A1", "x": 1}, ["sku"]) == "3ff63fcb6bbbac57f3ff"
+    from aigc_pipeline.row_identity import group_identity
+
+    assert group_identity("agg", "k") == "g54fdf6daaa7dd7f037ba"
+
+
+def test_duplicates_are_numbered_and_keys_rejected_across_windows_of_rows() -> None:
+    from aigc_pipeline.row_identity import WINDOW_ROWS
+
+    count = 2 * WINDOW_ROWS + 5  # copies of a row fall in three windows
+    named = list(identify_rows(rows_of(*({"a": index % 3} for index in range(count))), None))
+    assert [row.identity for row in named[-3:]] == [
+        row_identity({"a": (count - 3 + n) % 3}, None, (count - 3 + n) // 3) for n in range(3)]
+    assert len({row.identity for row in named}) == count
+    keyed = list(identify_rows(rows_of(*({"k": index % (WINDOW_ROWS + 1)} for index in range(count))), ["k"]))
+    assert [row.line for row in keyed if row.identity is not None] == list(range(2, WINDOW_ROWS + 3))
+    late = keyed[WINDOW_ROWS + 1]  # the first copy of k=0, in the second window
+    assert late.error is not None and late.error.startswith(f"line {WINDOW_ROWS + 3}: duplicate key (k=0): line 2 ")
+
+
+def test_an_input_unreadable_half_way_still_yields_the_rows_read_before_the_error() -> None:
+    def source() -> Iterator[InputRow]:
+        yield from rows_of({"a": 1}, {"a": 2})
+        raise InputDataError("line 4: not JSON")
+
+    named = identify_rows(source(), None)
+    assert [row.identity for row in (next(named), next(named))] == [row_identity({"a": 1}), row_identity({"a": 2})]
+    with pytest.raises(InputDataError, match="line 4"):
+        next(named)

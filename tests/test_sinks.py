@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,43 @@ def test_write_atomic_replaces_the_file_and_leaves_no_temp_file(tmp_path: Path) 
     write_atomic(path, ["c"])
     assert path.read_text(encoding="utf-8") == "c"
     assert [p.name for p in path.parent.iterdir()] == ["f.txt"]
+
+
+@contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_mode_the_umask_gives_a_new_file(tmp_path: Path, mask: int, mode: int) -> None:
+    with _umask(mask):
+        write_atomic(tmp_path / "f.txt", ["a"])
+        (tmp_path / "plain.txt").write_text("a", encoding="utf-8")  # what `open` makes, for comparison
+    assert _mode(tmp_path / "f.txt") == _mode(tmp_path / "plain.txt") == mode
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_a_run_s_files_are_readable_as_the_umask_allows(tmp_path: Path) -> None:
+    from aigc_pipeline.testing import run_text
+
+    pipeline = ("name: modes\ninputs: {text: str}\nstages:\n  line: {uses: template, with: {template: '{{ text }}'}}\n"
+                "  picture: {uses: test.image, inputs: {text: line.text}, with: {size: 8}}\n"
+                "outputs: {copy: line.text, image: picture.image}\n")
+    with _umask(0o022):
+        result = run_text(pipeline, [{"text": "sun"}], tmp_path / "out", results_format="parquet")
+    out = tmp_path / "out"
+    image = out / json.loads(result.results_path.read_text(encoding="utf-8"))["outputs"]["image"]["path"]
+    for path in (out / RESULTS_FILE, out / "results.parquet", out / "report.html", out / "manifest.json", image):
+        assert _mode(path) == 0o644, path
 
 
 def test_a_failed_write_keeps_the_old_file_whole(tmp_path: Path) -> None:

@@ -131,3 +131,17 @@ def test_an_unusable_file_is_an_input_data_error(tmp_path: Path, name: str, cont
 def test_a_missing_file_is_an_input_data_error(tmp_path: Path) -> None:
     with pytest.raises(InputDataError, match="cannot read input"):
         read_rows(tmp_path / "nope.jsonl", COLUMNS)
+
+
+@pytest.mark.parametrize("name", ["rows.csv", "rows.jsonl"])
+def test_only_gives_the_wanted_rows_as_a_full_read_does(tmp_path: Path, name: str) -> None:
+    from aigc_pipeline.sources import stream_rows
+
+    if name == "rows.csv":
+        path = write(tmp_path, name, "name,price\na,1\n\nb,x\nc,3\nd,4\n")
+    else:
+        path = jsonl(tmp_path, {"name": "a", "price": 1}, "", "{broken", {"name": "c", "price": 3}, {"name": "d"})
+    every = list(stream_rows(path, COLUMNS))
+    wanted = {1, 2}
+    assert list(stream_rows(path, COLUMNS).only(wanted)) == [row for row in every if row.index in wanted]
+    assert list(stream_rows(path, COLUMNS).only(set())) == []

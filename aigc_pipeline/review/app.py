@@ -138,7 +138,7 @@ class ReviewApp:
             take = body.get("take")
             if decision not in DECISIONS or (take is not None and not isinstance(take, int)):
                 raise ReviewError(f"bad decision {decision!r} or take {take!r}")
-            self.store.decide(row, decision, output, note, take)
+            row = self.store.decide(row, decision, output, note, take)  # (a row number: that row's identity)
         except (ValueError, KeyError, TypeError, ReviewError) as exc:
             return JSONResponse({"error": f"bad request: {exc}"}, status_code=400)
         review = self.store.reviews().get(row)

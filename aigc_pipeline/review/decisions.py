@@ -1,12 +1,16 @@
 """Review decisions and takes, in the run store's SQLite file (`run.sqlite` of the output folder).
 
-Two tables, created on first use (a store written before them opens unchanged; nothing else in
+Three tables, created on first use (a store written before them opens unchanged; nothing else in
 it moves, so its schema version stays):
 
     reviews(row, output, take, decision, note, at)   one decision per row ('' = the whole row)
                                                      or per output of a row, for one take
     takes(row, take, stages, outputs, at)             every take of a row: the stages it re-seeded
                                                      and the outputs it produced (results.jsonl form)
+    review_meta(name, value)                          how rows are keyed (row_keys.py)
+
+`row` is the row's identity (results.jsonl `id`), so a decision stays with its row when the sheet
+is reordered; a row may also be named by its number (row_keys.py).
 
 A row's review status: `approved` when a take of it was approved (the approved take is what
 `aigc export --approved` exports), else `rejected` when the row or one of its outputs was rejected
@@ -24,6 +28,7 @@ from typing import Any
 
 from ..errors import ReviewError
 from ..store import STORE_FILE
+from .row_keys import keyed_by_position, mark_keyed_by_identity, resolve_row
 
 APPROVED, REJECTED, PENDING = "approved", "rejected", "pending"
 DECISIONS = (APPROVED, REJECTED, PENDING)
@@ -34,6 +39,7 @@ CREATE TABLE IF NOT EXISTS reviews(row TEXT NOT NULL, output TEXT NOT NULL, take
     decision TEXT NOT NULL, note TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY(row, output)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS takes(row TEXT NOT NULL, take INTEGER NOT NULL, stages TEXT NOT NULL,
     outputs TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY(row, take)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS review_meta(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -77,8 +83,11 @@ class RowReview:
 class ReviewStore:
     """The review tables of one output folder's run store. Open with `ReviewStore.open`."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, out_dir: Path) -> None:
         self._db = db
+        self.out_dir = out_dir
+        # An older version's store, keyed by row number until a run writes results with ids (row_keys.py).
+        self.by_position = keyed_by_position(db, out_dir)
 
     @classmethod
     def open(cls, out_dir: Path) -> ReviewStore:
@@ -88,20 +97,27 @@ class ReviewStore:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(_SCHEMA)
-        return cls(db)
+        return cls(db, out_dir)
 
     def close(self) -> None:
         self._db.close()
 
-    def decide(self, row: str, decision: str, output: str = WHOLE_ROW, note: str = "", take: int | None = None) -> None:
-        """Record a decision (`pending` clears it). Approving a row settles its per-output decisions;
-        rejecting one output withdraws the row's approval."""
+    def row_key(self, row: str) -> str:
+        """How the tables key the row `row` names (its identity, or its number: see row_keys.py)."""
+        return row if self.by_position else resolve_row(self.out_dir, row)
+
+    def decide(self, row: str, decision: str, output: str = WHOLE_ROW, note: str = "", take: int | None = None) -> str:
+        """Record a decision (`pending` clears it); returns the row's key. Approving a row settles its
+        per-output decisions; rejecting one output withdraws the row's approval."""
         if decision not in DECISIONS:
             raise ReviewError(f"unknown decision {decision!r}: choose {', '.join(DECISIONS)}")
+        row = self.row_key(row)
         take = self.current_take(row) if take is None else take
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            if not self.by_position:
+                mark_keyed_by_identity(db)
             if decision == PENDING:
                 db.execute("DELETE FROM reviews WHERE row = ? AND output = ?", (row, output))
             else:
@@ -115,6 +131,7 @@ class ReviewStore:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        return row
 
     def reviews(self) -> dict[str, RowReview]:
         """Every row with a decision or a take, by row identity."""
@@ -130,12 +147,13 @@ class ReviewStore:
         return self._db.execute("SELECT 1 FROM reviews UNION ALL SELECT 1 FROM takes LIMIT 1").fetchone() is not None
 
     def current_take(self, row: str) -> int:
-        found = self._db.execute("SELECT MAX(take) FROM takes WHERE row = ?", (row,)).fetchone()
+        found = self._db.execute("SELECT MAX(take) FROM takes WHERE row = ?", (self.row_key(row),)).fetchone()
         return int(found[0]) if found and found[0] is not None else 0
 
     def takes(self, row: str) -> list[tuple[int, list[str], dict[str, Any]]]:
         """(take, stages it re-seeded, outputs) of every stored take of a row, oldest first."""
-        rows = self._db.execute("SELECT take, stages, outputs FROM takes WHERE row = ? ORDER BY take", (row,))
+        rows = self._db.execute("SELECT take, stages, outputs FROM takes WHERE row = ? ORDER BY take",
+                                (self.row_key(row),))
         return [(take, json.loads(stages), json.loads(outputs)) for take, stages, outputs in rows]
 
     def stage_takes(self) -> dict[str, dict[str, int]]:
@@ -147,5 +165,7 @@ class ReviewStore:
         return found
 
     def record_take(self, row: str, take: int, stages: list[str], outputs: dict[str, Any]) -> None:
-        self._db.execute("INSERT OR REPLACE INTO takes VALUES (?, ?, ?, ?, ?)",
-                         (row, take, json.dumps(stages), json.dumps(outputs, ensure_ascii=False), time.time()))
+        if not self.by_position:
+            mark_keyed_by_identity(self._db)
+        self._db.execute("INSERT OR REPLACE INTO takes VALUES (?, ?, ?, ?, ?)", (self.row_key(row), take,
+                         json.dumps(stages), json.dumps(outputs, ensure_ascii=False), time.time()))

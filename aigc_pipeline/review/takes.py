@@ -36,10 +36,12 @@ RETAKE_CHOICES = ("rejected",)
 @dataclass
 class Retake:
     """The takes a run uses: `seeds` (row -> stage -> take, for every row with takes) and `new`
-    (row -> (take, stages it re-seeds)) for the rows this run takes again."""
+    (row -> (take, stages it re-seeds)) for the rows this run takes again. Rows by identity, or by
+    row number in a store an older version reviewed (`by_position`, review/row_keys.py)."""
 
     seeds: dict[int | str, dict[str, int]] = field(default_factory=dict)
     new: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
+    by_position: bool = False
 
 
 def plan_retake(out_dir: Path, graph: PipelineGraph, what: str | None) -> Retake | None:
@@ -63,24 +65,26 @@ def plan_retake(out_dir: Path, graph: PipelineGraph, what: str | None) -> Retake
 def _plan(store: ReviewStore, out_dir: Path, graph: PipelineGraph, what: str | None) -> Retake | None:
     if what is None and not store.any():
         return None
-    retake = Retake()
+    retake = Retake(by_position=store.by_position)
+    key = _position if store.by_position else row_id
     if what is not None:
         outputs = list(graph.result_fields("row"))
         rejected = {row: review for row, review in store.reviews().items() if review.status == REJECTED}
         if not rejected:
             raise ReviewError(f"--retake rejected: no row of {out_dir} is rejected (aigc review {out_dir} to review)")
         for record in read_records(out_dir / RESULTS_FILE):
-            review = rejected.get(row_id(record))
+            review = rejected.get(row := key(record))
             if review is None:
                 continue
-            if review.current_take == 0 and not store.takes(row_id(record)):
-                store.record_take(row_id(record), 0, [], record.get("outputs") or {})
+            if review.current_take == 0 and not store.takes(row):
+                store.record_take(row, 0, [], record.get("outputs") or {})
             stages = stages_to_reseed(graph, review.rejected_outputs(outputs))
-            retake.new[row_id(record)] = (review.current_take + 1, stages)
+            retake.new[row] = (review.current_take + 1, stages)
+    seed_key = _index if store.by_position else str
     for row, taken in store.stage_takes().items():
-        retake.seeds[_index(row)] = dict(taken)
+        retake.seeds[seed_key(row)] = dict(taken)
     for row, (take, reseeded) in retake.new.items():
-        retake.seeds.setdefault(_index(row), {}).update(dict.fromkeys(reseeded, take))
+        retake.seeds.setdefault(seed_key(row), {}).update(dict.fromkeys(reseeded, take))
     return retake
 
 
@@ -105,10 +109,11 @@ def record_takes(out_dir: Path, retake: Retake | None) -> None:
     """After the run: store each new take's outputs (from results.jsonl) in the takes table."""
     if retake is None or not retake.new:
         return
-    store = ReviewStore.open(out_dir)
+    store = ReviewStore.open(out_dir)  # (re-keys a store planned by row number, now that results have ids)
+    key = _position if retake.by_position else row_id
     try:
         for record in read_records(out_dir / RESULTS_FILE):
-            planned = retake.new.get(row_id(record))
+            planned = retake.new.get(key(record))
             if planned is not None:
                 take, stages = planned
                 store.record_take(row_id(record), take, stages, record.get("outputs") or {})
@@ -124,9 +129,13 @@ def record_review(out_dir: Path, retake: Retake | None) -> None:
     annotate_results(out_dir)
 
 
+def _position(record: dict[str, Any]) -> str:
+    """A row as a store keyed by row number (an older version's) names it."""
+    return str(record.get("row"))
+
+
 def _index(row: str) -> int | str:
-    """A row as `RunPlan.takes` knows it: its identity (results.jsonl `id`), or the row number of
-    results written before rows had one."""
+    """A row of a store keyed by row number as `RunPlan.takes` knows it: the row's index."""
     try:
         return int(row)
     except ValueError:

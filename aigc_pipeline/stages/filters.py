@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any, Literal
 
 import regex
@@ -193,16 +194,25 @@ class TextFilterParams(BaseModel):
         return self
 
 
-def _term_pattern(term: str) -> str:
-    """A blocklist entry as a regex: literal, whole words, any whitespace between a phrase's words.
+def _blocklist_pattern(terms: list[str]) -> str:
+    r"""Blocklist entries as one regex: literal, whole words, any whitespace between a phrase's words.
 
     A word boundary is asked for only at an end that is a word character: "cure" is not found in
-    "secure", and "100%" is still found in "100%off".
+    "secure", and "100%" is still found in "100%off". Neighbouring terms with the same boundaries
+    share them (`(?<!\w)(?:cure|miracle)(?!\w)`): the same matches, in the same order of
+    preference, at half the cost of a lookaround per term.
     """
-    body = r"\s+".join(map(re.escape, term.split()))
+    parts = []
+    for (start, end), group in groupby(terms, key=_term_ends):
+        bodies = "|".join(r"\s+".join(map(re.escape, term.split())) for term in group)
+        parts.append(f"{start}(?:{bodies}){end}")
+    return "|".join(parts)
+
+
+def _term_ends(term: str) -> tuple[str, str]:
     start = r"(?<!\w)" if re.match(r"\w", term.strip()) else ""
     end = r"(?!\w)" if re.search(r"\w$", term.strip()) else ""
-    return start + body + end
+    return start, end
 
 
 @dataclass
@@ -226,7 +236,7 @@ class TextFilterStage(Stage[TextFilterParams]):
     def __init__(self, params: TextFilterParams) -> None:
         super().__init__(params)
         terms = sorted(params.blocklist, key=len, reverse=True)
-        self.blocked = re.compile("|".join(map(_term_pattern, terms)), re.I) if terms else None
+        self.blocked = re.compile(_blocklist_pattern(terms), re.I) if terms else None
         self.rules = [(regex.compile(rule.pattern), rule) for rule in params.rules]
         self.pii_action = (params.pii.action or params.on_fail) if params.pii else None
         dedupe = params.dedupe

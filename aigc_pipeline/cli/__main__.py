@@ -1,0 +1,5 @@
+"""`python -m aigc_pipeline.cli`: the `aigc` command."""
+
+from . import main
+
+main()
