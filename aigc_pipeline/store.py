@@ -107,9 +107,10 @@ class RunStore:
         self.batched = True  # commit quick batches' results together (see finish)
         self._last_commit = 0.0  # time.monotonic() of the last commit of results
         self._commits = BackgroundCommits(self._commit)  # batched results: committed on their own thread
-        # False: the store held no result when this run opened it (--fresh, a first run). Lookups
-        # then skip SQLite: only this run's results could be found, and a key comes up once per run
-        # (keys derive from row identities, unique in a run). Ray workers (`attach`) always look.
+        # False: the store held no result when this run opened it (--fresh, a first run). A stage
+        # then looks nothing up (stage_runner.py): only this run's results could be found, and a
+        # stage's key comes up once per run (keys derive from row identities, unique in a run).
+        # A worker's view (`attach`, worker_store.py) always looks.
         self.stored_before = True
 
     @classmethod
@@ -208,8 +209,7 @@ class RunStore:
                     if key in pending:
                         row = pending[key]
                         found[key] = (row[3], row[4], row[5], row[6])
-            if self.stored_before:
-                self._look_up_stored(keys, found)
+            self._look_up_stored(keys, found)
         return found
 
     def _look_up_stored(self, keys: list[str], found: dict[str, tuple[str, str | None, str, str]]) -> None:
