@@ -241,8 +241,9 @@ class RunStore:
         """Record results of a crash-proof stage (no in-flight markers), committed together with
         others (`pending`): at most one commit per FLUSH_SECONDS (or FLUSH_ROWS), not one per
         micro-batch; each commit rewrites every page its random keys touch, and the template
-        stages of product_copy spent more time committing than rendering. A kill loses at most
-        FLUSH_SECONDS of such cheap work, which the next run redoes."""
+        stages of product_copy spent more time committing than rendering. The commit itself runs on
+        a thread of its own (store_commits.py). A kill loses at most FLUSH_SECONDS (and the batches
+        waiting for that thread) of such cheap work, which the next run redoes."""
         self._record(stage_id, results, [], batched=True)
 
     def _record(self, stage_id: str, results: list[NewResult], keys: list[str], batched: bool) -> None:
