@@ -1,18 +1,22 @@
 """Served models: `llm.text` with `backend: openai` against a hand-written asyncio + openai script.
 
-One real server (`transformers serve` on the tiny LM, CPU) behind the fault proxy that adds a fixed
-latency to every request (200 ms: a hosted model's round trip). Both arms send the same 256 chat
+A real server (`transformers serve` on the tiny LM, CPU; `--servers` replicas, 2 by default, one
+torch thread each, which the proxy serves in turn, as a round-robin load balancer does) behind the
+fault proxy that adds a fixed latency to every request (200 ms: a hosted model's round trip). One
+`transformers serve` process answers one request at a time (its generate thread is sequential),
+so replicas are what lets the server side answer in parallel. Both arms send the same 256 chat
 requests (greedy, the same seeds) to the same proxy in the same process, at the same concurrency:
 
 - engine: `Engine.run` of a two-stage pipeline (template -> llm.text), a fresh output folder each
   time (no stored results), timed around the whole `run` (results, manifest and report included);
 - script: AsyncOpenAI, an asyncio.Semaphore, asyncio.gather; nothing written.
 
-Arms interleave (script, engine, script, engine, ...); medians and spreads per arm. Concurrency 1
-runs once per arm (256 x 200 ms each), concurrency N three times. Then a run with 30% of the
-requests answered 429 or 500 by the proxy: every row must end done, with the fault-free texts.
+Arms interleave per repeat (script 1, engine 1, script N, engine N); medians and spreads per arm.
+Then a run with 30% of the requests answered 429 or 500 by the proxy: every row must end done, with
+the fault-free texts.
 
     .venv/bin/python benchmarks/served.py [--rows 256] [--concurrency 32] [--latency 0.2] [--repeats 3]
+                                          [--servers 2] [--server-threads 1] [--suffix NAME]
 """
 
 from __future__ import annotations
@@ -43,20 +47,41 @@ from aigc_pipeline.stage import item_seed  # noqa: E402
 MAX_TOKENS = 2  # few tokens: the 200 ms round trip, not the CPU server's decoding, dominates
 
 
-def start_server(folder: Path, port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve", str(folder),
-               "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+def start_servers(folder: Path, count: int, threads: int) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+    """`count` replicas of `transformers serve` (one CPU thread each by default: a request is mostly
+    per-call Python overhead, and more threads per process only contend), started together."""
+    ports = [free_port() for _ in range(count)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)}
+    processes = [subprocess.Popen([sys.executable, "-c", "from transformers.cli.transformers import main; main()",
+                                   "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env) for port in ports]
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+    waiting = list(ports)
+    while waiting and time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                return process
+            with urllib.request.urlopen(f"http://127.0.0.1:{waiting[0]}/health", timeout=2):
+                waiting.pop(0)
         except OSError:
             time.sleep(0.5)
-    process.kill()
-    raise SystemExit("transformers serve did not start")
+    if waiting:
+        stop_servers(processes)
+        raise SystemExit("transformers serve did not start")
+    return processes, [f"http://127.0.0.1:{port}" for port in ports]
+
+
+def stop_servers(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=30)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def pipeline(base_url: str, model: str, concurrency: int, **extra: Any) -> str:
@@ -113,6 +138,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fault-rate", type=float, default=0.3)
+    parser.add_argument("--servers", type=int, default=2, help="replicas of the server, round-robin in the proxy")
+    parser.add_argument("--server-threads", type=int, default=1, help="torch (OMP) threads per server process")
+    parser.add_argument("--suffix", default="", help="results/served-<date>-<suffix>.json (another run that day)")
     args = parser.parse_args()
     from aigc_pipeline.tiny import make_tiny
 
@@ -127,60 +155,60 @@ def main() -> None:
 
     identities = [row.identity for row in identify_rows(list(stream_rows(rows, {"product": "str"})), None)]
     seeds = [item_seed(0, identity, "copy") for identity in identities]
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = start_server(folder, port)
+    servers, upstreams = start_servers(folder, args.servers, args.server_threads)
+    load_before = os.getloadavg()
     try:
-        report = measure(args, f"http://127.0.0.1:{port}", str(folder), rows, prompts, seeds, work)
+        report = measure(args, upstreams, str(folder), rows, prompts, seeds, work)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_servers(servers)
     report.update(config=vars(args), versions=package_versions(["openai", "transformers", "torch", "httpx"]),
-                  git=git_state(), machine=machine(), load_average=os.getloadavg())
-    target = REPO / "benchmarks" / "results" / f"served-{date.today().isoformat()}.json"
+                  git=git_state(), machine=machine(), load_average_before=load_before,
+                  load_average=os.getloadavg())
+    name = "-".join(part for part in ("served", date.today().isoformat(), args.suffix) if part)
+    target = REPO / "benchmarks" / "results" / f"{name}.json"
     target.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: report[k] for k in ("ratio_engine_vs_script", "speedup", "faults")}, indent=2))
+    print(json.dumps({k: report[k] for k in ("rows_per_second", "ratio_engine_vs_script", "speedup", "faults")},
+                     indent=2))
     print(f"written: {target}")
 
 
-def measure(args: Any, upstream: str, model: str, rows: Path, prompts: list[str], seeds: list[int],
+def measure(args: Any, upstreams: list[str], model: str, rows: Path, prompts: list[str], seeds: list[int],
             work: Path) -> dict[str, Any]:
+    """Arms interleaved per repeat: script 1, engine 1, script N, engine N; then the faults run."""
     samples: dict[str, list[float]] = {"script_1": [], "engine_1": [], "script_n": [], "engine_n": []}
-    with FaultProxy(upstream, Faults(latency=args.latency)) as proxy:
-        run_script(proxy.base_url, model, prompts[:8], seeds[:8], 8)  # warm-up: the server's first answers
-        seconds, script_texts = run_script(proxy.base_url, model, prompts, seeds, 1)
-        samples["script_1"].append(seconds)
-        seconds, engine_texts, _ = run_engine(pipeline(proxy.base_url, model, 1), rows, work)
-        samples["engine_1"].append(seconds)
+    texts: dict[str, list[str]] = {}
+    with FaultProxy(upstreams, Faults(latency=args.latency)) as proxy:
+        run_script(proxy.base_url, model, prompts[:64], seeds[:64], args.concurrency)  # warm-up: first answers
         for _ in range(args.repeats):
-            seconds, texts = run_script(proxy.base_url, model, prompts, seeds, args.concurrency)
-            samples["script_n"].append(seconds)
-            text = pipeline(proxy.base_url, model, args.concurrency)
-            seconds, engine_n_texts, counters = run_engine(text, rows, work)
-            samples["engine_n"].append(seconds)
-    assert texts == script_texts and engine_n_texts == engine_texts
-    same_as_script = engine_texts == script_texts
+            for concurrency, suffix in ((1, "1"), (args.concurrency, "n")):
+                seconds, texts[f"script_{suffix}"] = run_script(proxy.base_url, model, prompts, seeds, concurrency)
+                samples[f"script_{suffix}"].append(seconds)
+                text = pipeline(proxy.base_url, model, concurrency)
+                seconds, texts[f"engine_{suffix}"], counters = run_engine(text, rows, work)
+                samples[f"engine_{suffix}"].append(seconds)
+    assert texts["script_1"] == texts["script_n"] and texts["engine_1"] == texts["engine_n"]
     faults = Faults(latency=args.latency, rate=args.fault_rate, kinds=("429", "429-bare", "500"), seed=7)
-    with FaultProxy(upstream, faults) as proxy:
+    with FaultProxy(upstreams, faults) as proxy:
         seconds, fault_texts, fault_counters = run_engine(pipeline(proxy.base_url, model, args.concurrency), rows, work)
         injected = sum(1 for entry in proxy.log if entry["fault"])
+    return {**ratios(samples, len(prompts), args.concurrency),
+            "engine_texts_equal_script": texts["engine_n"] == texts["script_n"], "engine_counters": counters,
+            "faults": {"injected": injected, "requests": len(fault_texts) + injected,
+                       "all_done_and_identical": fault_texts == texts["engine_n"],
+                       "retries_counted": fault_counters.get("retries"), "seconds": seconds}}
+
+
+def ratios(samples: dict[str, list[float]], rows: int, concurrency: int) -> dict[str, Any]:
     medians = {arm: statistics.median(values) for arm, values in samples.items()}
     script_speedup = medians["script_1"] / medians["script_n"]
     engine_speedup = medians["engine_1"] / medians["engine_n"]
     return {
         "samples": samples, "spread": {arm: spread(values) for arm, values in samples.items()}, "medians": medians,
-        "rows_per_second": {arm: len(prompts) / value for arm, value in medians.items()},
+        "rows_per_second": {arm: rows / value for arm, value in medians.items()},
         "ratio_engine_vs_script": {"concurrency_1": medians["script_1"] / medians["engine_1"],
-                                   f"concurrency_{args.concurrency}": medians["script_n"] / medians["engine_n"]},
+                                   f"concurrency_{concurrency}": medians["script_n"] / medians["engine_n"]},
         "speedup": {"script": script_speedup, "engine": engine_speedup,
                     "engine_vs_script": engine_speedup / script_speedup},
-        "engine_texts_equal_script": same_as_script, "engine_counters": counters,
-        "faults": {"injected": injected, "requests": len(fault_texts) + injected,
-                   "all_done_and_identical": fault_texts == engine_texts,
-                   "retries_counted": fault_counters.get("retries"), "seconds": seconds},
     }
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..budget import CostBudget
-from .limits import Pacer, backoff_seconds, parse_retry_after
+from .limits import AdaptiveSlots, Pacer, backoff_seconds, parse_retry_after
 
 CHARS_PER_TOKEN = 4  # a rough, provider-neutral estimate, used only before the server has counted
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -42,9 +42,10 @@ class Answer:
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.status = status
 
 
 def estimate_tokens(text: str) -> int:
@@ -64,7 +65,7 @@ class ServedClient:
         self.budget = budget
         self.openai = AsyncOpenAI(base_url=params.base_url, api_key=key or "no-key-set", max_retries=0,
                                   timeout=params.timeout)
-        self.slots = asyncio.Semaphore(params.max_concurrency)
+        self.slots = AdaptiveSlots(params.max_concurrency, fixed=not params.adaptive_concurrency)
         self.pacer = Pacer(params.rpm, params.tpm)
         self.rng = random.Random()
         self.validator = _validator(params.json_schema)
@@ -106,11 +107,7 @@ class ServedClient:
             raise OverBudget()
         cost = 0.0
         try:
-            async with self.slots:
-                await self.pacer.admit(tokens)
-                used.requests += 1
-                self.counters["requests"] = self.counters.get("requests", 0) + 1
-                text, prompt_tokens, completion_tokens = await self._send(prompt, seed)
+            text, prompt_tokens, completion_tokens = await self._in_slot(prompt, seed, tokens, used)
             cost = price.cost(prompt_tokens, completion_tokens) if price else 0.0
         finally:
             if self.budget is not None:
@@ -120,6 +117,23 @@ class ServedClient:
         if price:
             self.counters["cost_usd"] = self.counters.get("cost_usd", 0.0) + cost
         return text, prompt_tokens, completion_tokens
+
+    async def _in_slot(self, prompt: Any, seed: int, tokens: int, used: Answer) -> tuple[str, int, int]:
+        """The request, in one of the `max_concurrency` slots (fewer after a burst of 429s)."""
+        epoch = await self.slots.acquire()
+        try:
+            await self.pacer.admit(tokens)
+            used.requests += 1
+            self.counters["requests"] = self.counters.get("requests", 0) + 1
+            answer = await self._send(prompt, seed)
+        except _Retry as exc:
+            if exc.status == 429 and self.slots.throttled(epoch):
+                self.counters["concurrency_cuts"] = self.counters.get("concurrency_cuts", 0) + 1
+            raise
+        finally:
+            self.slots.release()
+        self.slots.answered_ok()
+        return answer
 
     async def _send(self, prompt: Any, seed: int) -> tuple[str, int, int]:
         """The call itself; transient trouble is raised as _Retry, the rest as RowFailed."""
@@ -132,7 +146,7 @@ class ServedClient:
         except openai.APIStatusError as exc:
             reason = self.redact(f"HTTP {exc.status_code}: {_server_message(exc)}")
             if exc.status_code in RETRY_STATUS or exc.status_code >= 500:
-                raise _Retry(reason, _retry_after(exc)) from None
+                raise _Retry(reason, _retry_after(exc), exc.status_code) from None
             raise RowFailed(reason) from None
         except openai.APITimeoutError:
             raise _Retry(f"no answer within the timeout of {self.p.timeout:g} s") from None

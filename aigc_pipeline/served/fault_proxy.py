@@ -7,12 +7,15 @@ request to the upstream server and, as told, adds latency or answers with a faul
 - `500`: an internal server error; `slow`: waits `slow_seconds` (past the client's timeout) first;
 - `drop`: closes the connection without an answer; `malformed`: a 200 whose body is not JSON;
 - `not-json`: a well-formed answer whose text is not JSON (for structured output);
+- `max_in_flight`: a provider's limit on requests in progress: one more is answered 429 (bare);
 - `echo-auth`: a 401 whose message repeats the request's Authorization header (as some servers
   do with a wrong key): the client must keep it out of everything it writes.
 
 Faults are drawn per request from a seeded generator (`rate`, `kinds`), or forced for every request
 whose body contains a marker (`always`). `wrap_json` turns the upstream text into `{"<field>": text}`
 (a tiny random model cannot write JSON). Every request is logged (`log`): its body, fault and status.
+Given several upstream servers (replicas of one model), it sends the requests to them in turn, as
+a round-robin load balancer in front of a model served by several processes does.
 Not part of a pipeline run: it needs httpx (the test extra).
 """
 
@@ -35,13 +38,16 @@ class Faults:
     always: dict[str, str] = field(default_factory=dict)  # marker in the request body -> fault, every time
     slow_seconds: float = 5.0
     wrap_json: str | None = None
+    max_in_flight: int | None = None  # a provider's concurrency limit: 429 (no Retry-After) beyond it
 
 
 class FaultProxy:
     """`with FaultProxy(upstream, faults) as proxy:` serves on `proxy.base_url` (".../v1")."""
 
-    def __init__(self, upstream: str, faults: Faults | None = None) -> None:
-        self.upstream = upstream.rstrip("/")
+    def __init__(self, upstream: str | list[str], faults: Faults | None = None) -> None:
+        self.upstreams = [url.rstrip("/") for url in ([upstream] if isinstance(upstream, str) else upstream)]
+        self.turn = 0  # the upstream the next forwarded request goes to
+        self.in_flight = self.peak_in_flight = 0  # requests being forwarded (latency included)
         self.faults = faults or Faults()
         self.log: list[dict[str, Any]] = []
         self.rng = random.Random(self.faults.seed)
@@ -68,7 +74,10 @@ class FaultProxy:
     async def _start(self) -> None:
         import httpx
 
-        self.http = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=1024))
+        # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) closes them, so a
+        # request is never sent down a connection the server is closing (a "disconnected" answer).
+        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024, keepalive_expiry=2.0)
+        self.http = httpx.AsyncClient(timeout=None, limits=limits)
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
 
@@ -104,7 +113,8 @@ class FaultProxy:
     async def _answer(self, request: tuple[str, str, dict[str, str], bytes], writer: asyncio.StreamWriter) -> bool:
         """Answer one request; False when the connection is to be dropped."""
         method, path, headers, body = request
-        fault = self._fault_for(body)
+        limit = self.faults.max_in_flight
+        fault = self._fault_for(body) or ("429-bare" if limit is not None and self.in_flight >= limit else None)
         entry: dict[str, Any] = {"path": path, "body": _json_or_text(body), "fault": fault}
         self.log.append(entry)
         if fault == "drop":
@@ -122,10 +132,14 @@ class FaultProxy:
             return True
         if fault == "slow":
             await asyncio.sleep(self.faults.slow_seconds)
-        if self.faults.latency:
-            await asyncio.sleep(self.faults.latency)
-        upstream = await self.http.request(method, self.upstream + path, content=body,
-                                           headers={"content-type": headers.get("content-type", "application/json")})
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.faults.latency:
+                await asyncio.sleep(self.faults.latency)
+            upstream = await self._forward(method, path, headers.get("content-type", "application/json"), body, entry)
+        finally:
+            self.in_flight -= 1
         payload, status = upstream.content, upstream.status_code
         if status == 200 and (self.faults.wrap_json or fault == "not-json"):
             payload = self._rewrite(payload, fault)
@@ -134,6 +148,24 @@ class FaultProxy:
         entry["status"] = status
         await _write(writer, status, payload, {})
         return True
+
+    async def _forward(self, method: str, path: str, content_type: str, body: bytes, entry: dict[str, Any]) -> Any:
+        """Send the request to the next upstream in turn. A connection the upstream dropped without an
+        answer (its keep-alive closing as the request went out) is tried once more, on the next one,
+        as a load balancer does; the log notes it."""
+        import httpx
+
+        for attempt in range(2):
+            self.turn = (turn := self.turn) + 1
+            entry["upstream"] = target = self.upstreams[turn % len(self.upstreams)]
+            try:
+                return await self.http.request(method, target + path, content=body,
+                                               headers={"content-type": content_type})
+            except httpx.TransportError:
+                if attempt:
+                    raise
+                entry["upstream_retried"] = True
+        raise AssertionError("unreachable")
 
     def _rewrite(self, payload: bytes, fault: str | None) -> bytes:
         answer = json.loads(payload)

@@ -1,4 +1,5 @@
-"""Pacing of requests to a served model: per-minute windows, backoff, Retry-After.
+"""Pacing of requests to a served model: per-minute windows, backoff, Retry-After, and the number
+of requests in flight, which adapts to 429s (`AdaptiveSlots`).
 
 All of it runs on the stage's event loop (one thread), so no locks are needed.
 """
@@ -75,3 +76,55 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+class AdaptiveSlots:
+    """At most `limit` requests in flight, the limit adapting to 429s as TCP adapts to loss (additive
+    increase, multiplicative decrease): a 429 halves it, once per burst (only a request started after
+    the last cut can cut again, so the 429s of one round of requests count once), and each `limit`
+    answers in a row without one raise it by one, back up to `ceiling` (max_concurrency).
+    `fixed`: the limit stays at `ceiling` (a plain semaphore)."""
+
+    def __init__(self, ceiling: int, fixed: bool = False) -> None:
+        self.ceiling = self.limit = ceiling
+        self.fixed = fixed
+        self.in_flight = 0
+        self.epoch = 0  # cuts so far; a request remembers the epoch it started in
+        self.answered = 0  # answers since the limit last changed
+        self.waiting: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> int:
+        """Wait for a slot; the epoch the request starts in (for `throttled`)."""
+        while self.in_flight >= self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiting.append(waiter)
+            await waiter
+        self.in_flight += 1
+        return self.epoch
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def throttled(self, epoch: int) -> bool:
+        """A request started in `epoch` got a 429: halve the limit, unless this burst did already."""
+        if self.fixed or epoch != self.epoch:
+            return False
+        self.epoch += 1
+        self.limit, self.answered = max(1, self.limit // 2), 0
+        return True
+
+    def answered_ok(self) -> None:
+        if self.limit < self.ceiling:
+            self.answered += 1
+            if self.answered >= self.limit:
+                self.limit, self.answered = self.limit + 1, 0
+                self._wake()
+
+    def _wake(self) -> None:
+        free = self.limit - self.in_flight
+        while free > 0 and self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():  # a cancelled wait is skipped
+                waiter.set_result(None)
+                free -= 1

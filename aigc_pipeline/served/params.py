@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 # Client settings that change how fast or how hard the run pushes, not what a row's answer is:
 # they are left out of the cache key, so tuning them never re-buys a stored answer.
 CLIENT_FIELDS = frozenset({
-    "max_concurrency", "rpm", "tpm", "timeout", "max_retries", "retry_backoff", "price", "api_key_env",
+    "max_concurrency", "adaptive_concurrency", "rpm", "tpm", "timeout", "max_retries", "retry_backoff", "price",
+    "api_key_env",
 })
 SERVED_FIELDS = frozenset({"base_url", "api", "json_schema", "schema_retries", "extra_body", *CLIENT_FIELDS})
 KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|hf_[A-Za-z0-9]{20,}|gsk_[A-Za-z0-9]{20,})")
@@ -50,6 +51,8 @@ class ServedFields(BaseModel):
     api_key_env: str = Field("OPENAI_API_KEY", description="the environment variable holding the API key "
                              "(never the key itself); unset: no key (a local server)")
     max_concurrency: int = Field(8, ge=1, le=4096, description="requests in flight at once")
+    adaptive_concurrency: bool = Field(True, description="halve the requests in flight on a burst of 429s, then "
+                                       "creep back up to max_concurrency as answers come (false: always the max)")
     rpm: int | None = Field(None, ge=1, description="at most this many requests per minute")
     tpm: int | None = Field(None, ge=1, description="at most this many tokens (prompt + max_new_tokens) per minute")
     timeout: float = Field(120.0, gt=0, le=3600, description="seconds one request may take")
