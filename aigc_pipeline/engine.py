@@ -40,7 +40,7 @@ from .registry import StageRegistry
 from .residency import MemoryCap
 from .results_writer import ResultsWriter, error_block
 from .review.takes import Retake, plan_retake, record_review
-from .row_identity import identify_rows
+from .row_identity import IdentifiedRows
 from .safe_paths import prepare_output_folder
 from .signals import interruptible, received, stop_on_signals
 from .sinks import ERRORS_FILE, GROUPS_FILE, RESULTS_FILE, results_file, write_atomic, write_results
@@ -258,7 +258,7 @@ def _run_plan(
     path = out / RESULTS_FILE
     try:
         with interruptible():  # a stop signal stops the execution; what follows always runs
-            summary, _, groups = execute(plan, identify_rows(rows, graph.pipeline.spec.key), out, backend, store,
+            summary, _, groups = execute(plan, IdentifiedRows(rows, graph.pipeline.spec.key), out, backend, store,
                                          sink=writer, total=len(rows))
         for group in (group for group in groups if group.trace):
             writer.trace(group)

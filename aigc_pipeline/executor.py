@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ def execute(
         rows = rows if isinstance(rows, list) else list(rows)
         total = len(rows)
     column_keys = {column: f"inputs.{column}" for column in graph.pipeline.spec.inputs}
-    states: Iterable[ItemState] = (ItemState(row, column_keys) for row in rows)
+    states: Iterable[ItemState] = RowStates(rows, column_keys)
     keys = result_keys(graph)
     phases = split_phases(graph)
     info = _run_info(plan, run, phases, total, out_dir)
@@ -116,7 +116,7 @@ def _run_rows(
     from .groups import run_reducers
 
     phases = split_phases(plan.graph)
-    streams = _streams(runner, plan, phases)
+    streams = _streams(runner, plan, phases, states)
     held = [] if streams else list(states)  # a run that cannot stream holds every row
     groups: list[Any] = []
     error = trace = None
@@ -146,11 +146,25 @@ def _run_info(plan: RunPlan, run: RunContext, phases: Any, rows: int, out_dir: P
                    {sid: s.memory_bytes for sid, s in run.stats.items() if s.memory_bytes}, plan.residency, swaps)
 
 
-def _streams(runner: Any, plan: RunPlan, phases: Any) -> bool:
-    """Whether rows can stream: a backend that can, no reducing stage (it needs every row), and one
-    residency phase (with several, every row passes the first phase before the second loads)."""
-    return bool(getattr(runner, "streams", False)) and not phases.reducers and len(
-        within(plan.residency, phases.rows)) <= 1
+def _streams(runner: Any, plan: RunPlan, phases: Any, states: Iterable[ItemState]) -> bool:
+    """Whether rows can stream: a backend that can (`streams`, or `streams(states)` for these rows),
+    no reducing stage (it needs every row), and one residency phase (with several, every row passes
+    the first phase before the second loads)."""
+    streams = getattr(runner, "streams", False)
+    if callable(streams):
+        streams = streams(states)
+    return bool(streams) and not phases.reducers and len(within(plan.residency, phases.rows)) <= 1
+
+
+class RowStates:
+    """The item states of `rows`, made as they are iterated; `rows` stays reachable (ChunkFeed.origin)."""
+
+    def __init__(self, rows: Iterable[InputRow], column_keys: dict[str, str]) -> None:
+        self.rows, self.column_keys = rows, column_keys
+
+    def __iter__(self) -> Iterator[ItemState]:
+        column_keys = self.column_keys
+        return (ItemState(row, column_keys) for row in self.rows)
 
 
 def _run_streaming(
@@ -177,6 +191,7 @@ class _Results:
         self.counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         self.kept: list[ItemResult] = []
         self.feed: ChunkFeed | None = None  # set when rows stream: finished rows are written as they come
+        self.emitted = -1  # the index of the last row emitted (rows are emitted in input order)
 
     def finished(self, chunk: list[ItemState]) -> None:
         """Items just finished. Streaming: a whole chunk, in order (rejected rows too: written, not announced)."""
@@ -194,9 +209,11 @@ class _Results:
     def rest(self, states: Iterable[ItemState]) -> None:
         """After the run: every row not emitted yet, in order (rows after a stop are not_run)."""
         for state in self.feed.rest() if self.feed is not None else states:
-            self._emit(item_result(state, self.keys, self.usage))
+            if state.index > self.emitted:  # a stop inside `finished` leaves its chunk held, half emitted
+                self._emit(item_result(state, self.keys, self.usage))
 
     def _emit(self, result: ItemResult) -> None:
+        self.emitted = result.row
         self.counts[result.status] += 1
         if self.sink is not None:
             self.sink(result)

@@ -39,6 +39,17 @@ FILTER_BITS = 1 << 27  # 16 MiB: a digest whose bit is clear was never seen (no 
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
+class IdentifiedRows:
+    """`identify_rows(rows, key)`, iterable (once per iteration), keeping what it was made of: a
+    backend that reads the input itself (executors/ray_input.py) reads `rows`' file with `key`."""
+
+    def __init__(self, rows: Iterable[InputRow], key: list[str] | None) -> None:
+        self.rows, self.key = rows, key
+
+    def __iter__(self) -> Iterator[InputRow]:
+        return identify_rows(self.rows, self.key)
+
+
 def identify_rows(rows: Iterable[InputRow], key: list[str] | None) -> Iterator[InputRow]:
     """The rows, in order, each with its `identity` set (or rejected as a duplicate key).
 

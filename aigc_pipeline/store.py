@@ -107,9 +107,10 @@ class RunStore:
         self.batched = True  # commit quick batches' results together (see finish)
         self._last_commit = 0.0  # time.monotonic() of the last commit of results
         self._commits = BackgroundCommits(self._commit)  # batched results: committed on their own thread
-        # False: the store held no result when this run opened it (--fresh, a first run). Lookups
-        # then skip SQLite: only this run's results could be found, and a key comes up once per run
-        # (keys derive from row identities, unique in a run). Ray workers (`attach`) always look.
+        # False: the store held no result when this run opened it (--fresh, a first run). A stage
+        # then looks nothing up (stage_runner.py): only this run's results could be found, and a
+        # stage's key comes up once per run (keys derive from row identities, unique in a run).
+        # A worker's view (`attach`, worker_store.py) always looks.
         self.stored_before = True
 
     @classmethod
@@ -208,8 +209,7 @@ class RunStore:
                     if key in pending:
                         row = pending[key]
                         found[key] = (row[3], row[4], row[5], row[6])
-            if self.stored_before:
-                self._look_up_stored(keys, found)
+            self._look_up_stored(keys, found)
         return found
 
     def _look_up_stored(self, keys: list[str], found: dict[str, tuple[str, str | None, str, str]]) -> None:
@@ -241,8 +241,9 @@ class RunStore:
         """Record results of a crash-proof stage (no in-flight markers), committed together with
         others (`pending`): at most one commit per FLUSH_SECONDS (or FLUSH_ROWS), not one per
         micro-batch; each commit rewrites every page its random keys touch, and the template
-        stages of product_copy spent more time committing than rendering. A kill loses at most
-        FLUSH_SECONDS of such cheap work, which the next run redoes."""
+        stages of product_copy spent more time committing than rendering. The commit itself runs on
+        a thread of its own (store_commits.py). A kill loses at most FLUSH_SECONDS (and the batches
+        waiting for that thread) of such cheap work, which the next run redoes."""
         self._record(stage_id, results, [], batched=True)
 
     def _record(self, stage_id: str, results: list[NewResult], keys: list[str], batched: bool) -> None:

@@ -27,6 +27,7 @@ class ChunkFeed:
     """
 
     def __init__(self, states: Iterable[Any], size: int, total: int, window: int | None = None) -> None:
+        self.origin = states  # what the states are made of: a backend may read the input itself (Ray)
         self.size = max(1, size)
         self.total = total
         self.window = window
@@ -37,6 +38,7 @@ class ChunkFeed:
         self._skipped = 0  # states that were finished when read
         self._produced = 0  # chunks cut so far
         self._released = 0  # leading chunks released (written, dropped)
+        self._handled = 0  # leading states a backend read, ran and handed over itself (`handled`)
         self._reading = False
         self._ended = False
         self._cancelled = False
@@ -104,6 +106,17 @@ class ChunkFeed:
             self._cancelled = True
             self._condition.notify_all()
 
+    def handed(self, chunk: list[Any]) -> int:
+        """A chunk of the next states, read and run by the backend itself, never through `get`
+        (executors/ray_input.py): held like a chunk read here until `release(index)` (the index is
+        returned); `rest` yields it while held, then the source's states after it."""
+        with self._condition:
+            index = self._produced
+            self._held[index] = chunk
+            self._produced += 1
+            self._handled += len(chunk)
+            return index
+
     def rest(self) -> Iterator[Any]:
         """After the run: the states of chunks not released yet, then those never read (in order)."""
         with self._condition:
@@ -111,8 +124,8 @@ class ChunkFeed:
             self._released = self._produced
         for chunk in held:
             yield from chunk
-        if self.error is None:
+        if self.error is None and self._handled < self.total:
             try:
-                yield from self._source
+                yield from islice(self._source, self._handled, None)
             except AigcError as exc:
                 self.error = exc

@@ -49,11 +49,13 @@ def make_rows(path: Path, count: int, seed: int = 1234) -> None:
             handle.write(f"{product},{rng.choice(AUDIENCES)},{features},{rng.randint(199, 99999) / 100:.2f}\n")
 
 
-def timed(command: list[str], log: Path) -> dict[str, float]:
-    """Run a whole process; wall seconds, CPU seconds and peak RSS (MiB) from wait4."""
+def timed(command: list[str], log: Path, pythonpath: Path | None = None) -> dict[str, float]:
+    """Run a whole process; wall seconds, CPU seconds and peak RSS (MiB) from wait4. `pythonpath`:
+    import aigc_pipeline from there (a baseline tree), not from this checkout."""
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)} if pythonpath is not None else None
     started = time.perf_counter()
     with log.open("wb") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO)
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
@@ -77,15 +79,22 @@ def same_results(engine_out: Path, loop_out: Path) -> bool:
     return True
 
 
-def bench(rows: int, repeats: int, work: Path, engine_only: bool, extra: list[str]) -> dict[str, Any]:
+def bench(rows: int, repeats: int, work: Path, engine_only: bool, extra: list[str],
+          baseline: Path | None = None) -> dict[str, Any]:
     data = work / f"rows-{rows}.csv"
     if not data.exists():
         make_rows(data, rows)
     samples: dict[str, list[dict[str, float]]] = {"loop": [], "engine": []}
+    if baseline is not None:
+        samples["baseline"] = []
     for repeat in range(repeats):
         if not engine_only:
             samples["loop"].append(timed([sys.executable, str(LOOP), str(data), str(work / "loop.jsonl")],
                                          work / "loop.log"))
+        if baseline is not None:
+            shutil.rmtree(work / "baseline-out", ignore_errors=True)
+            samples["baseline"].append(timed(engine_command(data, work / "baseline-out", extra),
+                                             work / "baseline.log", baseline))
         shutil.rmtree(work / "engine-out", ignore_errors=True)
         samples["engine"].append(timed(engine_command(data, work / "engine-out", extra), work / "engine.log"))
         print(f"  {rows:,} rows, repeat {repeat + 1}: " + "; ".join(
@@ -98,6 +107,10 @@ def bench(rows: int, repeats: int, work: Path, engine_only: bool, extra: list[st
     if not engine_only:
         result["engine_speed_vs_loop"] = result["loop"]["wall_s"]["median"] / result["engine"]["wall_s"]["median"]
         result["same_results"] = same_results(work / "engine-out", work / "loop.jsonl")
+    if baseline is not None:  # the same engine command from an older tree: this tree's speed-up over it
+        result["engine_speed_vs_baseline"] = (result["baseline"]["wall_s"]["median"]
+                                              / result["engine"]["wall_s"]["median"])
+        result["engine_cpu_vs_baseline"] = result["engine"]["cpu_s"]["median"] / result["baseline"]["cpu_s"]["median"]
     return result
 
 
@@ -109,14 +122,18 @@ def main() -> None:
     parser.add_argument("--engine-arg", action="append", default=[], help="passed on to `aigc run`")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/aigc-scale"))
     parser.add_argument("--tag", default="")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a third arm: the engine imported from this tree (e.g. `git archive OLD | tar -x -C DIR`)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"benchmark": "scale", "date": date.today().isoformat(), "git": git_state(),
                               "versions": package_versions(["jinja2", "pydantic", "pyarrow"]),
-                              "cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "runs": []}
+                              "cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "runs": [],
+                              "baseline": str(args.baseline) if args.baseline else None}
     for rows in args.rows:
-        report["runs"].append(bench(rows, args.repeats, args.work_dir, args.engine_only, args.engine_arg))
+        report["runs"].append(bench(rows, args.repeats, args.work_dir, args.engine_only, args.engine_arg,
+                                    args.baseline))
         run = report["runs"][-1]
         line = f"{rows:,} rows: engine {run['engine']['wall_s']['median']:.2f} s, " \
                f"{run['engine']['peak_rss_mib']['median']:.0f} MiB"
@@ -124,6 +141,9 @@ def main() -> None:
             loop = run["loop"]
             line += f"; loop {loop['wall_s']['median']:.2f} s, {loop['peak_rss_mib']['median']:.0f} MiB;" \
                     f" engine speed {run['engine_speed_vs_loop']:.2f}x the loop's; same results: {run['same_results']}"
+        if "baseline" in run:
+            line += f"; baseline {run['baseline']['wall_s']['median']:.2f} s: this engine " \
+                    f"{run['engine_speed_vs_baseline']:.2f}x its speed, {run['engine_cpu_vs_baseline']:.2f}x its CPU"
         print(line, flush=True)
     report["load_avg_end"] = os.getloadavg()
     name = f"scale-{report['date']}{'-' + args.tag if args.tag else ''}.json"

@@ -127,3 +127,28 @@ def test_a_cancelled_feed_still_serves_the_chunks_it_read() -> None:
     assert feed.get(0) == [0, 1]
     feed.cancel()
     assert feed.get(0) == [0, 1] and feed.get(1) is None
+
+
+class StopAt:
+    """Ctrl-C while the run hands over finished rows: at the `count`-th `aigc_item_finished`."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.seen = count, 0
+
+    @hookimpl
+    def aigc_item_finished(self, result: object) -> None:
+        self.seen += 1
+        if self.seen == self.count:
+            raise KeyboardInterrupt
+
+
+def test_a_stop_half_way_through_a_chunks_hand_over_writes_every_row_once(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": f"r{i}"}) + "\n" for i in range(200)), encoding="utf-8")
+    engine = fake_engine(Plugin(), StopAt(20))
+    graph = engine.load_text(PIPELINE.replace("test.lag", "test.echo"))
+    result = engine.run(graph, rows, tmp_path / "out", keep_results=False)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert [line["row"] for line in lines] == list(range(200))  # none twice (the stopped chunk was held)
+    assert [line["status"] for line in lines[:20]] == ["done"] * 20 and lines[-1]["status"] == "not_run"
+    assert result.summary.counts["done"] + result.summary.counts["not_run"] == 200

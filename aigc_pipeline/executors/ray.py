@@ -1,8 +1,10 @@
 """The Ray executor: the same run plan on a Ray cluster (`aigc run --executor ray`).
 
-The engine reads and checks the rows on the driver as always (rejected rows keep their line
-numbers), then each live item becomes one record of a Ray Dataset: its index and its whole
-`ItemState`, pickled. Each stage of the phase, in the graph's deterministic topological order,
+Each item is one record of a Ray Dataset: its index and its whole `ItemState`, pickled. A run
+that streams (rows from an input file) has a Ray Data read task read, check and identify the
+rows with the engine's own reader (`ray_input.py`): the driver never holds them all. Otherwise
+(rows held in memory: the Python API, reducing stages, residency phases) the driver's live items
+become the records. Each stage of the phase, in the graph's deterministic topological order,
 is one `map_batches` step over those records, with the stage's own batch size:
 
 - a stage with a model (its `DeviceNeeds` ask for a GPU or declare model memory), or one that
@@ -35,6 +37,7 @@ import pickle
 import re
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +52,9 @@ from ..plugin_manager import PROJECT, has_observers, notify
 from ..records import DONE, ItemState, OnFinished, RunContext, RunPlan, StageContext, StageStats
 from ..sinks import ArtifactWriter
 from ..stage_runner import StageRunner
+from ..streaming import ChunkFeed
 from ..worker_store import WorkerStore, commit_to
+from .ray_input import input_file, read_input
 
 INSTALL_HINT = "pip install 'aigc-pipeline[ray]'"
 ROWS_PER_BLOCK = 64  # like the local executor's chunks: an item is marked done a block at a time
@@ -78,45 +83,72 @@ class RayExecutor:
         """What the manifest records as the run's executor."""
         return f"ray (cluster at {self.address})" if self.address else "ray (a local instance)"
 
-    def execute(self, plan: RunPlan, run: RunContext, states: list[ItemState], on_finished: OnFinished | None,
-                stage_ids: list[str] | None = None) -> None:
+    def streams(self, states: Any) -> bool:
+        """Rows stream when they come from an input file a Ray Data read task can open (ray_input.py)."""
+        return input_file(states) is not None
+
+    def execute(self, plan: RunPlan, run: RunContext, states: list[ItemState] | ChunkFeed,
+                on_finished: OnFinished | None, stage_ids: list[str] | None = None) -> None:
+        """Run `states`: a list held by the driver, or a ChunkFeed of an input file, read on Ray."""
+        stages = [sid for sid in plan.graph.order if stage_ids is None or sid in stage_ids]
+        if isinstance(states, ChunkFeed):
+            source = input_file(states.origin)
+            if source is None or not states.total:
+                return
+            ray = _connect(self.address, self.num_cpus)
+            dataset = _steps(ray, plan, run, read_input(ray, *source), stages, states.total)
+            drain = partial(_drain, plan=plan, run=run, live=None, stages=stages, on_finished=on_finished, feed=states)
+            _consume(dataset, drain, run, stages, ROWS_PER_BLOCK)  # Ray may merge blocks: rows back a block at a time
+            return
         live = [state for state in states if state.status is None]
         if not live:
             return
         ray = _connect(self.address, self.num_cpus)
-        stages = [sid for sid in plan.graph.order if stage_ids is None or sid in stage_ids]
-        batches = _dataset(ray, plan, run, live, stages).iter_batches(batch_size=None, batch_format="numpy")
-        try:
-            _drain(batches, plan, run, live, stages, on_finished)
-        except AigcError:
+        dataset = _steps(ray, plan, run, _records(ray, live), stages, len(live))
+        _consume(dataset, lambda b: _drain(b, plan, run, live, stages, on_finished), run, stages)
+
+
+def _consume(dataset: Any, drain: Any, run: RunContext, stages: list[str], rows: int | None = None) -> None:
+    """Drain the dataset's batches (of `rows`; None: as Ray's blocks come); Ray's own failures
+    become the engine's error."""
+    batches = dataset.iter_batches(batch_size=rows, batch_format="numpy")
+    try:
+        drain(batches)
+    except AigcError:
             raise
-        except Exception as exc:  # Ray itself failed (a worker died, the cluster went away)
-            raise AigcError(f"the Ray executor failed: {type(exc).__name__}: {_first_line(exc)}") from exc
-        finally:
-            close = getattr(batches, "close", None)
-            if close is not None:  # stops the dataset's execution when the run stops early
-                close()
-            for stage_id in stages:  # the actors, and the models they loaded, end with the dataset
-                run.stats[stage_id].unloads = run.stats[stage_id].loads
+    except Exception as exc:  # Ray itself failed (a worker died, the cluster went away)
+        raise AigcError(f"the Ray executor failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:  # stops the dataset's execution when the run stops early
+            close()
+        for stage_id in stages:  # the actors, and the models they loaded, end with the dataset
+            run.stats[stage_id].unloads = run.stats[stage_id].loads
 
 
-def _dataset(ray: Any, plan: RunPlan, run: RunContext, live: list[ItemState], stages: list[str]) -> Any:
-    """The live items as records in blocks of ROWS_PER_BLOCK, then one step per stage."""
+def _records(ray: Any, live: list[ItemState]) -> Any:
+    """Items the driver holds, as records in blocks of ROWS_PER_BLOCK."""
     records = [{"index": s.index, "state": pickle.dumps(s), "failure": b""} for s in live]
-    dataset = ray.data.from_items(records, override_num_blocks=max(1, math.ceil(len(live) / ROWS_PER_BLOCK)))
+    return ray.data.from_items(records, override_num_blocks=max(1, math.ceil(len(live) / ROWS_PER_BLOCK)))
+
+
+def _steps(ray: Any, plan: RunPlan, run: RunContext, dataset: Any, stages: list[str], rows: int) -> Any:
+    """The dataset of item records, then one step per stage."""
     resources = ray.cluster_resources()
     gpus = probe_inventory().gpus if any(plan.placement[sid].is_gpu for sid in stages) else ()
     token = uuid.uuid4().hex
     for stage_id in stages:
-        shape = step_shape(plan, stage_id, len(live), resources, gpus, run.batch_sizes[stage_id])
+        shape = step_shape(plan, stage_id, rows, resources, gpus, run.batch_sizes[stage_id])
         dataset = _add_step(ray, dataset, plan, run, stage_id, token, shape)
     return dataset
 
 
-def _drain(batches: Any, plan: RunPlan, run: RunContext, live: list[ItemState], stages: list[str],
-           on_finished: OnFinished | None) -> None:
-    """Take each finished batch back: counters, a stage failure (raised), item states, progress."""
-    by_index = {state.index: state for state in live}
+def _drain(batches: Any, plan: RunPlan, run: RunContext, live: list[ItemState] | None, stages: list[str],
+           on_finished: OnFinished | None, feed: ChunkFeed | None = None) -> None:
+    """Take each finished batch back: counters, a stage failure (raised), item states, progress.
+    `live`: the items the driver holds (None: the records carry them, read by Ray: `feed`)."""
+    by_index = {state.index: state for state in live} if live is not None else None
+    total = len(live) if live is not None else feed.total if feed is not None else 0
     report = has_observers(plan.pm, "aigc_stage_progress")
     seen = 0
     for batch in batches:
@@ -127,9 +159,12 @@ def _drain(batches: Any, plan: RunPlan, run: RunContext, live: list[ItemState], 
         if report:  # the driver sees items once they passed every stage of the phase
             for stage_id in stages:
                 notify(plan.pm, "aigc_stage_progress", run.warnings.append,
-                       stage_id=stage_id, done=seen, total=len(live))
+                       stage_id=stage_id, done=seen, total=total)
+        held = feed.handed(finished) if feed is not None else 0  # a stop now: `rest` yields them
         if on_finished is not None:
             on_finished(finished)
+        if feed is not None:
+            feed.release(held)
 
 
 def _connect(address: str | None, num_cpus: int | None) -> Any:
@@ -312,12 +347,13 @@ def _stats_column(stage_id: str) -> str:
     return f"stats:{stage_id}"
 
 
-def _take_back(batch: dict[str, Any], by_index: dict[int, ItemState]) -> list[ItemState]:
-    """Copy what the workers did to each item onto the driver's own state; mark passers done."""
+def _take_back(batch: dict[str, Any], by_index: dict[int, ItemState] | None) -> list[ItemState]:
+    """Copy what the workers did to each item onto the driver's own state (`by_index`; None: take
+    the workers' state itself); mark passers done."""
     finished = []
     for blob in batch["state"]:
         remote: ItemState = pickle.loads(blob)
-        state = by_index[remote.index]
+        state = by_index[remote.index] if by_index is not None else remote
         state.values, state.status, state.stage = remote.values, remote.status, remote.stage
         state.reason, state.flags, state.trace = remote.reason, remote.flags, remote.trace
         if state.status is None:

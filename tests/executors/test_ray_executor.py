@@ -263,3 +263,37 @@ def test_a_served_stages_ledger_from_the_workers_reaches_the_summary_and_manifes
     assert counters["cost_usd"] > 0
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert manifest["stages"]["copy"]["counters"] == pytest.approx(counters)
+
+
+READ_ON_RAY = """
+name: read_on_ray
+inputs: {product: str, n: int}
+key: [product]
+stages:
+  brief: {uses: template, with: {template: "{{ product }} number {{ n }}"}, batch_size: 8}
+outputs: {brief: brief.text}
+"""
+
+
+@pytest.mark.usefixtures("ray_instance")
+def test_an_input_file_is_read_by_ray_data_with_the_local_runs_lines_and_rejections(tmp_path: Path) -> None:
+    from aigc_pipeline.executor import RowStates
+    from aigc_pipeline.row_identity import IdentifiedRows
+    from aigc_pipeline.sources import InputRow, stream_rows
+
+    (tmp_path / "p.yaml").write_text(READ_ON_RAY, encoding="utf-8")
+    lines = ["product,n", '"two\nlines",1', "", "bad,not a number", "a,2", "a,3"]  # a blank line, a duplicate key
+    lines += [f"item {n},{n}" for n in range(150)]  # blocks of 64 rows: several read blocks
+    data = tmp_path / "rows.csv"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = stream_rows(data, {"product": "str", "n": "int"})
+    assert RayExecutor().streams(RowStates(IdentifiedRows(rows, ["product"]), {}))  # read by a Ray Data task
+    assert not RayExecutor().streams(RowStates(IdentifiedRows([InputRow(0, 2, {"n": 1})], None), {}))
+    for name, extra in (("local", []), ("ray", ["--executor", "ray"])):
+        cli_run(str(tmp_path / "p.yaml"), "-i", str(data), "-o", str(tmp_path / name), *extra)
+    local, on_ray = ((tmp_path / name / "results.jsonl").read_text().splitlines() for name in ("local", "ray"))
+    assert on_ray == local and len(on_ray) == 154
+    records = [json.loads(line) for line in on_ray[:4]]
+    assert [(r["line"], r["status"]) for r in records] == [(2, "done"), (5, "rejected"), (6, "done"), (7, "rejected")]
+    assert records[0]["outputs"]["brief"] == "two\nlines number 1"
+    assert records[3]["error"]["reason"].startswith("line 7: duplicate key (product='a'): line 6 has the same")
