@@ -97,10 +97,11 @@ class StageRunner:
                       if self.store is not None and self.prefix is not None and not self.artifact_ports else None)
         self.on_ready: Callable[[StageItem], None] | None = None  # the current sub-batch's, from `early`
 
-    def run(self, states: list[ItemState]) -> None:
-        """Process the items of `states` this stage runs (`self.runs`) as one micro-batch."""
+    def run(self, states: list[ItemState], checked: bool = False) -> None:
+        """Process the items of `states` this stage runs (`self.runs`) as one micro-batch.
+        `checked`: the caller kept only those already (what `runs` says of them cannot change)."""
         runs = self.runs
-        live = [state for state in states if runs(state)]
+        live = states if checked else [state for state in states if runs(state)]
         if not live:
             return
         self._verdicts.clear()

@@ -11,11 +11,13 @@ requests (greedy, the same seeds) to the same proxy in the same process, at the 
   time (no stored results), timed around the whole `run` (results, manifest and report included);
 - script: AsyncOpenAI, an asyncio.Semaphore, asyncio.gather; nothing written.
 
-Arms interleave per repeat (script 1, engine 1, script N, engine N); medians and spreads per arm.
+Arms interleave per repeat (script 1, engine 1, script N, engine N; concurrency 1, 256 x 200 ms
+per run and steady, only in the first `--repeats-1` repeats); medians and spreads per arm.
 Then a run with 30% of the requests answered 429 or 500 by the proxy: every row must end done, with
 the fault-free texts.
 
-    .venv/bin/python benchmarks/served.py [--rows 256] [--concurrency 32] [--latency 0.2] [--repeats 3]
+    .venv/bin/python benchmarks/served.py [--rows 256] [--concurrency 32] [--latency 0.2] [--repeats 5]
+                                          [--repeats-1 2]
                                           [--servers 2] [--server-threads 1] [--suffix NAME]
 """
 
@@ -136,7 +138,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=256)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="runs per arm at --concurrency (short, noisy)")
+    parser.add_argument("--repeats-1", type=int, default=2, help="runs per arm at concurrency 1 (long, steady)")
     parser.add_argument("--fault-rate", type=float, default=0.3)
     parser.add_argument("--servers", type=int, default=2, help="replicas of the server, round-robin in the proxy")
     parser.add_argument("--server-threads", type=int, default=1, help="torch (OMP) threads per server process")
@@ -179,8 +182,8 @@ def measure(args: Any, upstreams: list[str], model: str, rows: Path, prompts: li
     texts: dict[str, list[str]] = {}
     with FaultProxy(upstreams, Faults(latency=args.latency)) as proxy:
         run_script(proxy.base_url, model, prompts[:64], seeds[:64], args.concurrency)  # warm-up: first answers
-        for _ in range(args.repeats):
-            for concurrency, suffix in ((1, "1"), (args.concurrency, "n")):
+        for repeat in range(args.repeats):
+            for concurrency, suffix in ((1, "1"), (args.concurrency, "n"))[repeat >= args.repeats_1:]:
                 seconds, texts[f"script_{suffix}"] = run_script(proxy.base_url, model, prompts, seeds, concurrency)
                 samples[f"script_{suffix}"].append(seconds)
                 text = pipeline(proxy.base_url, model, concurrency)

@@ -207,7 +207,7 @@ class _Flow:
             for start in range(0, len(live), batch_size):
                 if self.cancelled:  # a stop: no new micro-batch (the chunk stays unfinished)
                     return
-                runner.run(live[start : start + batch_size])
+                runner.run(live[start : start + batch_size], checked=True)
             seen += self.feed.entering(index - 1)
             if report:
                 notify(self.plan.pm, "aigc_stage_progress", self.run.warnings.append,
@@ -219,7 +219,7 @@ class _Flow:
     def _process_shared(self, stage_id: str, runner: StageRunner) -> None:
         while (taken := self._take(stage_id)) is not None:
             chunk, batch = taken
-            runner.run(batch)
+            runner.run(batch, checked=True)  # _open_chunk kept the rows the stage runs
             self._batch_done(stage_id, chunk)
 
     def _take(self, stage_id: str) -> tuple[int, list[ItemState]] | None:

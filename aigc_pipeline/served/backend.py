@@ -19,7 +19,8 @@ from ..budget import CostBudget
 from ..stage import StageItem
 from .client import Answer, OverBudget, RowFailed, ServedClient, estimate_tokens
 
-ROUNDS_PER_BATCH = 4  # default batch: this many rounds of max_concurrency requests
+ROUNDS_PER_BATCH = 8  # default batch: this many rounds of max_concurrency requests (each batch ends in a
+# drain: its last requests finish with slots idle; answers are stored as they come, so size costs no safety)
 
 
 class ServedLlm:

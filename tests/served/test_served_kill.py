@@ -72,7 +72,7 @@ def test_kill_9_three_times_then_resume_loses_and_repeats_nothing(served_lm, tmp
     rng = random.Random(15)
     with FaultProxy(served_lm.base_url.removesuffix("/v1"), Faults(latency=0.2)) as proxy:
         spec = yaml.safe_load(served_pipeline(proxy.base_url, str(served_lm.folder), max_tokens=4,
-                                              max_concurrency=CONCURRENCY))  # default batch: 4 x 8 rows
+                                              max_concurrency=CONCURRENCY))  # default batch: 8 x 8 rows
         (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
         command = [sys.executable, "-c", "from aigc_pipeline.cli import main; main()", "run", str(tmp_path / "p.yaml"),
                    "-i", str(rows), "-o", str(tmp_path / "out"), "-q"]
