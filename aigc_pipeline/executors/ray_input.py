@@ -5,8 +5,8 @@ identified rows of an input file) becomes a Ray Dataset read by `InputDatasource
 opens the file on a worker and runs the engine's own reader on it (`sources.stream_rows`: the same
 checks, line numbers and rejected rows as a local run) and its row identities (`identify_rows`:
 occurrence numbers and duplicate keys need the rows in order, so one task reads one file), and
-yields the item states in blocks of `ROWS_PER_BLOCK` as it goes. The driver never holds the rows:
-finished blocks come back in input order and are written as they come.
+yields the item states in blocks of `ROWS_PER_BLOCK` as it goes (on the driver's node). The
+driver never holds the rows: finished blocks come back in input order and are written as they come.
 
 Ray Data's own `read_csv`/`read_json` parse with Arrow, which numbers no lines, fails a whole
 file on one bad JSON line and infers column types (so values and errors would differ from a local
@@ -43,15 +43,11 @@ def input_file(origin: Any) -> tuple[RowStream, list[str] | None] | None:
 def read_input(ray: Any, rows: RowStream, key: list[str] | None) -> Any:
     """A Ray Dataset of the input's item states (records: index, state, failure), in input order.
 
-    The read task prefers the driver's node (where the engine found the file); on a cluster the
-    file must otherwise be where every node sees it, like the output folder. It reserves no CPU:
+    The read task runs on the driver's node, where the engine found the file (a driver outside
+    the cluster, `ray://`, needs the file where the head node sees it). It reserves no CPU:
     it runs as long as the dataset, a block ahead of the stages (Ray Data's backpressure), so a
     CPU held by it would leave a 2-CPU machine with a model actor and no CPU for other stages."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return ray.data.read_datasource(_datasource(rows, key), override_num_blocks=1, num_cpus=0,
-                                    ray_remote_args={"scheduling_strategy": here})
+    return ray.data.read_datasource(_datasource(rows, key), override_num_blocks=1, num_cpus=0)
 
 
 def _datasource(rows: RowStream, key: list[str] | None) -> Any:
@@ -63,6 +59,10 @@ def _datasource(rows: RowStream, key: list[str] | None) -> Any:
 
         def estimate_inmemory_data_size(self) -> int | None:
             return None
+
+        @property
+        def supports_distributed_reads(self) -> bool:
+            return False  # Ray then reads on the driver's node: the file is where the driver found it
 
         def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                            data_context: Any = None) -> list[Any]:
