@@ -14,7 +14,8 @@ Identities are computed while the rows stream past, a window of rows at a time. 
 remembered of every row (its digest, with the first line of a key or the number of copies of a
 row so far) goes to a private temporary SQLite file (`SeenDigests`), looked up once per window:
 memory stays flat however many rows the input has (a dict of 10 million digests would hold about
-1.5 GB); the file (about 30 bytes a row) is deleted when the run ends, a kill included.
+1.5 GB); the file (about 17 bytes a row, in the system temp folder) is deleted when the run ends,
+a kill included.
 """
 
 from __future__ import annotations
