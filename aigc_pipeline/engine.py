@@ -37,6 +37,7 @@ from .plugin_manager import (
 )
 from .records import ExecutorBackend, ItemResult, RunPlan, RunSummary
 from .registry import StageRegistry
+from .report_scan import ResultsScanner, Scan
 from .residency import MemoryCap
 from .results_writer import ResultsWriter, error_block
 from .review.takes import Retake, plan_retake, record_review
@@ -255,6 +256,7 @@ def _run_plan(
     """Execute, then write results.jsonl, groups.jsonl, errors.log, manifest.json and report.html."""
     manifest = start_manifest(graph, plan, input_path, len(rows), backend.description if backend else "local")
     writer = _open_writer(out, graph, manifest, keep_results, results_format)
+    writer.observe = (scanner := ResultsScanner()).add  # the report's scan, as results.jsonl is written
     path = out / RESULTS_FILE
     try:
         with interruptible():  # a stop signal stops the execution; what follows always runs
@@ -279,7 +281,7 @@ def _run_plan(
     if name != RESULTS_FILE:
         summary.warnings.append(f"kept {out / RESULTS_FILE}: it holds more finished rows than this stopped run; "
                                 f"this run's results are in {path}")
-    _review_and_report(out, store, takes, summary)
+    _review_and_report(out, store, takes, summary, scanner.finish() if name == RESULTS_FILE else None)
     return RunResult(summary, writer.kept or [], path, errors_path, groups, groups_path)
 
 
@@ -295,13 +297,16 @@ def _open_writer(
         raise OutputFolderError(cannot_write(out, exc)) from None
 
 
-def _review_and_report(out: Path, store: RunStore | None, takes: Retake | None, summary: RunSummary) -> None:
+def _review_and_report(
+    out: Path, store: RunStore | None, takes: Retake | None, summary: RunSummary, scan: Scan | None
+) -> None:
+    """`scan`: results.jsonl as written (None: the report reads the file, e.g. once review fields are in it)."""
     from .report import write_report
 
     try:
-        if store is not None:
-            record_review(out, takes)  # new takes, and the review fields once the run has any
-        write_report(out)
+        if store is not None and record_review(out, takes):  # new takes, and the review fields once the run has any
+            scan = None
+        write_report(out, scan=scan)
     except Exception as exc:  # the results are safe on disk; a report bug must not hide them
         summary.warnings.append(f"could not write report.html: {type(exc).__name__}: {exc}")
 

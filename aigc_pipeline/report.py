@@ -46,9 +46,12 @@ class Page:
     card_extra: Any = None  # record -> extra HTML inside its card (the review controls)
 
 
-def write_report(out_dir: Path, rows: int | None = DEFAULT_ROWS, bundle: bool = False) -> Path:
-    """(Re)build `report.html` (or the self-contained `report-bundle.html`) in `out_dir`."""
-    scan = scan_results(out_dir / RESULTS_FILE, rows)
+def write_report(
+    out_dir: Path, rows: int | None = DEFAULT_ROWS, bundle: bool = False, scan: Scan | None = None
+) -> Path:
+    """(Re)build `report.html` (or the self-contained `report-bundle.html`) in `out_dir`; `scan`: of
+    its results.jsonl already made (a run's, as it wrote the file), else the file is read."""
+    scan = scan if scan is not None else scan_results(out_dir / RESULTS_FILE, rows)
     manifest = read_manifest(out_dir) or {}
     page = Page(link=data_uri_linker(out_dir)) if bundle else Page()
     text = render(scan, manifest, read_inputs(manifest, scan.shown), _groups(out_dir), page)

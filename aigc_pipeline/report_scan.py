@@ -62,29 +62,56 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
 
 def scan_results(path: Path, rows: int | None = DEFAULT_ROWS) -> Scan:
     """Read results.jsonl once. `rows`: the limit per kind (needing a look, done); None shows all."""
-    scan = Scan(limit=rows)
-    everything: list[dict[str, Any]] = []  # every row, while the run is small enough to show whole
-    trouble: list[dict[str, Any]] = []
-    sample = _Reservoir(rows or 0, random.Random(0))
+    scanner = ResultsScanner(rows)
     for record in read_records(path):
+        scanner.add(record)
+    return scanner.finish()
+
+
+class ResultsScanner:
+    """The same scan, fed one result at a time: a run hands it every line it writes to
+    results.jsonl, so its report needs no second pass over the file (that pass, re-parsing every
+    line, cost as much as writing them). Rows kept for the page are kept as their JSON text and
+    parsed at the end: what the page shows is exactly what the file holds."""
+
+    def __init__(self, rows: int | None = DEFAULT_ROWS) -> None:
+        self.scan = Scan(limit=rows)
+        self.rows = rows
+        self.everything: list[dict[str, Any] | str] = []  # every row, while the run is small enough to show whole
+        self.trouble: list[dict[str, Any] | str] = []
+        self.sample = _Reservoir(rows or 0, random.Random(0))
+
+    def add(self, record: dict[str, Any], line: str | None = None) -> None:
+        """Count one row; `line`: its JSON text, kept instead of `record` if the row is shown."""
+        scan, rows = self.scan, self.rows
         _count(scan, record)
+        kept = record if line is None else line
         if rows is None or scan.total <= SHOW_ALL_UP_TO:
-            everything.append(record)
+            self.everything.append(kept)
+        elif self.everything:  # too many to show whole: only the chosen rows are kept
+            self.everything = []
         if rows is not None:
             if not needs_a_look(record):
-                sample.offer(record)
-            elif len(trouble) < rows:
-                trouble.append(record)
-    if rows is None or scan.total <= SHOW_ALL_UP_TO:
-        scan.shown, scan.limit = everything, None
+                self.sample.offer(kept)
+            elif len(self.trouble) < rows:
+                self.trouble.append(kept)
+
+    def finish(self) -> Scan:
+        scan = self.scan
+        if self.rows is None or scan.total <= SHOW_ALL_UP_TO:
+            scan.shown, scan.limit = _parsed(self.everything), None
+            return scan
+        scan.shown = sorted(_parsed(self.trouble + self.sample.items), key=lambda r: r.get("row", 0))
+        shown_counts: dict[str, int] = {}
+        for record in scan.shown:
+            status = str(record.get("status"))
+            shown_counts[status] = shown_counts.get(status, 0) + 1
+        scan.left_out = {s: n - shown_counts.get(s, 0) for s, n in scan.counts.items() if n > shown_counts.get(s, 0)}
         return scan
-    scan.shown = sorted(trouble + sample.items, key=lambda r: r.get("row", 0))
-    shown_counts: dict[str, int] = {}
-    for record in scan.shown:
-        status = str(record.get("status"))
-        shown_counts[status] = shown_counts.get(status, 0) + 1
-    scan.left_out = {s: n - shown_counts.get(s, 0) for s, n in scan.counts.items() if n > shown_counts.get(s, 0)}
-    return scan
+
+
+def _parsed(kept: list[dict[str, Any] | str]) -> list[dict[str, Any]]:
+    return [json.loads(item) if isinstance(item, str) else item for item in kept]
 
 
 def _count(scan: Scan, record: dict[str, Any]) -> None:
@@ -103,9 +130,9 @@ class _Reservoir:
 
     def __init__(self, size: int, rng: random.Random) -> None:
         self.size, self.rng, self.seen = size, rng, 0
-        self.items: list[dict[str, Any]] = []
+        self.items: list[Any] = []
 
-    def offer(self, item: dict[str, Any]) -> None:
+    def offer(self, item: Any) -> None:
         self.seen += 1
         if len(self.items) < self.size:
             self.items.append(item)

@@ -34,6 +34,8 @@ class ResultsWriter:
         self._errors: IO[str] | None = None  # row blocks of errors.log, opened on the first traceback
         self._encode: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, default=_json_value).encode
         self.failed: OSError | None = None  # the first write that failed (a full disk): nothing more is written
+        # Called with each row's record and its JSON text as written (the report's scan, fed as the rows pass).
+        self.observe: Callable[[dict[str, Any], str], None] | None = None
         # test-only (sinks.crash_point): "streamed:N" kills the process once N lines are in the temporary file
         self._crash = os.environ.get(CRASH_ENV, "").startswith("streamed:")
 
@@ -46,7 +48,10 @@ class ResultsWriter:
             record = result.as_dict()
             if result.id is not None:  # the row's identity: what review decisions and takes are keyed by
                 record["id"] = result.id
-            self._results.write(self._encode(record) + "\n")
+            line = self._encode(record)
+            self._results.write(line + "\n")
+            if self.observe is not None:
+                self.observe(record, line)
             if self._crash:
                 self._results.flush()
                 crash_point("streamed")

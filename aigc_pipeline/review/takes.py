@@ -121,12 +121,12 @@ def record_takes(out_dir: Path, retake: Retake | None) -> None:
         store.close()
 
 
-def record_review(out_dir: Path, retake: Retake | None) -> None:
-    """After a run: record its new takes, then write the review fields into results.jsonl."""
+def record_review(out_dir: Path, retake: Retake | None) -> bool:
+    """After a run: record its new takes, then write the review fields into results.jsonl (True if it did)."""
     from .results import annotate_results
 
     record_takes(out_dir, retake)
-    annotate_results(out_dir)
+    return annotate_results(out_dir)
 
 
 def _position(record: dict[str, Any]) -> str:
