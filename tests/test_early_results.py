@@ -35,12 +35,12 @@ class OneByOneStage(Stage):
     inputs = {"text": TEXT}
     outputs = {"text": TEXT}
     out: ClassVar[Path]
-    seen: ClassVar[list[list[int]]] = []  # rows on disk after each ready(), per batch
+    seen: ClassVar[list[list[list[int]]]] = []  # rows on disk after each ready(), per batch
     calls: ClassVar[int] = 0
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         OneByOneStage.calls += len(batch)
-        seen = []
+        seen: list[list[int]] = []
         for item in batch:
             text = item.inputs["text"]
             if text == "no":
