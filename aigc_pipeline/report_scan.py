@@ -11,6 +11,7 @@ shows more (`aigc report OUT --rows N|all`). Runs of at most `SHOW_ALL_UP_TO` ro
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -126,17 +127,28 @@ def _count(scan: Scan, record: dict[str, Any]) -> None:
 
 
 class _Reservoir:
-    """A uniform sample of at most `size` of the items offered (Algorithm R), in bounded memory."""
+    """A uniform sample of at most `size` of the items offered, in bounded memory. Algorithm L
+    (Li, 1994): it draws how many items to skip before the next one it takes, so a million-row run
+    costs a few thousand random draws, not one per row (Algorithm R's)."""
 
     def __init__(self, size: int, rng: random.Random) -> None:
         self.size, self.rng, self.seen = size, rng, 0
         self.items: list[Any] = []
+        self.weight = 1.0
+        self.next = 0  # the number (1-based) of the next item taken once the sample is full
 
     def offer(self, item: Any) -> None:
         self.seen += 1
         if len(self.items) < self.size:
             self.items.append(item)
-            return
-        slot = self.rng.randrange(self.seen)
-        if slot < self.size:
-            self.items[slot] = item
+            if len(self.items) == self.size:
+                self._skip()
+        elif self.seen == self.next:
+            self.items[self.rng.randrange(self.size)] = item
+            self._skip()
+
+    def _skip(self) -> None:
+        rng = self.rng
+        self.weight *= math.exp(math.log(1.0 - rng.random()) / self.size)
+        gap = math.floor(math.log(1.0 - rng.random()) / math.log1p(-self.weight)) if self.weight < 1.0 else 0
+        self.next = self.seen + gap + 1

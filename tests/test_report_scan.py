@@ -79,3 +79,23 @@ def test_a_runs_report_scanned_as_it_wrote_equals_one_read_from_its_results(tmp_
     nonce = re.compile(r'nonce="[0-9a-f]+"|nonce-[0-9a-f]+')
     assert nonce.sub("N", made) == nonce.sub("N", rebuilt)
     assert scan_results(tmp_path / "out" / "results.jsonl").left_out  # a sample, not every row
+
+
+def test_the_done_rows_sample_is_uniform_over_the_run() -> None:
+    """Every done row has the same chance to be shown, early or late in the run (reservoir sampling)."""
+    import random
+    from collections import Counter
+
+    from aigc_pipeline.report_scan import _Reservoir
+
+    shown: Counter[int] = Counter()
+    for seed in range(2000):
+        sample = _Reservoir(10, random.Random(seed))
+        for row in range(100):
+            sample.offer(row)
+        assert len(sample.items) == 10 == len(set(sample.items))
+        shown.update(sample.items)
+    # 200 expected per row; 5 standard deviations (~13 each) either side
+    assert min(shown.values()) > 135 and max(shown.values()) < 265 and len(shown) == 100
+    first, last = sum(shown[r] for r in range(50)), sum(shown[r] for r in range(50, 100))
+    assert abs(first - last) < 1000  # no drift towards either end of the run
