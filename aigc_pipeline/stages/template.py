@@ -3,6 +3,7 @@
 The template is part of the pipeline file, so it is rendered by Jinja2's immutable sandbox with
 no globals but `range` and `StrictUndefined` (a missing variable is an item error naming it).
 Row values and upstream outputs are passed as data and never rendered as templates themselves.
+Renders are not kept in the run store (`cacheable`): a resumed run renders again.
 The sandbox (template_sandbox.py) adds budgets per render (template_budgets.py): a render that
 loops, calls or builds too much fails its item, with the reason.
 """
@@ -47,6 +48,14 @@ class TemplateStage(Stage[TemplateParams]):
     def __init__(self, params: TemplateParams) -> None:
         super().__init__(params)
         self.template = ENVIRONMENT.from_string(params.template)
+
+    @classmethod
+    def cacheable(cls, params: TemplateParams) -> bool:
+        """Never stored: a render (tens of microseconds, bounded by the budgets) costs less than
+        its cache key and a store record, which tripled product_copy's time (benchmarks/scale.py).
+        A resumed run renders again, to the same text (a render depends only on its inputs), so
+        what follows it still finds its own stored results."""
+        return False
 
     @classmethod
     def variables(cls, params: TemplateParams) -> set[str]:

@@ -77,7 +77,7 @@ def test_on_ray_every_stored_result_was_committed_by_the_driver(tmp_path: Path,
     assert on_ray.results_path.read_text() == local.results_path.read_text()
     with sqlite3.connect(tmp_path / "ray" / "run.sqlite") as db:
         stored = {key for (key,) in db.execute("SELECT key FROM results")}
-    assert len(stored) == 3 * 24, len(stored)
+    assert len(stored) == 2 * 24, len(stored)  # the template renders again on a re-run: not stored
     assert stored <= set(committed), f"{len(stored - set(committed))} results were not committed by the driver"
     again = run_text(PIPELINE, rows, tmp_path / "ray", fake_engine(), backend=RayExecutor())
     assert all(stats.cached == 24 for stats in again.summary.stages.values() if stats.type_name != "template")
