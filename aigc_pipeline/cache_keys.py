@@ -15,12 +15,12 @@ False, e.g. a dedupe across the run) is never reused.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from pydantic import BaseModel
 
 from .content import Artifact
+from .json_text import compact_encoder
 
 
 def _key_value(value: Any) -> Any:
@@ -29,8 +29,8 @@ def _key_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-# Built once: json.dumps with options builds an encoder per call (a third of a key's cost).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_key_value).encode
+# Built once (json_text.py): json.dumps with options builds an encoder per call (a third of a key's cost).
+_CANONICAL = compact_encoder(sort_keys=True, separators=(",", ":"), default=_key_value)
 
 
 def canonical_json(value: Any) -> str:

@@ -10,12 +10,12 @@ make that cheap). The row blocks of errors.log are gathered the same way. Other 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .json_text import compact_encoder
 from .sinks import CRASH_ENV, ERRORS_FILE, RESULTS_FILE, _json_value, crash_point, new_temp_file
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ class ResultsWriter:
         self.extra = extra or []  # objects with add(result), commit() -> Path and discard()
         self._results = _temp(out_dir, RESULTS_FILE)
         self._errors: IO[str] | None = None  # row blocks of errors.log, opened on the first traceback
-        self._encode: Callable[[Any], str] = json.JSONEncoder(ensure_ascii=False, default=_json_value).encode
+        self._encode: Callable[[Any], str] = compact_encoder(default=_json_value)
         self.failed: OSError | None = None  # the first write that failed (a full disk): nothing more is written
         # Called with each row's record and its JSON text as written (the report's scan, fed as the rows pass).
         self.observe: Callable[[dict[str, Any], str], None] | None = None

@@ -12,32 +12,35 @@ reason naming both lines; the first one runs. Rows rejected for other reasons ge
 
 Identities are computed while the rows stream past, a window of rows at a time. What must be
 remembered of every row (its digest, with the first line of a key or the number of copies of a
-row so far) goes to a private temporary SQLite file (`SeenDigests`), looked up once per window:
-memory stays flat however many rows the input has (a dict of 10 million digests would hold about
-1.5 GB); the file (about 17 bytes a row, in the system temp folder) is deleted when the run ends,
-a kill included.
+row so far) is kept in memory for the last `SPILL_ROWS` rows and goes to a private temporary
+SQLite file beyond that (`SeenDigests`), looked up once per window: memory stays flat however
+many rows the input has (a dict of 10 million digests would hold about 1.5 GB); the file (about
+17 bytes a row, in the system temp folder) is deleted when the run ends, a kill included.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from itertools import islice
 from typing import Any
 
+from .json_text import compact_encoder
 from .sources import InputRow
 
 IDENTITY_DIGEST_BYTES = 10  # 20 hex digits: no collision in any realistic sheet
 WINDOW_ROWS = 4096  # rows identified per lookup in the digests seen so far
 CACHE_KIB = 8192  # SQLite page cache of those digests: the memory they may take
+# Digests kept in memory (about 7 MB) before they go to SQLite at once, sorted: an input of up to
+# this many rows never opens the file, and a larger one inserts in long runs of neighbouring keys.
+SPILL_ROWS = 1 << 16
 FILTER_BITS = 1 << 27  # 16 MiB: a digest whose bit is clear was never seen (no lookup); 7% false hits at 10M rows
 
 # The identity text of a row: sorted keys, no spaces, unicode kept, str() of anything else. Built
-# once: `json.dumps` with these options builds a new encoder per call (half the cost of a digest).
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+# once (json_text.py): `json.dumps` with these options builds a new encoder per call.
+_encode = compact_encoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 class IdentifiedRows:
@@ -108,20 +111,19 @@ def _named(values: dict[str, Any], key: list[str] | None) -> dict[str, Any]:
 
 class SeenDigests:
     """Row digests seen so far in a run, each with a number (keyed input: the line of its first row;
-    unkeyed: how many rows had it), in a private temporary SQLite file: flat memory at any size.
+    unkeyed: how many rows had it): the latest `SPILL_ROWS` in memory, the others in a private
+    temporary SQLite file (opened at the first spill): flat memory at any size.
 
     A one-hash Bloom filter (a bit per digest, fixed size) spares the lookup of the digests never
-    seen, i.e. nearly every row of an input without duplicates: SQLite then only inserts them.
+    seen, i.e. nearly every row of an input without duplicates.
 
     SQLite deletes the file when the connection closes, or at once on POSIX (it is unlinked when
     opened), so a killed run leaves nothing behind. The stage thread that reads rows may change
     during a run (streaming.ChunkFeed reads under a lock), hence `check_same_thread=False`."""
 
     def __init__(self) -> None:
-        self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KIB}"):
-            self._db.execute(f"PRAGMA {pragma}")
-        self._db.execute("CREATE TABLE seen (digest BLOB PRIMARY KEY, number INTEGER NOT NULL) WITHOUT ROWID")
+        self._db: sqlite3.Connection | None = None
+        self._recent: dict[bytes, int] = {}  # stored since the last spill
         self._filter = bytearray(FILTER_BITS // 8)  # zero pages: memory is taken as bits are set
 
     def lookup(self, digests: list[bytes]) -> dict[bytes, int]:
@@ -129,9 +131,14 @@ class SeenDigests:
         digests = [digest for digest in digests if self._maybe_seen(digest)]
         if not digests:
             return {}
-        marks = ",".join("?" * len(digests))
-        query = f"SELECT digest, number FROM seen WHERE digest IN ({marks})"  # noqa: S608 (only ? marks)
-        return dict(self._db.execute(query, digests).fetchall())
+        recent = self._recent
+        found = {digest: recent[digest] for digest in digests if digest in recent}
+        older = [digest for digest in digests if digest not in found]
+        if older and self._db is not None:
+            marks = ",".join("?" * len(older))
+            query = f"SELECT digest, number FROM seen WHERE digest IN ({marks})"  # noqa: S608 (only ? marks)
+            found.update(self._db.execute(query, older).fetchall())
+        return found
 
     def _maybe_seen(self, digest: bytes) -> bool:
         """Whether the digest's bit was set already (then it may have been seen); sets it."""
@@ -143,13 +150,24 @@ class SeenDigests:
 
     def store(self, numbers: dict[bytes, int]) -> None:
         """Remember (or renumber) these digests."""
-        if numbers:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?)", sorted(numbers.items()))
-            self._db.execute("COMMIT")
+        self._recent.update(numbers)
+        if len(self._recent) >= SPILL_ROWS:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self._db is None:
+            self._db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
+            for pragma in ("journal_mode=OFF", "synchronous=OFF", f"cache_size=-{CACHE_KIB}"):
+                self._db.execute(f"PRAGMA {pragma}")
+            self._db.execute("CREATE TABLE seen (digest BLOB PRIMARY KEY, number INTEGER NOT NULL) WITHOUT ROWID")
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT OR REPLACE INTO seen VALUES (?, ?)", sorted(self._recent.items()))
+        self._db.execute("COMMIT")
+        self._recent = {}
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
 
 def row_identity(values: dict[str, Any], key: list[str] | None = None, occurrence: int = 0) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .content import Artifact
+from .json_text import compact_encoder
 from .safe_paths import intact_artifact
 
 
@@ -19,7 +20,7 @@ def _stored_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False, default=_stored_value).encode  # built once, not per call
+_ENCODE = compact_encoder(default=_stored_value)  # built once, not per call (json_text.py)
 
 
 def encode_outputs(outputs: dict[str, Any]) -> str | None:

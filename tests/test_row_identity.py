@@ -143,8 +143,14 @@ def test_identities_are_the_ones_earlier_versions_computed() -> None:
     assert group_identity("agg", "k") == "g54fdf6daaa7dd7f037ba"
 
 
-def test_duplicates_are_numbered_and_keys_rejected_across_windows_of_rows() -> None:
+@pytest.mark.parametrize("spill", ["in memory", "spilled to sqlite"])
+def test_duplicates_are_numbered_and_keys_rejected_across_windows_of_rows(spill: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from aigc_pipeline import row_identity as module
     from aigc_pipeline.row_identity import WINDOW_ROWS
+
+    if spill == "spilled to sqlite":  # every window's digests leave memory: earlier copies are found in the file
+        monkeypatch.setattr(module, "SPILL_ROWS", 1)
 
     count = 2 * WINDOW_ROWS + 5  # copies of a row fall in three windows
     named = list(identify_rows(rows_of(*({"a": index % 3} for index in range(count))), None))

@@ -89,7 +89,8 @@ def test_stale_temp_files_are_removed_on_open(tmp_path: Path) -> None:
 
 def test_a_finished_run_leaves_every_result_in_run_sqlite_itself(tmp_path: Path) -> None:
     """The WAL is folded in when the run ends: run.sqlite copied alone still holds the results."""
-    pipeline = 'name: wal\ninputs: {text: str}\nstages:\n  t: {uses: test.noop, inputs: {value: inputs.text}, with: {store: true}}\n'
+    pipeline = ("name: wal\ninputs: {text: str}\nstages:\n"
+                "  t: {uses: test.noop, inputs: {value: inputs.text}, with: {store: true}}\n")
     run_text(pipeline, [{"text": str(i)} for i in range(20)], tmp_path / "out")
     uri = f"{(tmp_path / 'out' / STORE_FILE).resolve().as_uri()}?mode=ro&immutable=1"  # immutable: no WAL read
     with closing(sqlite3.connect(uri, uri=True)) as db:
