@@ -16,7 +16,7 @@ import time
 from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from aigc_pipeline.stages.template_sandbox import ENVIRONMENT
+from aigc_pipeline.stages.template_sandbox import SandboxedTemplate
 
 BRIEF = '{{ product }} for {{ audience }}: {{ features | join(", ") }}. Now only ${{ "%.2f" | format(price) }}.'
 TAGLINE = "{{ product | upper }}: {{ copy | truncate(60) }}"
@@ -24,9 +24,10 @@ ROW = {"product": "Aurora Lamp 12", "audience": "students", "features": ["waterp
 COPY = {"product": "Aurora Lamp 12", "copy": "Aurora Lamp 12 for students: waterproof, USB-C, quiet. Now only $12.50."}
 
 
-def per_render(env: ImmutableSandboxedEnvironment, text: str, values: dict[str, object], renders: int) -> float:
-    """Best of 7: thread CPU microseconds per render."""
-    template = env.from_string(text)
+def per_render(env: ImmutableSandboxedEnvironment | None, text: str, values: dict[str, object], renders: int) -> float:
+    """Best of 7: thread CPU microseconds per render; `env` None: the template stage's own
+    (`SandboxedTemplate`: the guarded sandbox, compiled once)."""
+    template = env.from_string(text) if env is not None else SandboxedTemplate(text)
     template.render(values)
     best = float("inf")
     for _ in range(7):
@@ -47,7 +48,7 @@ def main() -> None:
         ratios, plains, guardeds = [], [], []
         for _ in range(args.repeats):
             plains.append(per_render(plain, text, values, args.renders))
-            guardeds.append(per_render(ENVIRONMENT, text, values, args.renders))
+            guardeds.append(per_render(None, text, values, args.renders))
             ratios.append(guardeds[-1] / plains[-1])
         print(f"{name}: plain {statistics.median(plains):.1f} µs, guarded {statistics.median(guardeds):.1f} µs "
               f"per render; ratio median {statistics.median(ratios):.2f} "

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..content import ANY, RECORD, TEXT, ContentType
 from ..plugin_manager import hookimpl
 from ..stage import Group, Stage, StageItem
-from .template_sandbox import ENVIRONMENT, template_variables
+from .template_sandbox import SandboxedTemplate, template_variables
 
 TEMPLATE_VARIABLES = ("rows", "key", "count")
 ALL = "all"
@@ -51,7 +51,7 @@ class AggregateStage(Stage[AggregateParams]):
 
     def __init__(self, params: AggregateParams) -> None:
         super().__init__(params)
-        self.template = ENVIRONMENT.from_string(params.template)
+        self.template = SandboxedTemplate(params.template)
 
     @classmethod
     def variables(cls, params: AggregateParams) -> set[str]:
@@ -69,7 +69,7 @@ class AggregateStage(Stage[AggregateParams]):
     def _render(self, key: str, members: list[StageItem]) -> Group:
         kept = members[: self.params.max_rows] if self.params.max_rows else members
         try:
-            text = self.template.render(rows=[item.inputs for item in kept], key=key, count=len(members))
+            text = self.template.render({"rows": [item.inputs for item in kept], "key": key, "count": len(members)})
         except Exception as exc:
             raise ValueError(f"group '{key}': template failed: {type(exc).__name__}: {exc}") from exc
         outputs = {"text": text.strip() if self.params.strip else text, "key": key, "count": len(members)}

@@ -30,7 +30,7 @@ from ..errors import AigcError
 from ..mp4 import MOVFLAGS, ffmpeg_program, tags
 from ..plugin_manager import hookimpl
 from ..stage import Stage, StageItem
-from .template_sandbox import ENVIRONMENT, template_variables
+from .template_sandbox import SandboxedTemplate, template_variables
 
 FFMPEG_TIMEOUT_S = 600
 FONT_QUERIES = ("DejaVu Sans:bold", "Liberation Sans:bold", "sans-serif:bold")
@@ -69,7 +69,7 @@ class ComposeVideoStage(Stage[ComposeParams]):
 
     def __init__(self, params: ComposeParams) -> None:
         super().__init__(params)
-        self.template = ENVIRONMENT.from_string(params.caption) if params.caption else None
+        self.template = SandboxedTemplate(params.caption) if params.caption else None
 
     @classmethod
     def variables(cls, params: ComposeParams) -> set[str]:

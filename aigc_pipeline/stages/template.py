@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..content import ANY, TEXT, ContentType
 from ..plugin_manager import hookimpl
 from ..stage import Stage, StageItem
-from .template_sandbox import ENVIRONMENT, template_variables
+from .template_sandbox import SandboxedTemplate, template_variables
 
 
 class TemplateParams(BaseModel):
@@ -47,7 +47,7 @@ class TemplateStage(Stage[TemplateParams]):
 
     def __init__(self, params: TemplateParams) -> None:
         super().__init__(params)
-        self.template = ENVIRONMENT.from_string(params.template)
+        self.template = SandboxedTemplate(params.template)
 
     @classmethod
     def cacheable(cls, params: TemplateParams) -> bool:
