@@ -203,7 +203,7 @@ class _Flow:
             index += 1
             if not self._wait_for(self.upstream[stage_id], index):
                 return
-            live = [state for state in chunk if runs(state)]
+            live = [state for state in chunk if state.status is None or runs(state)]  # (live rows: no call)
             for start in range(0, len(live), batch_size):
                 if self.cancelled:  # a stop: no new micro-batch (the chunk stays unfinished)
                     return
