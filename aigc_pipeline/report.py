@@ -236,7 +236,8 @@ def read_inputs(manifest: dict[str, Any], shown: list[dict[str, Any]]) -> dict[i
         return {}
     found: dict[int, dict[str, Any]] = {}
     try:
-        for row in stream_rows(path, columns, max(wanted) + 1).only(wanted):  # only those rows are checked, kept
+        rows = stream_rows(path, columns, max(wanted) + 1, count=False)
+        for row in rows.only(wanted):  # only those rows are checked and kept (the others are not even made)
             found[row.index] = row.values or {}
     except (AigcError, OSError, ValueError):
         return {}

@@ -45,11 +45,14 @@ def read_rows(path: str | Path, columns: dict[str, str], limit: int | None = Non
     return list(stream_rows(path, columns, limit))
 
 
-def stream_rows(path: str | Path, columns: dict[str, str], limit: int | None = None) -> RowStream:
+def stream_rows(path: str | Path, columns: dict[str, str], limit: int | None = None, count: bool = True
+                ) -> RowStream:
     """The rows of a CSV, JSONL or Parquet file, read and checked as they are iterated (once).
 
     What makes the file unusable is raised now, before anything runs: unreadable, not UTF-8 (the
     rows are counted now, which reads the file through once), a CSV header without a column.
+    `count=False` (with a `limit`) skips the count, for a reader that wants a few rows: `total` is
+    then the limit, an upper bound.
     """
     path = Path(path)
     csv.field_size_limit(MAX_CELL_CHARS)  # the default, 128 Ki, is below a long text; over it, a clear error
@@ -66,7 +69,7 @@ def stream_rows(path: str | Path, columns: dict[str, str], limit: int | None = N
         with path.open(encoding="utf-8-sig", newline="") as handle:
             if suffix == ".csv":
                 _csv_rows(handle, path, columns)  # checks the header
-            total = _count(handle, path, columns, suffix == ".csv")
+            total = _count(handle, path, columns, suffix == ".csv") if count or limit is None else limit
     total = total if limit is None else min(total, limit)
     return RowStream(path, columns, total)
 
@@ -100,7 +103,8 @@ class RowStream:
                         yield row if row.error is None else replace(row, error="row" + row.error.removeprefix("line"))
             return
         with _reading(path), path.open(encoding="utf-8-sig", newline="") as handle:
-            raw = _csv_rows(handle, path, columns) if path.suffix.lower() == ".csv" else _jsonl_rows(handle, wanted)
+            csv_file = path.suffix.lower() == ".csv"
+            raw = _csv_rows(handle, path, columns, wanted) if csv_file else _jsonl_rows(handle, wanted)
             for index, (line, values) in enumerate(islice(raw, last)):
                 if wanted is None or index in wanted:
                     yield _checked(index, line, values, columns)
@@ -147,8 +151,10 @@ def _checked(index: int, line: int, values: Any, columns: dict[str, str]) -> Inp
     return InputRow(index, line, row)
 
 
-def _csv_rows(handle: Any, path: Path, columns: dict[str, str]) -> Iterator[tuple[int, Any]]:
-    """Check the header now (also for --limit 0), then yield (first line, record) per row."""
+def _csv_rows(handle: Any, path: Path, columns: dict[str, str], wanted: set[int] | None = None
+              ) -> Iterator[tuple[int, Any]]:
+    """Check the header now (also for --limit 0), then yield (first line, record) per row; with
+    `wanted`, only the records whose index is in it are made (the others: None)."""
     reader = csv.reader(handle)
     header = next(reader, [])
     twice = sorted({name for name in header if header.count(name) > 1})
@@ -163,13 +169,14 @@ def _csv_rows(handle: Any, path: Path, columns: dict[str, str]) -> Iterator[tupl
             f"{path}:1: the header lacks required column(s) {', '.join(repr(c) for c in missing)}; "
             f"header has: {', '.join(header) or 'nothing'}" + (f"; {'; '.join(hints)}" if hints else "")
         )
-    return _csv_records(reader, header, path)
+    return _csv_records(reader, header, path, wanted)
 
 
-def _csv_records(reader: Any, header: list[str], path: Path) -> Iterator[tuple[int, Any]]:
+def _csv_records(reader: Any, header: list[str], path: Path, wanted: set[int] | None = None
+                 ) -> Iterator[tuple[int, Any]]:
     # csv.reader, not DictReader: it yields blank lines, so a quoted multi-line cell still gets
     # the line its row starts on (reader.line_num is the line it ends on).
-    end = reader.line_num
+    end, index = reader.line_num, -1
     while True:
         try:
             cells = next(reader)
@@ -179,10 +186,15 @@ def _csv_records(reader: Any, header: list[str], path: Path) -> Iterator[tuple[i
             raise InputDataError(f"{path}:{end + 1}: unreadable CSV ({exc}); a cell may hold at most "
                                  f"{MAX_CELL_CHARS:,} characters: fix or split that row") from None
         start, end = end + 1, reader.line_num
+        if not cells:  # a blank line is no row (as csv.DictReader skips it)
+            continue
+        index += 1
         if len(cells) > len(header):
             yield start, (f"line {start}: {len(cells)} cells, but the header names only {len(header)} column(s) "
                           "(a comma in an unquoted cell?)")
-        elif cells:  # a blank line is no row (as csv.DictReader skips it)
+        elif wanted is not None and index not in wanted:
+            yield start, None
+        else:
             yield start, dict(zip(header, cells, strict=False))  # short rows: missing values
 
 

@@ -138,10 +138,11 @@ def test_only_gives_the_wanted_rows_as_a_full_read_does(tmp_path: Path, name: st
     from aigc_pipeline.sources import stream_rows
 
     if name == "rows.csv":
-        path = write(tmp_path, name, "name,price\na,1\n\nb,x\nc,3\nd,4\n")
+        path = write(tmp_path, name, "name,price\na,1\n\nb,x,extra\nc,3\nd,4\n")  # a blank line, a row too long
     else:
         path = jsonl(tmp_path, {"name": "a", "price": 1}, "", "{broken", {"name": "c", "price": 3}, {"name": "d"})
     every = list(stream_rows(path, COLUMNS))
     wanted = {1, 2}
     assert list(stream_rows(path, COLUMNS).only(wanted)) == [row for row in every if row.index in wanted]
     assert list(stream_rows(path, COLUMNS).only(set())) == []
+    assert list(stream_rows(path, COLUMNS, 3, count=False).only(wanted)) == [row for row in every if row.index in wanted]
