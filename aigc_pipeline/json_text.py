@@ -1,4 +1,4 @@
-"""JSON text encoders built once, for the per-row paths (row identity, results.jsonl, cache keys).
+"""JSON for the per-row paths: encoders built once (row identity, results.jsonl, cache keys), JSONL lines read.
 
 `json.JSONEncoder.encode` builds a new C encoder (and a float-formatting closure) on every call:
 about a microsecond a row, on paths that run once per row or per item-stage (benchmarks/overhead.py).
@@ -42,3 +42,20 @@ def compact_encoder(
             return standard(value)
 
     return encode
+
+
+# The C scanner where there is one (an attribute typeshed leaves out): (value, end) or StopIteration.
+_SCAN: Callable[[str, int], tuple[Any, int]] = vars(json.JSONDecoder())["scan_once"]
+
+
+def loads_line(text: str) -> Any:
+    """`json.loads(text)` for one line of a JSONL file, the scanner called directly: most lines start
+    with their value and end after it (a newline aside). Any other line goes through `json.loads`,
+    which parses it again and says what is wrong (JSONDecodeError) exactly as it always does."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:  # leading space, or no value at all
+        return json.loads(text)
+    if end == len(text) or text[end:].isspace():
+        return value
+    return json.loads(text)  # extra data after the value: its error

@@ -18,6 +18,7 @@ from typing import Any
 
 from .content import check_column_value
 from .errors import InputDataError
+from .json_text import loads_line
 from .limits import MAX_CELL_CHARS, MAX_NESTING, value_problem
 from .parquet_io import parquet_rows
 from .spec import did_you_mean
@@ -210,7 +211,7 @@ def _jsonl_rows(handle: Any, wanted: set[int] | None = None) -> Iterator[tuple[i
             yield number, None
             continue
         try:
-            record = json.loads(text)
+            record = loads_line(text)
         except json.JSONDecodeError as exc:
             yield number, f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
             continue

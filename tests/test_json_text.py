@@ -37,3 +37,20 @@ def test_what_the_standard_encoder_refuses_is_refused_the_same_way() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         compact_encoder()({"x": object()})
     assert compact_encoder(default=lambda value: "made")({"x": object()}) == '{"x": "made"}'
+
+
+@pytest.mark.parametrize("line", [
+    '{"a": 1}\n', '{"a": [1, 2.5, "x"], "b": {"c": null}}', '  {"a": 1}\n', '{"a": 1} \t\r\n', '[1, 2]\n', '"text"\n',
+    '{"a": 1} {"b": 2}\n', '{"a": 1,}\n', "{broken\n", "\n", "", '{"a": NaN}', '{"a": "\\ud800"}',
+])
+def test_a_jsonl_line_reads_as_json_loads_reads_it(line: str) -> None:
+    from aigc_pipeline.json_text import loads_line
+
+    try:
+        expected: Any = json.loads(line)
+    except json.JSONDecodeError as exc:
+        with pytest.raises(json.JSONDecodeError) as raised:
+            loads_line(line)
+        assert (raised.value.msg, raised.value.colno) == (exc.msg, exc.colno)
+    else:
+        assert loads_line(line) == expected  # (json's NaN is one object: equal to itself in a dict)
