@@ -13,8 +13,19 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
 _NOT_ITERATORS = frozenset({str, int, float, bool, list, tuple, dict, type(None)})  # skips the slow ABC check
 
 
+_ITERATOR_TYPES: dict[type, bool] = {}  # other types seen, and whether they are iterators (ABC checks are slow)
+
+
 def _iterator(value: Any) -> bool:
-    return type(value) not in _NOT_ITERATORS and isinstance(value, Iterator)
+    kind = type(value)
+    if kind in _NOT_ITERATORS:
+        return False
+    known = _ITERATOR_TYPES.get(kind)
+    if known is None:
+        known = isinstance(value, Iterator)
+        if len(_ITERATOR_TYPES) < 256:  # (a template cannot make classes: the types are few)
+            _ITERATOR_TYPES[kind] = known
+    return known
 
 
 class Binder:

@@ -125,7 +125,10 @@ def _width(value: Any) -> int:
 
 
 def _count(value: Any) -> int:
-    return len(value) if isinstance(value, Sized) else 0
+    return len(value) if type(value) in _SIZED or isinstance(value, Sized) else 0
+
+
+_SIZED = frozenset({list, tuple, str, dict, set})  # the usual ones, without an ABC check
 
 
 def _replace_size(text: Any, old: Any, new: Any) -> int:
@@ -152,7 +155,8 @@ _PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d*)(?:\.(\*|\d*))?")
 def printf_size(fmt: str, values: Any) -> int:
     """Upper bound on the size of `fmt % values`; a '*' width (taken from the values) is refused."""
     widths, count = _printf_specs(fmt)
-    items = values.values() if isinstance(values, Mapping) else values if isinstance(values, tuple) else [values]
+    mapping = type(values) is dict or (type(values) is not tuple and isinstance(values, Mapping))
+    items = values.values() if mapping else values if isinstance(values, tuple) else [values]
     return len(fmt) + widths + count * max(map(size_of, items), default=0)
 
 
