@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import networkx as nx
-
+from .dag import ancestors
 from .graph import PipelineGraph
 from .records import FAILED, FILTERED, ItemState
 
@@ -25,7 +24,7 @@ ENDED_ELSEWHERE = (FILTERED, FAILED)
 
 def row_filter(graph: PipelineGraph, stage_id: str) -> Callable[[ItemState], bool]:
     """Whether `stage_id` runs a row (see the module docstring)."""
-    upstream = nx.ancestors(graph.graph, stage_id)
+    upstream = ancestors(graph.graph, stage_id)
     needed = [str(ref) for ref in graph.wiring[stage_id].values()]
 
     def runs(state: ItemState) -> bool:

@@ -1,4 +1,4 @@
-"""From a validated spec to a checked DAG of stages (networkx), in a deterministic order.
+"""From a validated spec to a checked DAG of stages (dag.py), in a deterministic order.
 
 Checks, all before any model loads: every reference resolves (`inputs.<column>` or
 `<stage>.<port>`), every required port is connected, port types match, no cycles. Stages whose
@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import networkx as nx
-
 from .content import ContentType, column_content_type
+from .dag import Dag, find_cycle, topological_order
 from .errors import PipelineFileError, Problem
 from .registry import StageRegistry
 from .spec import Pipeline, did_you_mean, in_file_order
@@ -41,7 +40,7 @@ class PipelineGraph:
 
     pipeline: Pipeline
     registry: StageRegistry
-    graph: nx.DiGraph
+    graph: Dag
     order: list[str]
     wiring: dict[str, dict[str, Ref]]
     results: dict[str, Ref]
@@ -123,7 +122,7 @@ class _GraphChecker:
         self.locator = pipeline.locator
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
-        self.graph = nx.DiGraph()
+        self.graph = Dag()
 
     def build(self) -> PipelineGraph:
         if INPUTS in self.spec.stages:
@@ -136,7 +135,7 @@ class _GraphChecker:
         if self.problems:
             raise PipelineFileError(in_file_order(self.problems))
         self._warn_unused(wiring, results)
-        order = list(nx.lexicographical_topological_sort(self.graph))
+        order = topological_order(self.graph)
         results = results or self._default_results(wiring, order)
         domains = self._check_domains(order, wiring)
         if self.problems:
@@ -277,12 +276,11 @@ class _GraphChecker:
         return {f"{sid}.{port}": Ref(sid, port) for sid in last for port in self._class(sid).outputs}
 
     def _check_cycles(self) -> None:
-        try:
-            cycle = nx.find_cycle(self.graph)
-        except nx.NetworkXNoCycle:
+        cycle = find_cycle(self.graph)
+        if cycle is None:
             return
         members = [edge[0] for edge in cycle]
-        start = members.index(min(members))  # report from the same stage whatever networkx found first
+        start = members.index(min(members))  # report from the same stage whichever edge the search met first
         stages = members[start:] + members[:start] + [members[start]]
         first, previous = stages[0], stages[-2]
         # Point at the input that closes the loop: the first stage's port fed by the previous stage.

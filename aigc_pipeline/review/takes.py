@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
-
+from ..dag import ancestors, descendants
 from ..errors import ReviewError
 from ..gallery import row_id
 from ..graph import PipelineGraph
@@ -95,13 +94,13 @@ def stages_to_reseed(graph: PipelineGraph, rejected: list[str]) -> list[str]:
     fields = {name: str(ref).split(".", 1)[0] for name, ref in graph.result_fields("row").items()}
     row_stages = set(split_phases(graph).rows)
     dag = graph.graph
-    producers = {stage for name in rejected if (stage := fields.get(name)) in dag}
-    wanted = {s for stage in producers for s in (stage, *nx.ancestors(dag, stage))}
-    changed = {s for stage in producers for s in (stage, *nx.descendants(dag, stage))}
+    producers = {stage for name in rejected if (stage := fields.get(name)) is not None and stage in dag}
+    wanted = {s for stage in producers for s in (stage, *ancestors(dag, stage))}
+    changed = {s for stage in producers for s in (stage, *descendants(dag, stage))}
     for name, stage in fields.items():
         if name in rejected or stage not in dag or stage in changed:
             continue
-        wanted -= {stage, *nx.ancestors(dag, stage)}  # a kept output that a rejected one does not feed
+        wanted -= {stage, *ancestors(dag, stage)}  # a kept output that a rejected one does not feed
     return [stage for stage in graph.order if stage in wanted and stage in row_stages]
 
 
