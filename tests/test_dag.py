@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from aigc_pipeline.dag import Dag, ancestors, descendants, find_cycle, topologic
 nx = pytest.importorskip("networkx")  # (not a dependency any more; torch brings it)
 
 
-def random_graph(rng: random.Random, acyclic: bool) -> tuple[Dag, object]:
+def random_graph(rng: random.Random, acyclic: bool) -> tuple[Dag, Any]:
     names = [f"s{rng.randrange(1000):03d}" for _ in range(rng.randint(1, 12))]
     names = list(dict.fromkeys(names))
     rng.shuffle(names)
