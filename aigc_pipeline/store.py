@@ -48,7 +48,7 @@ from .store_pending import PendingResults
 from .stored_outputs import decode_outputs, encode_outputs
 
 # Re-exported: keys, stored outputs and the store's files were defined here before they had modules of their own.
-__all__ = ["STORE_FILE", "CachedResult", "NewResult", "RunStore", "canonical_json", "check_integrity", "damaged",
+__all__ = ["STORE_FILE", "NewResult", "RunStore", "canonical_json", "check_integrity", "damaged",
            "decode_outputs", "encode_outputs", "item_key", "stage_prefix", "store_failure"]
 
 SCHEMA_VERSION = "2"  # 2: keys and seeds from row identity (1 keyed rows by position)
@@ -68,16 +68,6 @@ CREATE TABLE IF NOT EXISTS inflight(key TEXT PRIMARY KEY, stage TEXT NOT NULL, i
 CREATE TABLE IF NOT EXISTS suspects(key TEXT PRIMARY KEY, stage TEXT NOT NULL, item INTEGER NOT NULL,
     crashes INTEGER NOT NULL) WITHOUT ROWID;
 """
-
-
-@dataclass
-class CachedResult:
-    """A stored result: `verdict` is "done" or "filtered"."""
-
-    verdict: str
-    reason: str | None
-    outputs: dict[str, Any]
-    flags: list[str]
 
 
 @dataclass
