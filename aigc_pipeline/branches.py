@@ -9,10 +9,15 @@ it needs in the store: it loads no model, whatever was filtered. The cost is the
 on such rows (an image for a row whose copy was dropped), paid once.
 
 A row a stage upstream of it ended, or a rejected input row, is never run: its inputs do not exist.
+
+When two branches end a row, the row reports the verdict of the stage first in the pipeline's order,
+whichever thread (or worker process) got there first (`claim_verdict`): results.jsonl never depends
+on timing. Each stage still counts and stores its own verdict.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from .dag import ancestors
@@ -20,6 +25,7 @@ from .graph import PipelineGraph
 from .records import FAILED, FILTERED, ItemState
 
 ENDED_ELSEWHERE = (FILTERED, FAILED)
+_VERDICT_LOCK = threading.Lock()  # two branches may end one row at once
 
 
 def row_filter(graph: PipelineGraph, stage_id: str) -> Callable[[ItemState], bool]:
@@ -36,3 +42,15 @@ def row_filter(graph: PipelineGraph, stage_id: str) -> Callable[[ItemState], boo
         return all(key in values for key in needed)
 
     return runs
+
+
+def claim_verdict(state: ItemState, verdict: str, stage_id: str, ranks: dict[str, int], reason: str | None,
+                  trace: str | None = None) -> bool:
+    """Give `state` the verdict of `stage_id` unless a stage earlier in the pipeline's order (`ranks`)
+    ended it already (see the module docstring). False: the row keeps its verdict."""
+    rank = ranks.get(stage_id, len(ranks))
+    with _VERDICT_LOCK:
+        mine = state.status is None or (state.stage is not None and rank < ranks.get(state.stage, -1))
+        if mine:
+            state.status, state.stage, state.reason, state.trace = verdict, stage_id, reason, trace
+    return mine

@@ -101,7 +101,7 @@ class StageStats:
     failed: int = 0
     flagged: int = 0
     cached: int = 0
-    peak_rss_bytes: int = 0  # the process's peak resident memory after this stage's last batch
+    peak_rss_bytes: int = 0  # the process's peak resident memory, sampled after its batches (StageRunner.note_peak)
     batches: int = 0
     seconds: float = 0.0
     load_seconds: float = 0.0

@@ -51,16 +51,13 @@ from ..lifecycle import StageLifecycle
 from ..plugin_manager import PROJECT, has_observers, notify
 from ..records import DONE, ItemState, OnFinished, RunContext, RunPlan, StageContext, StageStats
 from ..sinks import ArtifactWriter
-from ..stage_runner import StageRunner
 from ..streaming import ChunkFeed
-from ..worker_store import WorkerStore, commit_to
+from ..worker_store import WorkerStore
 from .ray_input import input_file, read_input
+from .remote_runner import RemoteRunner, StageReport, apply_report
 
 INSTALL_HINT = "pip install 'aigc-pipeline[ray]'"
 ROWS_PER_BLOCK = 64  # like the local executor's chunks: an item is marked done a block at a time
-_ADDED = ("done", "filtered", "failed", "flagged", "cached", "batches", "seconds", "load_seconds", "loads",
-          "oom_retries")
-_PEAKS = ("peak_rss_bytes", "peak_memory_bytes")
 
 
 def ray_available() -> bool:
@@ -294,8 +291,7 @@ class _StageWorker:
         self.stage_id = stage_id
         # Loaded on the first batch the store cannot serve; the actor, and the model with it, ends
         # with the dataset (Ray gives a worker no last call), which the driver counts as the unload.
-        self.lifecycle = StageLifecycle(stage_id, stage, step.device, stats)
-        self.runner = StageRunner(self.context, self.lifecycle)
+        self.runner = RemoteRunner(self.context, StageLifecycle(stage_id, stage, step.device, stats), self.store)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Run the batch; a stage that fails as a whole (its model does not load) marks the batch
@@ -305,28 +301,12 @@ class _StageWorker:
         if any(batch["failure"]):  # an upstream stage failed: pass it on untouched
             return empty
         states = [pickle.loads(blob) for blob in batch["state"]]
-        stats, warnings = self.context.stats, self.context.warnings
-        before = {name: getattr(stats, name) for name in _ADDED}
-        counted = dict(stats.counters)  # the stage's running totals (tokens, retries, cost): sent as changes
-        warned = len(warnings)
         try:
-            self.runner.run(states)
-        except BaseException as exc:  # noqa: BLE001 - the driver raises it, as the local executor would
-            return {**empty, "failure": [pickle.dumps(self._as_stage_error(exc))] * size}
-        change = {name: getattr(stats, name) - before[name] for name in _ADDED}
-        change.update({name: getattr(stats, name) for name in _PEAKS})
-        change["counters"] = {name: value - counted.get(name, 0) for name, value in stats.counters.items()}
-        report = pickle.dumps((change, warnings[warned:], self.store.take() if self.store else []))
+            report = self.runner.run(states)
+        except StageError as exc:
+            return {**empty, "failure": [pickle.dumps(exc)] * size}
         return {**batch, "state": [pickle.dumps(state) for state in states],
-                _stats_column(self.stage_id): [report] + [b""] * (size - 1)}
-
-    def _as_stage_error(self, exc: BaseException) -> StageError:
-        """Like the local executor: a load failure as is, anything else as the engine's error."""
-        if isinstance(exc, StageError):
-            return exc
-        type_name = self.context.stats.type_name
-        what = "engine error" if isinstance(exc, Exception) else "stopped the run"
-        return StageError(self.stage_id, type_name, f"{what}: {type(exc).__name__}: {exc}")
+                _stats_column(self.stage_id): [pickle.dumps(report)] + [b""] * (size - 1)}
 
 
 _TASK_WORKERS: dict[str, _StageWorker] = {}  # per worker process: the stages of the latest phases
@@ -364,14 +344,11 @@ def _take_back(batch: dict[str, Any], by_index: dict[int, ItemState] | None) -> 
 
 def _add_stats(run: RunContext, batch: dict[str, Any], stages: list[str]) -> None:
     for stage_id in stages:
-        stats = run.stats[stage_id]
         for blob in batch.get(_stats_column(stage_id), ()):
             if not blob:
                 continue
-            change, warnings, records = pickle.loads(blob)
-            stats.merge(change)
-            run.warnings.extend(warnings)
-            commit_to(run.store, records)  # the driver is the store's only writer
+            report: StageReport = pickle.loads(blob)
+            apply_report(run, stage_id, report)  # the driver is the store's only writer
 
 
 def _raise_failure(batch: dict[str, Any]) -> None:
