@@ -1,8 +1,14 @@
-"""Progress display for the CLI: a plugin that draws one rich progress bar per stage."""
+"""Progress display for the CLI: a plugin that draws one rich progress bar per stage.
+
+The bars are redrawn when progress is reported (at most REDRAW_EVERY_S apart), not by a refresh
+thread of their own: the local executor forks worker processes for CPU-bound stages only from a
+process that runs no other thread (executors/worker_processes.py).
+"""
 
 from __future__ import annotations
 
 import threading
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -39,6 +45,9 @@ def gpu_lines(summary: RunSummary) -> list[str]:
     return lines
 
 
+REDRAW_EVERY_S = 0.1
+
+
 class RichProgress:
     """Observer plugin: prints the placement, then a bar per stage while the run goes."""
 
@@ -46,8 +55,9 @@ class RichProgress:
         self.console = console
         self.progress = Progress(
             TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=False,
+            console=console, transient=False, auto_refresh=False,
         )
+        self.drawn = 0.0  # when the bars were last redrawn
         self.tasks: dict[str, TaskID] = {}
         self.lock = threading.Lock()
 
@@ -65,6 +75,10 @@ class RichProgress:
     def aigc_stage_progress(self, stage_id: str, done: int, total: int) -> None:
         with self.lock:
             self.progress.update(self.tasks[stage_id], completed=done, total=total)
+            now = time.monotonic()
+            if now - self.drawn >= REDRAW_EVERY_S or done >= total:
+                self.drawn = now
+                self.progress.refresh()
 
     @hookimpl
     def aigc_run_finish(self, summary: RunSummary) -> None:

@@ -33,7 +33,8 @@ A stage type is a subclass of `Stage` with:
 Optional refinements, with defaults that suit most stages: `cache_params(params)` (the params as
 they enter cache keys; a stage leaves out settings that do not change a result, such as a
 client's concurrency), `batch_size_for(params)` (the micro-batch size when the pipeline file gives
-none), `in_process(params)` (False when the work runs in another process, so a row in flight is
+none), `cpu_parallel(params)` (True lets a CPU-bound stage without a model run in worker
+processes, on more cores), `in_process(params)` (False when the work runs in another process, so a row in flight is
 never suspected of crashing this one), `estimate(params, inputs)` (what a run would spend, for
 `aigc run --dry-run`), `counters()`
 (totals of the instance's countable work: requests, retries, tokens, cost; shown per stage in the
@@ -254,6 +255,14 @@ class Stage(Generic[P]):
         duplicate detection), or when recomputing is cheaper than a store lookup and record (a few
         microseconds per item: pure string checks); a resumed run then recomputes it."""
         return True
+
+    @classmethod
+    def cpu_parallel(cls, params: P) -> bool:
+        """Whether copies of the stage may run in worker processes, so that it uses more than one
+        core (default: False). Say True for pure-Python work that holds the GIL and needs no model,
+        no device and nothing but its items (templates, regex checks): the local executor then
+        forks workers for big runs (executors/worker_processes.py). Inputs and outputs must pickle."""
+        return False
 
     @classmethod
     def run_wide(cls, params: P) -> bool:

@@ -118,6 +118,7 @@ class SlowParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seconds_per_item: float = Field(0.001, ge=0)
     device: DeviceKind = Field("cpu", description="declared device kind: cpu, gpu or any")
+    cpu_parallel: bool = Field(False, description="let the local executor run it in worker processes")
 
 
 class SlowStage(Stage[SlowParams]):
@@ -132,6 +133,10 @@ class SlowStage(Stage[SlowParams]):
     @classmethod
     def needs(cls, params: SlowParams) -> DeviceNeeds:
         return DeviceNeeds(kind=params.device)
+
+    @classmethod
+    def cpu_parallel(cls, params: SlowParams) -> bool:
+        return params.cpu_parallel
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         time.sleep(self.params.seconds_per_item * len(batch))
@@ -233,6 +238,7 @@ def png_bytes(width: int, height: int, rgb: bytes) -> bytes:
 class CrashOnParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     needle: str = Field(description="kill the whole process (SIGKILL) for any text containing this")
+    cpu_parallel: bool = Field(False, description="let the local executor run it in worker processes")
 
 
 class CrashOnStage(Stage[CrashOnParams]):
@@ -243,6 +249,10 @@ class CrashOnStage(Stage[CrashOnParams]):
     inputs = {"text": TEXT}
     outputs = {"text": TEXT}
     default_batch_size = 4
+
+    @classmethod
+    def cpu_parallel(cls, params: CrashOnParams) -> bool:
+        return params.cpu_parallel
 
     def process(self, batch: list[StageItem]) -> list[StageItem]:
         for item in batch:

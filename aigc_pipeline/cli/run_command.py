@@ -32,6 +32,7 @@ def run(
     fresh: Annotated[bool, typer.Option("--fresh", help="discard the results stored in the output folder and run everything")] = False,  # noqa: E501
     executor: Annotated[Optional[str], typer.Option(help="where stages run: local (this process, the default), ray, or a backend a plugin registers")] = None,  # noqa: UP045, E501
     ray_address: Annotated[Optional[str], typer.Option(help="join this Ray cluster (e.g. auto, ray://head:10001); implies --executor ray")] = None,  # noqa: UP045, E501
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="worker processes for CPU-bound stages such as templates (local executor); default: one per core for runs of 4096 rows or more; 0: none")] = None,  # noqa: UP045, E501
     retake: Annotated[Optional[str], typer.Option("--retake", help="rejected: another take (a new seed) of the rows rejected in aigc review, and only of those")] = None,  # noqa: UP045, E501
     rerun: Annotated[Optional[list[str]], typer.Option("--rerun", metavar="STAGE", help="run this stage again instead of reusing its stored results (and what its new outputs change); repeatable")] = None,  # noqa: UP045, E501
     format_: Annotated[str, typer.Option("--format", help="results.jsonl always; parquet: results.parquet beside it")] = "jsonl",  # noqa: E501
@@ -45,20 +46,26 @@ def run(
     what is missing (or changed) runs. Writes results.jsonl, manifest.json and report.html.
     """
     with _run_errors():
-        engine = Engine(plugins=plugin)
-        graph = engine.load(file, set_ or [])
-        warn(graph.warnings)
+        engine, graph = _load(file, set_ or [], plugin)
         if dry_run:
             print_estimate(estimate(graph, input, limit))
             return
         if not quiet:
             engine.register(RichProgress(err), name="aigc-cli-progress")
-        backend = _backend(engine, executor, ray_address)
+        backend = _backend(engine, executor, ray_address, workers)
         result = engine.run(graph, input, out_dir, limit=limit, device=Device.parse(device) if device else None,
                             gpu_memory=MemoryCap.parse(gpu_memory) if gpu_memory else None, fresh=fresh,
                             backend=backend, retake=retake, rerun=rerun, retry_quarantined=retry_quarantined,
                             keep_results=False, max_cost=max_cost, results_format=format_)
     finish_run(result)
+
+
+def _load(file: Path, overrides: list[str], plugins: list[str] | None) -> tuple[Engine, Any]:
+    """The engine with its plugins, and the pipeline file checked (its warnings printed)."""
+    engine = Engine(plugins=plugins)
+    graph = engine.load(file, overrides)
+    warn(graph.warnings)
+    return engine, graph
 
 
 @contextmanager
@@ -97,8 +104,14 @@ def finish_run(result: Any) -> None:
         raise typer.Exit(1)
 
 
-def _backend(engine: Engine, executor: str | None, ray_address: str | None) -> Any:
+def _backend(engine: Engine, executor: str | None, ray_address: str | None, workers: int | None = None) -> Any:
     """The executor backend the options ask for: any registered one (`aigc_register_executors`)."""
     from ..executors import make_backend
 
-    return make_backend(engine.pm, executor or ("ray" if ray_address else "local"), ray_address)
+    backend = make_backend(engine.pm, executor or ("ray" if ray_address else "local"), ray_address)
+    if workers is not None:
+        if not hasattr(backend, "workers"):
+            raise ValueError(f"--workers sets the local executor's worker processes; --executor "
+                             f"{executor or 'ray'} has none")
+        backend.workers = workers
+    return backend

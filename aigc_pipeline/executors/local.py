@@ -18,6 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ..branches import row_filter
@@ -30,6 +31,8 @@ from ..signals import join_workers, stop_grace
 from ..stage import Stage
 from ..stage_runner import StageRunner
 from ..streaming import ChunkFeed
+from .remote_runner import apply_report
+from .worker_processes import WorkerPool, fork_workers
 
 MIN_CHUNK = 64
 
@@ -39,8 +42,9 @@ class LocalExecutor:
 
     description = "local"  # what the manifest records as the run's executor
 
-    def __init__(self, chunk_size: int | None = None) -> None:
+    def __init__(self, chunk_size: int | None = None, workers: int | None = None) -> None:
         self.chunk_size = chunk_size
+        self.workers = workers  # worker processes for CPU-bound stages (None: as the run suits; 0: none)
 
     streams = True  # executor.execute may hand it a ChunkFeed instead of a list (see streaming.py)
 
@@ -55,7 +59,7 @@ class LocalExecutor:
         """Run `states`; a ChunkFeed streams (its chunks are released once collected)."""
         stages = plan.graph.order if stage_ids is None else stage_ids
         if isinstance(states, ChunkFeed):
-            self._run(_Flow(plan, run, states, stages), on_finished)
+            self._run(plan, run, states, stages, on_finished)
             if states.error is not None:
                 raise states.error
             return
@@ -63,11 +67,25 @@ class LocalExecutor:
         if not live:  # every row rejected, or --limit 0: loading models would be wasted
             return
         size = self.chunk_size or chunk_size(plan, stages, run.batch_sizes)
-        self._run(_Flow(plan, run, ChunkFeed(live, size, len(live)), stages), on_finished)
+        self._run(plan, run, ChunkFeed(live, size, len(live)), stages, on_finished)
 
-    def _run(self, flow: _Flow, on_finished: OnFinished | None) -> None:
-        stages = flow.stages
-        workers = [worker for stage_id in stages for worker in _workers(flow, stage_id)]
+    def _run(self, plan: RunPlan, run: RunContext, feed: ChunkFeed, stages: list[str],
+             on_finished: OnFinished | None) -> None:
+        """Fork the worker processes first, if any (worker_processes.py: before any thread of this run)."""
+        pool = fork_workers(plan, run, stages, feed.total, self.workers)
+        try:
+            self._run_flow(_Flow(plan, run, feed, stages, pool), on_finished)
+        finally:
+            if pool is not None:
+                pool.close()
+                for stage_id in pool.segment:  # the workers unloaded their copies as they ended
+                    run.stats[stage_id].unloads = run.stats[stage_id].loads
+
+    def _run_flow(self, flow: _Flow, on_finished: OnFinished | None) -> None:
+        workers = [worker for stage_id in flow.threaded for worker in _workers(flow, stage_id)]
+        if flow.pool is not None:
+            workers += [threading.Thread(target=flow.send_segment, name="aigc-workers-send", daemon=True),
+                        threading.Thread(target=flow.receive_segment, name="aigc-workers-receive", daemon=True)]
         for worker in workers:
             worker.start()
         try:
@@ -123,7 +141,8 @@ class _SharedWork:
 class _Flow:
     """Shared progress of all stage threads: chunks completed per stage, the first error."""
 
-    def __init__(self, plan: RunPlan, run: RunContext, feed: ChunkFeed, stages: list[str]) -> None:
+    def __init__(self, plan: RunPlan, run: RunContext, feed: ChunkFeed, stages: list[str],
+                 pool: WorkerPool | None = None) -> None:
         self.plan = plan
         self.run = run
         self.feed = feed
@@ -137,12 +156,18 @@ class _Flow:
         self.cancelled = False
         self.error: BaseException | None = None
         self.shared = {sid: _SharedWork() for sid in stages if len(plan.replicas.get(sid, ())) > 1}
+        self.pool = pool  # worker processes running a segment of the stages (worker_processes.py)
+        segment = pool.segment if pool is not None else []
+        self.threaded = [sid for sid in stages if sid not in segment]  # the stages run on threads here
+        self.segment_upstream = sorted({up for sid in segment for up in self.upstream[sid] if up not in segment})
 
     def cancel(self) -> None:
         with self.condition:
             self.cancelled = True
             self.condition.notify_all()
         self.feed.cancel()
+        if self.pool is not None:
+            self.pool.stop()
 
     def _wait_for(self, stages: list[str], count: int) -> bool:
         """Block until every stage in `stages` has completed `count` chunks; False if cancelled."""
@@ -213,6 +238,7 @@ class _Flow:
                 notify(self.plan.pm, "aigc_stage_progress", self.run.warnings.append,
                        stage_id=stage_id, done=seen, total=self.feed.live())
             self._complete(stage_id)
+        runner.note_peak()
         if self.run.store is not None:
             self.run.store.flush()  # the stage is done: its last results need not wait for the end of the run
 
@@ -288,6 +314,53 @@ class _Flow:
                 self.error = error
             self.cancelled = True
             self.condition.notify_all()
+        if self.pool is not None:
+            self.pool.stop()
+
+    def send_segment(self) -> None:
+        """The worker processes' feed: each chunk, once the stages before the segment have finished it."""
+        pool, index = self.pool, 0
+        assert pool is not None
+        try:
+            while (chunk := self.feed.get(index)) is not None:
+                if not self._wait_for(self.segment_upstream, index + 1):
+                    return
+                if not self._segment_step(partial(pool.send, index, chunk)):
+                    return
+                index += 1
+        finally:
+            pool.finish_sending()
+
+    def receive_segment(self) -> None:
+        """Take chunks back from the worker processes, in order: each segment stage has finished them."""
+        pool = self.pool
+        assert pool is not None
+        report = has_observers(self.plan.pm, "aigc_stage_progress")
+        seen = 0
+        while (received := self._segment_step(pool.receive)) is not None:
+            index, reports = received
+            seen += self.feed.entering(index)
+            for stage_id, stage_report in zip(pool.segment, reports, strict=True):
+                if stage_report is not None:
+                    apply_report(self.run, stage_id, stage_report)
+                if report:
+                    notify(self.plan.pm, "aigc_stage_progress", self.run.warnings.append,
+                           stage_id=stage_id, done=seen, total=self.feed.live())
+                self._complete(stage_id)
+        if self.run.store is not None:
+            self.run.store.flush()
+
+    def _segment_step(self, step: Callable[[], Any]) -> Any:
+        """`step()`; an error stops the run like a stage thread's (None, then)."""
+        try:
+            return step()
+        except StageError as exc:
+            self._fail(exc, exc.__cause__ or exc)
+        except Exception as exc:
+            pool = self.pool
+            first = pool.segment[0] if pool is not None else "?"
+            self._fail(StageError(first, "worker process", f"engine error: {type(exc).__name__}: {exc}"), exc)
+        return None
 
     def collect(self, on_finished: Callable[[list[ItemState]], Any] | None) -> None:
         """Mark each chunk DONE once every stage has finished it, in order; resumes where it stopped.

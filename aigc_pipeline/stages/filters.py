@@ -264,6 +264,12 @@ class TextFilterStage(Stage[TextFilterParams]):
         return params.classifier is not None and params.dedupe is None
 
     @classmethod
+    def cpu_parallel(cls, params: TextFilterParams) -> bool:
+        """Regex checks in worker processes for big runs; not with a classifier (a model) or
+        `dedupe` (run-wide)."""
+        return params.classifier is None and params.dedupe is None
+
+    @classmethod
     def run_wide(cls, params: TextFilterParams) -> bool:
         """With `dedupe`: a text is a duplicate of an earlier row's, so rows must pass in order."""
         return params.dedupe is not None

@@ -58,6 +58,11 @@ class TemplateStage(Stage[TemplateParams]):
         return False
 
     @classmethod
+    def cpu_parallel(cls, params: TemplateParams) -> bool:
+        """Pure Python in the sandbox: big runs render in worker processes, on every core."""
+        return True
+
+    @classmethod
     def variables(cls, params: TemplateParams) -> set[str]:
         return template_variables(params.template)
 
