@@ -79,7 +79,7 @@ def identify_rows(rows: Iterable[InputRow], key: list[str] | None) -> Iterator[I
 
 def _identify(window: list[InputRow], key: list[str] | None, seen: SeenDigests) -> Iterator[InputRow]:
     """One window of rows with their identities; `seen` learns their digests once all are yielded."""
-    digests = [None if row.values is None else _digest(_named(row.values, key)) for row in window]
+    digests = _digests(window, key)
     known = seen.lookup([digest for digest in digests if digest is not None])
     changed: dict[bytes, int] = {}
     for row, digest in zip(window, digests, strict=True):
@@ -91,12 +91,22 @@ def _identify(window: list[InputRow], key: list[str] | None, seen: SeenDigests) 
                 yield _duplicate_key(row, key, earlier)
                 continue
             changed[digest] = row.line
-            yield InputRow(row.index, row.line, row.values, row.error, digest.hex())
+            row.identity = digest.hex()
+            yield row
         else:
             occurrence = changed[digest] = known[digest] = known.get(digest, 0) + 1
-            identity = digest.hex() if occurrence == 1 else row_identity(row.values or {}, None, occurrence - 1)
-            yield InputRow(row.index, row.line, row.values, row.error, identity)
+            row.identity = digest.hex() if occurrence == 1 else row_identity(row.values or {}, None, occurrence - 1)
+            yield row
     seen.store(changed)
+
+
+def _digests(window: list[InputRow], key: list[str] | None) -> list[bytes | None]:
+    """`_digest(_named(...))` of each row (None: rejected), inlined: it runs once per input row."""
+    blake2b, encode, size = hashlib.blake2b, _encode, IDENTITY_DIGEST_BYTES
+    if key:
+        return [None if row.values is None else _digest(_named(row.values, key)) for row in window]
+    return [None if (values := row.values) is None else blake2b(encode(values).encode(), digest_size=size).digest()
+            for row in window]
 
 
 def _duplicate_key(row: InputRow, key: list[str], earlier: int) -> InputRow:
@@ -131,7 +141,7 @@ class SeenDigests:
 
     def lookup(self, digests: list[bytes]) -> dict[bytes, int]:
         """The numbers of those of `digests` seen before (in an earlier `store` or earlier in this list)."""
-        digests = [digest for digest in digests if self._maybe_seen(digest)]
+        digests = self._maybe_seen(digests)
         if not digests:
             return {}
         recent = self._recent
@@ -143,13 +153,18 @@ class SeenDigests:
             found.update(self._db.execute(query, older).fetchall())
         return found
 
-    def _maybe_seen(self, digest: bytes) -> bool:
-        """Whether the digest's bit was set already (then it may have been seen); sets it."""
-        bit = int.from_bytes(digest[:4], "little") & (FILTER_BITS - 1)
-        byte, mask = bit >> 3, 1 << (bit & 7)
-        was = self._filter[byte] & mask
-        self._filter[byte] |= mask
-        return bool(was)
+    def _maybe_seen(self, digests: list[bytes]) -> list[bytes]:
+        """Those of `digests` whose bit was set already (they may have been seen); sets the bits of all."""
+        bits, last, maybe = self._filter, FILTER_BITS - 1, []
+        for digest in digests:
+            bit = int.from_bytes(digest[:4], "little") & last
+            byte, mask = bit >> 3, 1 << (bit & 7)
+            was = bits[byte]
+            if was & mask:
+                maybe.append(digest)
+            else:
+                bits[byte] = was | mask
+        return maybe
 
     def store(self, numbers: dict[bytes, int]) -> None:
         """Remember (or renumber) these digests."""

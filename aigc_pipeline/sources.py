@@ -7,6 +7,7 @@ broken JSON) is returned rejected, with its line number, and the other rows go o
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Iterator
@@ -128,6 +129,9 @@ def _count(handle: Any, path: Path, columns: dict[str, str], csv_rows: bool) -> 
     """
     if not csv_rows:
         return sum(1 for text in handle if not text.isspace())
+    plain = _plain_csv_rows(path)
+    if plain is not None:
+        return plain
     try:
         return sum(1 for cells in csv.reader(handle) if cells)
     except csv.Error:
@@ -135,14 +139,39 @@ def _count(handle: Any, path: Path, columns: dict[str, str], csv_rows: bool) -> 
         return sum(1 for _ in _csv_rows(handle, path, columns))
 
 
+def _plain_csv_rows(path: Path) -> int | None:
+    """The rows of a CSV with no quote, carriage return or NUL, counted without parsing it (a tenth of
+    the time): then every non-empty line after the header is one row, as csv.reader reads them.
+    None for any other file (and one with a line longer than a cell may be): the reader counts it.
+    Decodes every byte, so a file that is not UTF-8 is still found now."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    rows, tail = -1, b""  # -1: the header
+    with path.open("rb") as raw:
+        while block := raw.read(1 << 20):
+            decoder.decode(block)
+            if b'"' in block or b"\r" in block or b"\0" in block:
+                return None
+            lines = (tail + block).split(b"\n")
+            tail = lines.pop()  # the line the next block finishes
+            if max(map(len, lines), default=0) > MAX_CELL_CHARS or len(tail) > MAX_CELL_CHARS:
+                return None
+            rows += len(lines) - lines.count(b"")
+    decoder.decode(b"", final=True)
+    return max(0, rows + (1 if tail else 0))
+
+
 def _checked(index: int, line: int, values: Any, columns: dict[str, str]) -> InputRow:
     if isinstance(values, str):  # the reader already knows why this row is unusable
         return InputRow(index, line, None, values)
     row: dict[str, Any] = {}
     for column, column_type in columns.items():
-        if column not in values or values[column] is None:
+        value = values.get(column)
+        if value is None:
             return InputRow(index, line, None, f"line {line}: missing value for column '{column}'")
-        value = values[column]
+        fast = _usual_value(value, column_type)
+        if fast is not _UNUSUAL:
+            row[column] = fast
+            continue
         if isinstance(value, str) and column_type != "str" and column_type != "any":
             value = _from_csv_text(value, column_type)
         reason = value_problem(value) or check_column_value(column_type, value)
@@ -150,6 +179,31 @@ def _checked(index: int, line: int, values: Any, columns: dict[str, str]) -> Inp
             return InputRow(index, line, None, f"line {line}: column '{column}': {reason}")
         row[column] = value
     return InputRow(index, line, row)
+
+
+_UNUSUAL = object()
+
+
+def _usual_value(value: Any, column_type: str) -> Any:
+    """The usual cell, converted without `_checked`'s general checks (a tenth of a row's cost):
+    a short ASCII text for a str, int, float or list[str] column (ASCII: no lone surrogate; the
+    length is the limit's). Anything else is _UNUSUAL: the general path converts and explains it."""
+    if type(value) is not str or not value.isascii() or len(value) > MAX_CELL_CHARS:
+        return _UNUSUAL
+    if column_type == "str":
+        return value
+    try:
+        if column_type == "float":
+            return float(value)  # float() and int() skip the same surrounding whitespace as strip()
+        if column_type == "int":
+            return int(value)
+    except ValueError:
+        return _UNUSUAL
+    if column_type == "list[str]":
+        text = value.strip()
+        if not text.startswith("["):
+            return [part.strip() for part in text.split("|")] if text else []
+    return _UNUSUAL
 
 
 def _csv_rows(handle: Any, path: Path, columns: dict[str, str], wanted: set[int] | None = None

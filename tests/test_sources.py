@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from aigc_pipeline.errors import InputDataError
-from aigc_pipeline.sources import read_rows
+from aigc_pipeline.limits import MAX_CELL_CHARS
+from aigc_pipeline.sources import read_rows, stream_rows
 
 COLUMNS = {"name": "str", "price": "float"}
 
@@ -126,6 +127,26 @@ def test_an_unusable_file_is_an_input_data_error(tmp_path: Path, name: str, cont
     path.write_bytes(content)
     with pytest.raises(InputDataError, match=message):
         read_rows(path, COLUMNS)
+
+
+@pytest.mark.parametrize("text", [
+    "a,b\n1,2\n3,4\n", "a,b\n1,2\n\n3,4", "a,b\n\n\n1,2\n", "a,b\n", "a,b", "a,b\n  \n1,2\n", "\ufeffa,b\n1,2\n",
+    'a,b\n"x\ny",2\n\n3,4\n', "a,b\r\n1,2\r\n\r\n",
+])
+def test_a_csv_is_counted_as_its_reader_reads_it(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, "rows.csv", text)  # plain files are counted by lines, others by the reader
+    assert len(stream_rows(path, {"a": "str"})) == len(read_rows(path, {"a": "str"}))
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"name,price\nok,1\n\xff,2\n", "not UTF-8 text"),
+    (b"name,price\nok,1\n" + b"x" * (MAX_CELL_CHARS + 1) + b",2\n", "rows.csv:3: unreadable CSV"),
+])
+def test_a_csv_the_reader_would_stop_on_fails_when_it_is_opened(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_bytes(content)
+    with pytest.raises(InputDataError, match=message):
+        stream_rows(path, COLUMNS)  # before any row is read
 
 
 def test_a_missing_file_is_an_input_data_error(tmp_path: Path) -> None:
