@@ -231,13 +231,14 @@ def read_inputs(manifest: dict[str, Any], shown: list[dict[str, Any]]) -> dict[i
 
     source = manifest.get("input") or {}
     path, columns = source.get("path"), source.get("columns")
-    wanted: set[int] = {row for r in shown if isinstance(row := r.get("row"), int)}
+    wanted = {line: row for r in shown  # line -> row index
+              if isinstance(row := r.get("row"), int) and isinstance(line := r.get("line"), int)}
     if not wanted or not isinstance(path, str) or not isinstance(columns, dict) or not Path(path).is_file():
         return {}
     found: dict[int, dict[str, Any]] = {}
     try:
-        rows = stream_rows(path, columns, max(wanted) + 1, count=False)
-        for row in rows.only(wanted):  # only those rows are checked and kept (the others are not even made)
+        rows = stream_rows(path, columns, max(wanted.values()) + 1, count=False)
+        for row in rows.at_lines(wanted):  # only those lines are parsed (the others are not even split)
             found[row.index] = row.values or {}
     except (AigcError, OSError, ValueError):
         return {}

@@ -40,11 +40,6 @@ class Scan:
         return not self.left_out
 
 
-def needs_a_look(record: dict[str, Any]) -> bool:
-    """Rows a person should see first: anything but a plain, unflagged, not rejected success."""
-    return record.get("status") != "done" or bool(record.get("flags")) or record.get("review") == "rejected"
-
-
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """Each JSON object of a JSONL file, streamed; lines that are not objects are skipped."""
     try:
@@ -83,16 +78,24 @@ class ResultsScanner:
         self.sample = _Reservoir(rows or 0, random.Random(0))
 
     def add(self, record: dict[str, Any], line: str | None = None) -> None:
-        """Count one row; `line`: its JSON text, kept instead of `record` if the row is shown."""
+        """Count one row; `line`: its JSON text, kept instead of `record` if the row is shown.
+        Rows that need a look come first: anything but a plain, unflagged, not rejected success."""
         scan, rows = self.scan, self.rows
-        _count(scan, record)
+        scan.total += 1
+        status, flags, review = record.get("status"), record.get("flags"), record.get("review")
+        status = status if type(status) is str else str(status)
+        scan.counts[status] = scan.counts.get(status, 0) + 1
+        if flags:
+            scan.flagged += 1
+        if isinstance(review, str):
+            scan.reviews[review] = scan.reviews.get(review, 0) + 1
         kept = record if line is None else line
         if rows is None or scan.total <= SHOW_ALL_UP_TO:
             self.everything.append(kept)
         elif self.everything:  # too many to show whole: only the chosen rows are kept
             self.everything = []
         if rows is not None:
-            if not needs_a_look(record):
+            if status == "done" and not flags and review != "rejected":
                 self.sample.offer(kept)
             elif len(self.trouble) < rows:
                 self.trouble.append(kept)
@@ -113,17 +116,6 @@ class ResultsScanner:
 
 def _parsed(kept: list[dict[str, Any] | str]) -> list[dict[str, Any]]:
     return [json.loads(item) if isinstance(item, str) else item for item in kept]
-
-
-def _count(scan: Scan, record: dict[str, Any]) -> None:
-    scan.total += 1
-    status = str(record.get("status"))
-    scan.counts[status] = scan.counts.get(status, 0) + 1
-    if record.get("flags"):
-        scan.flagged += 1
-    review = record.get("review")
-    if isinstance(review, str):
-        scan.reviews[review] = scan.reviews.get(review, 0) + 1
 
 
 class _Reservoir:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,18 @@ class RowStream:
         """The rows whose index is in `wanted`, checked; the others are parsed, not checked, and
         reading stops after the last one wanted (a report shows a few rows of a large run)."""
         return self._rows(wanted)
+
+    def at_lines(self, wanted: dict[int, int]) -> Iterator[InputRow]:
+        """The rows that start on these lines (line -> row index: as results.jsonl gives them),
+        checked; the lines between are not parsed at all (the report shows a few rows of a large
+        run). A Parquet file, which has no lines, is read by row index."""
+        if self.parquet is not None:
+            yield from self.only(set(wanted.values()))
+            return
+        csv_file = self.path.suffix.lower() == ".csv"
+        with _reading(self.path), self.path.open(encoding="utf-8-sig", newline="") as handle:
+            for line, values in _records_at(handle, set(wanted), csv_file):
+                yield _checked(wanted[line], line, values, self.columns)
 
     def _rows(self, wanted: set[int] | None) -> Iterator[InputRow]:
         path, columns = self.path, self.columns
@@ -245,12 +257,42 @@ def _csv_records(reader: Any, header: list[str], path: Path, wanted: set[int] | 
             continue
         index += 1
         if len(cells) > len(header):
-            yield start, (f"line {start}: {len(cells)} cells, but the header names only {len(header)} column(s) "
-                          "(a comma in an unquoted cell?)")
+            yield start, _too_many_cells(start, cells, header)
         elif wanted is not None and index not in wanted:
             yield start, None
         else:
             yield start, dict(zip(header, cells, strict=False))  # short rows: missing values
+
+
+def _too_many_cells(line: int, cells: list[str], header: list[str]) -> str | None:
+    if len(cells) <= len(header):
+        return None
+    return (f"line {line}: {len(cells)} cells, but the header names only {len(header)} column(s) "
+            "(a comma in an unquoted cell?)")
+
+
+def _records_at(handle: Any, lines: set[int], csv_file: bool) -> Iterator[tuple[int, Any]]:
+    """(line, record) of the rows that start on `lines` (a line number counts the file's lines, as
+    csv.reader's does), parsed from there; a CSV row whose quoted cell spans lines is read whole."""
+    header: list[str] = []
+    number, last = 0, max(lines, default=0)
+    if csv_file:
+        head = csv.reader(handle)
+        header, number = next(head, []), head.line_num
+    while number < last:
+        text = next(handle, None)
+        if text is None:
+            return
+        number += 1
+        if number not in lines or (text.isspace() if not csv_file else text in ("\n", "\r\n", "\r")):
+            continue  # (no row starts on a blank line: wanted lines come from a read of the same file)
+        if not csv_file:
+            yield number, _jsonl_record(number, text)
+            continue
+        reader = csv.reader(chain([text], handle))
+        start, cells = number, next(reader, [])
+        number += reader.line_num - 1  # the lines a multi-line cell took
+        yield start, _too_many_cells(start, cells, header) or dict(zip(header, cells, strict=False))
 
 
 def _jsonl_rows(handle: Any, wanted: set[int] | None = None) -> Iterator[tuple[int, Any]]:
@@ -261,21 +303,20 @@ def _jsonl_rows(handle: Any, wanted: set[int] | None = None) -> Iterator[tuple[i
         if not text.strip():
             continue
         index += 1
-        if wanted is not None and index not in wanted:
-            yield number, None
-            continue
-        try:
-            record = loads_line(text)
-        except json.JSONDecodeError as exc:
-            yield number, f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
-            continue
-        except RecursionError:
-            yield number, f"line {number}: nested too deeply (at most {MAX_NESTING} levels of lists/objects)"
-            continue
-        if not isinstance(record, dict):
-            yield number, f"line {number}: expected a JSON object, got {type(record).__name__}"
-            continue
-        yield number, record
+        yield number, None if wanted is not None and index not in wanted else _jsonl_record(number, text)
+
+
+def _jsonl_record(number: int, text: str) -> Any:
+    """The JSON object on line `number`, or why it is unusable."""
+    try:
+        record = loads_line(text)
+    except json.JSONDecodeError as exc:
+        return f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
+    except RecursionError:
+        return f"line {number}: nested too deeply (at most {MAX_NESTING} levels of lists/objects)"
+    if not isinstance(record, dict):
+        return f"line {number}: expected a JSON object, got {type(record).__name__}"
+    return record
 
 
 def _from_csv_text(text: str, column_type: str) -> Any:

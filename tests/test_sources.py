@@ -168,3 +168,16 @@ def test_only_gives_the_wanted_rows_as_a_full_read_does(tmp_path: Path, name: st
     assert list(stream_rows(path, COLUMNS).only(set())) == []
     uncounted = stream_rows(path, COLUMNS, 3, count=False)  # (the report's reader)
     assert list(uncounted.only(wanted)) == [row for row in every if row.index in wanted]
+
+
+@pytest.mark.parametrize("name", ["rows.csv", "rows.jsonl"])
+def test_rows_at_lines_are_those_a_full_read_gives(tmp_path: Path, name: str) -> None:
+    if name == "rows.csv":  # a blank line, a row too long, a quoted cell over two lines, a row of spaces
+        path = write(tmp_path, name, 'name,price\na,1\n\nb,x,extra\n"c\nc",3\n   \nd,4\ne,5')
+    else:
+        path = jsonl(tmp_path, {"name": "a", "price": 1}, "", "{broken", "  ", {"name": "c", "price": 3}, {"name": "d"})
+    every = list(stream_rows(path, COLUMNS))
+    for chosen in ([1, 2], [0, len(every) - 1], list(range(len(every)))):
+        wanted = {every[index].line: index for index in chosen}
+        assert list(stream_rows(path, COLUMNS, count=False).at_lines(wanted)) == [every[i] for i in sorted(chosen)]
+    assert list(stream_rows(path, COLUMNS).at_lines({})) == []

@@ -77,12 +77,15 @@ def _may_fork(plan: RunPlan, stage_id: str) -> bool:
 
 
 def worker_count(requested: int | None, rows: int) -> int:
-    """Worker processes for a run of `rows`: `requested` (0: none), else one per usable core when
-    there are at least two and MIN_ROWS rows; 0 where fork is missing or another thread runs."""
+    """Worker processes for a run of `rows`: `requested` (0: none), else (on Linux: elsewhere system
+    libraries may not survive a fork) one per usable core when there are at least two and MIN_ROWS
+    rows; 0 where fork is missing or another thread runs."""
     if "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
         return 0
     if requested is not None:
         return max(0, requested)
+    if not sys.platform.startswith("linux"):
+        return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return min(cores, MAX_AUTO_WORKERS) if cores > 1 and rows >= MIN_ROWS else 0
 
@@ -92,7 +95,11 @@ def fork_workers(plan: RunPlan, run: RunContext, stages: list[str], rows: int,
     """Worker processes for this run's segment of `stages`, or None (threads only: see `worker_count`)."""
     segment = cpu_segment(plan, stages)
     count = worker_count(requested, rows) if segment else 0
-    return WorkerPool(plan, run, segment, count, alone=len(segment) == len(stages)) if count else None
+    if not count:
+        return None
+    for stage_id in segment:  # the summary and the manifest say where it ran: "cpu×2"
+        run.stats[stage_id].device = f"{run.stats[stage_id].device}×{count}"
+    return WorkerPool(plan, run, segment, count, alone=len(segment) == len(stages))
 
 
 class WorkerPool:

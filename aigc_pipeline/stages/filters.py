@@ -244,6 +244,11 @@ class TextFilterStage(Stage[TextFilterParams]):
         self.dedupe_action = (dedupe.action or ("flag" if params.on_fail == "flag" else "drop")) if dedupe else None
         schema = params.json_check.json_schema if params.json_check else None
         self.json_validator = checks.schema_validator(schema) if schema is not None else None
+        # The length limits the params set, in the order their reasons are given: (measure, limit, too many?)
+        bounds = [("words", params.min_words, False), ("characters", params.min_chars, False),
+                  ("words", params.max_words, True), ("characters", params.max_chars, True)]
+        self.bounds = [(name, limit, above) for name, limit, above in bounds if limit is not None]
+        self.counts_words = any(name == "words" for name, _, _ in self.bounds)
         self.classifier: text_classifier.TextClassifier | None = None
 
     @classmethod
@@ -305,14 +310,14 @@ class TextFilterStage(Stage[TextFilterParams]):
 
     def reasons(self, text: str) -> list[str]:
         """Every reason `text` fails the length, blocklist and rule checks (empty when it passes)."""
-        p, found = self.params, []
-        words, chars = len(text.split()), len(text)
-        for value, limit, name in ((words, p.min_words, "words"), (chars, p.min_chars, "characters")):
-            if limit is not None and value < limit:
-                found.append(f"too few {name}: {value} < {limit}")
-        for value, limit, name in ((words, p.max_words, "words"), (chars, p.max_chars, "characters")):
-            if limit is not None and value > limit:
+        found: list[str] = []
+        words = len(text.split()) if self.counts_words else 0
+        for name, limit, above in self.bounds:
+            value = words if name == "words" else len(text)
+            if above and value > limit:
                 found.append(f"too many {name}: {value} > {limit}")
+            elif not above and value < limit:
+                found.append(f"too few {name}: {value} < {limit}")
         if self.blocked is not None:
             hits = sorted({" ".join(match.group(0).lower().split()) for match in self.blocked.finditer(text)})
             if hits:

@@ -128,6 +128,7 @@ class Outcome:
 
     rows: list[tuple[Any, ...]]  # each row's status, outputs (without the process id), error and flags
     counts: dict[str, tuple[int, ...]]  # per stage: done, filtered, failed, flagged
+    devices: dict[str, str]  # per stage: where the summary says it ran
     pids: set[str]  # the processes that ran `test.pid`
     engine_pid: str  # the process that ran the engine
     ok: bool
@@ -142,6 +143,7 @@ def outcome(pipeline: str, texts: list[str], out: Path, workers: int) -> Outcome
     return Outcome(
         [(r.status, {k: v for k, v in r.outputs.items() if k != "pid"}, r.error, r.flags) for r in result.results],
         {sid: (s.done, s.filtered, s.failed, s.flagged) for sid, s in result.summary.stages.items()},
+        {sid: s.device for sid, s in result.summary.stages.items()},
         {r.outputs["pid"] for r in result.results if "pid" in r.outputs}, str(os.getpid()), result.summary.ok,
         result.summary.error, {sid: (done, total) for sid, done, total in recorder.progress},
     )
@@ -167,6 +169,9 @@ def test_workers_give_the_rows_and_counts_that_threads_give(tmp_path: Path, pipe
     failed = next(row for row in forked.rows if row[0] == "failed")
     assert "ValueError: boom in row" in failed[2]["reason"]
     assert forked.progress == threaded.progress and set(forked.progress.values()) == {(700, 700)}
+    segment = {"prompt", "tag", "check"} if pipeline is ALL_IN_WORKERS else {"left", "right"}
+    assert forked.devices == {sid: "cpu×2" if sid in segment else "cpu" for sid in threaded.devices}
+    assert set(threaded.devices.values()) == {"cpu"}
 
 
 def test_the_segment_leaves_out_models_and_what_depends_on_it_through_other_stages() -> None:
@@ -188,7 +193,8 @@ def test_how_many_workers() -> None:
     assert worker_count(3, 10) == 3  # asked for: also for a small run
     assert worker_count(None, 10) == 0  # too few rows to pay for forking
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    assert worker_count(None, 10**6) == (min(cores, 8) if cores > 1 else 0)
+    automatic = min(cores, 8) if cores > 1 and sys.platform.startswith("linux") else 0
+    assert worker_count(None, 10**6) == automatic
 
 
 def test_a_process_running_another_thread_is_not_forked(tmp_path: Path) -> None:
