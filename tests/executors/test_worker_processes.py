@@ -290,13 +290,19 @@ linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="re
 
 
 @linux_only
-def test_killing_the_main_process_leaves_no_worker_behind(tmp_path: Path) -> None:
+def test_killing_the_main_process_leaves_no_worker_behind_and_the_same_command_resumes(tmp_path: Path) -> None:
     process = start_cli(tmp_path, "out", 3000)
     assert wait_until(lambda: len(children(process.pid)) == 2), process.communicate()[0].decode()
     workers = children(process.pid)
+    time.sleep(0.5)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert wait_until(lambda: not any(alive(pid) for pid in workers), 15.0), "workers outlived the killed run"
+    resumed, reference = start_cli(tmp_path, "out", 3000), start_cli(tmp_path, "reference", 3000)
+    for run in (resumed, reference):
+        output = run.communicate(timeout=120)[0].decode()
+        assert run.returncode == 0, output
+    assert (tmp_path / "out" / "results.jsonl").read_bytes() == (tmp_path / "reference" / "results.jsonl").read_bytes()
 
 
 @linux_only
