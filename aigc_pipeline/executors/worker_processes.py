@@ -41,7 +41,7 @@ from ..branches import claim_verdict, row_filter
 from ..dag import ancestors, descendants
 from ..errors import StageError
 from ..lifecycle import StageLifecycle
-from ..records import ItemState, RunContext, RunPlan, StageContext, StageStats
+from ..records import NOT_RUN, ItemState, RunContext, RunPlan, StageContext, StageStats
 from ..signals import STOP_SIGNALS
 from ..worker_store import WorkerStore
 from .remote_runner import RemoteRunner, StageReport
@@ -190,8 +190,8 @@ class WorkerPool:
                 state.values.update(made)
             if flags:
                 state.flags.extend(flags)
-            if status is not None and stage in inside:
-                claim_verdict(state, status, stage, ranks, reason, trace)
+            if status is not None and stage in inside and (status != NOT_RUN or state.status is None):
+                claim_verdict(state, status, stage, ranks, reason, trace)  # (not run: as StageRunner._record)
 
     def _died(self, index: int) -> StageError:
         process = self.processes[index % len(self.processes)]

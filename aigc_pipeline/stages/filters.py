@@ -13,11 +13,10 @@ by placeholders and the text goes on, flagged with what was redacted (counts onl
 other failed check drops the text. `pii.action` and `dedupe.action` override `on_fail` for
 their own check. A reason or flag never contains a PII value.
 
-Duplicates: the stage remembers every text it passed on in this run (state on the stage
-instance, one per run). "Earlier" means processed earlier: rows in input order within the local
-executor's chunks; the first occurrence passes and later ones name its row. A text dropped for
-another reason is not remembered. The classifier model loads in `load`; torch and transformers
-are imported only there.
+Duplicates: the stage remembers every text it passed on in this run (state on the stage instance,
+one per run). "Earlier" means processed earlier: rows in input order within the local executor's
+chunks; the first occurrence passes and later ones name its row. A text dropped for another reason
+is not remembered. The classifier model loads in `load`; torch and transformers are imported there.
 
 Regex rules run on the `regex` package (the `re` syntax) with a time limit per search
 (RULE_TIMEOUT_S): a pattern that backtracks catastrophically on some text, such as `(a|aa)+$`,
@@ -245,9 +244,9 @@ class TextFilterStage(Stage[TextFilterParams]):
         schema = params.json_check.json_schema if params.json_check else None
         self.json_validator = checks.schema_validator(schema) if schema is not None else None
         # The length limits the params set, in the order their reasons are given: (measure, limit, too many?)
-        bounds = [("words", params.min_words, False), ("characters", params.min_chars, False),
-                  ("words", params.max_words, True), ("characters", params.max_chars, True)]
-        self.bounds = [(name, limit, above) for name, limit, above in bounds if limit is not None]
+        self.bounds = [(name, limit, above) for name, limit, above in (
+            ("words", params.min_words, False), ("characters", params.min_chars, False),
+            ("words", params.max_words, True), ("characters", params.max_chars, True)) if limit is not None]
         self.counts_words = any(name == "words" for name, _, _ in self.bounds)
         self.classifier: text_classifier.TextClassifier | None = None
 
@@ -270,8 +269,7 @@ class TextFilterStage(Stage[TextFilterParams]):
 
     @classmethod
     def cpu_parallel(cls, params: TextFilterParams) -> bool:
-        """Regex checks in worker processes for big runs; not with a classifier (a model) or
-        `dedupe` (run-wide)."""
+        """Regex checks in worker processes; not with a classifier (a model) or `dedupe` (run-wide)."""
         return params.classifier is None and params.dedupe is None
 
     @classmethod
