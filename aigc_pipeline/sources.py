@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from itertools import chain, islice
@@ -81,6 +81,7 @@ class RowStream:
 
     def __init__(self, path: Path, columns: dict[str, str], total: int, parquet: Any = None) -> None:
         self.path, self.columns, self.total = path, columns, total
+        self.checks = column_checks(columns)
         self.parquet = parquet  # Parquet: yields (row number, values); see parquet_io.py
 
     def __len__(self) -> int:
@@ -104,7 +105,7 @@ class RowStream:
         csv_file = self.path.suffix.lower() == ".csv"
         with _reading(self.path), self.path.open(encoding="utf-8-sig", newline="") as handle:
             for line, values in _records_at(handle, set(wanted), csv_file):
-                yield _checked(wanted[line], line, values, self.columns)
+                yield _checked(wanted[line], line, values, self.checks)
 
     def _rows(self, wanted: set[int] | None) -> Iterator[InputRow]:
         path, columns = self.path, self.columns
@@ -113,7 +114,7 @@ class RowStream:
             with _reading(path):
                 for index, (number, values) in enumerate(islice(self.parquet(), last)):
                     if wanted is None or index in wanted:
-                        row = _checked(index, number, values, columns)
+                        row = _checked(index, number, values, self.checks)
                         yield row if row.error is None else replace(row, error="row" + row.error.removeprefix("line"))
             return
         with _reading(path), path.open(encoding="utf-8-sig", newline="") as handle:
@@ -121,7 +122,7 @@ class RowStream:
             raw = _csv_rows(handle, path, columns, wanted) if csv_file else _jsonl_rows(handle, wanted)
             for index, (line, values) in enumerate(islice(raw, last)):
                 if wanted is None or index in wanted:
-                    yield _checked(index, line, values, columns)
+                    yield _checked(index, line, values, self.checks)
 
 
 @contextmanager
@@ -172,18 +173,30 @@ def _plain_csv_rows(path: Path) -> int | None:
     return max(0, rows + (1 if tail else 0))
 
 
-def _checked(index: int, line: int, values: Any, columns: dict[str, str]) -> InputRow:
+ColumnChecks = list[tuple[str, str, Callable[[str], Any] | None]]
+
+
+def column_checks(columns: dict[str, str]) -> ColumnChecks:
+    """(column, type, converter of its usual cell or None) per declared column, for `_checked`."""
+    return [(column, column_type, _USUAL.get(column_type)) for column, column_type in columns.items()]
+
+
+def _checked(index: int, line: int, values: Any, checks: ColumnChecks) -> InputRow:
     if isinstance(values, str):  # the reader already knows why this row is unusable
         return InputRow(index, line, None, values)
     row: dict[str, Any] = {}
-    for column, column_type in columns.items():
+    for column, column_type, usual in checks:
         value = values.get(column)
         if value is None:
             return InputRow(index, line, None, f"line {line}: missing value for column '{column}'")
-        fast = _usual_value(value, column_type)
-        if fast is not _UNUSUAL:
-            row[column] = fast
-            continue
+        # The usual cell, a short ASCII text (no lone surrogate, within the limit), converted without
+        # the general checks, which its result cannot fail (they were a tenth of a row's cost).
+        if usual is not None and type(value) is str and value.isascii() and len(value) <= MAX_CELL_CHARS:
+            try:
+                row[column] = usual(value)
+                continue
+            except ValueError:  # the general path converts it again and says what is wrong
+                pass
         if isinstance(value, str) and column_type != "str" and column_type != "any":
             value = _from_csv_text(value, column_type)
         reason = value_problem(value) or check_column_value(column_type, value)
@@ -193,29 +206,16 @@ def _checked(index: int, line: int, values: Any, columns: dict[str, str]) -> Inp
     return InputRow(index, line, row)
 
 
-_UNUSUAL = object()
+def _texts_split(text: str) -> list[str]:
+    """A list[str] cell of values separated by '|' (ValueError for a JSON array: the general path reads it)."""
+    text = text.strip()
+    if text.startswith("["):
+        raise ValueError("a JSON array")
+    return [part.strip() for part in text.split("|")] if text else []
 
 
-def _usual_value(value: Any, column_type: str) -> Any:
-    """The usual cell, converted without `_checked`'s general checks (a tenth of a row's cost):
-    a short ASCII text for a str, int, float or list[str] column (ASCII: no lone surrogate; the
-    length is the limit's). Anything else is _UNUSUAL: the general path converts and explains it."""
-    if type(value) is not str or not value.isascii() or len(value) > MAX_CELL_CHARS:
-        return _UNUSUAL
-    if column_type == "str":
-        return value
-    try:
-        if column_type == "float":
-            return float(value)  # float() and int() skip the same surrounding whitespace as strip()
-        if column_type == "int":
-            return int(value)
-    except ValueError:
-        return _UNUSUAL
-    if column_type == "list[str]":
-        text = value.strip()
-        if not text.startswith("["):
-            return [part.strip() for part in text.split("|")] if text else []
-    return _UNUSUAL
+# float() and int() skip the same surrounding whitespace as strip() (the general path's conversion).
+_USUAL: dict[str, Callable[[str], Any]] = {"str": str, "float": float, "int": int, "list[str]": _texts_split}
 
 
 def _csv_rows(handle: Any, path: Path, columns: dict[str, str], wanted: set[int] | None = None
