@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -122,6 +123,7 @@ def main() -> None:
     if not data.exists():
         make_rows(data, args.rows)
     reference, resumed = args.work_dir / "reference", args.work_dir / "resumed"
+    shutil.rmtree(resumed, ignore_errors=True)  # from nothing: a killed first run then leaves no results.jsonl
     load_start = os.getloadavg()
     first = run_until(engine_command(data, reference, []), args.work_dir / "reference.log", None)
     print(f"reference: {first}", flush=True)

@@ -10,6 +10,10 @@ with its own instance loaded on its own device. The copies share the stage's wor
 are cut into micro-batches, in order, onto one queue, and whichever copy is free takes the next.
 The stage has finished chunk k when every micro-batch of it is done, by whichever copy. Each copy
 counts in its own `StageStats`, added to the stage's when it stops, so the counts add up.
+
+A big run's CPU-bound stages (templates, regex filters) may instead run in forked worker
+processes (`worker_processes.py`): two threads here then send them each chunk and take it back,
+and those stages count a chunk finished when it is back.
 """
 
 from __future__ import annotations
