@@ -136,9 +136,10 @@ class Outcome:
     progress: dict[str, tuple[int, int]]  # per stage: its last report (done, total)
 
 
-def outcome(pipeline: str, texts: list[str], out: Path, workers: int) -> Outcome:
+def outcome(pipeline: str, texts: list[str] | list[dict[str, Any]], out: Path, workers: int) -> Outcome:
     recorder = RecordingPlugin()
-    result = run_text(pipeline, [{"text": text} for text in texts], out, engine=fake_engine(Stages(), recorder),
+    rows = [{"text": text} if isinstance(text, str) else text for text in texts]
+    result = run_text(pipeline, rows, out, engine=fake_engine(Stages(), recorder),
                       backend=LocalExecutor(workers=workers), keep_results=True)
     return Outcome(
         [(r.status, {k: v for k, v in r.outputs.items() if k != "pid"}, r.error, r.flags) for r in result.results],
@@ -149,7 +150,7 @@ def outcome(pipeline: str, texts: list[str], out: Path, workers: int) -> Outcome
     )
 
 
-def fresh(pipeline: str, texts: list[str], out: Path, workers: int) -> Outcome:
+def fresh(pipeline: str, texts: list[str] | list[dict[str, Any]], out: Path, workers: int) -> Outcome:
     """`outcome(...)` in a new interpreter: this one may run other tests' threads (Ray's, a served
     model's loop), and a run forks workers only from a process that runs none."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -172,6 +173,31 @@ def test_workers_give_the_rows_and_counts_that_threads_give(tmp_path: Path, pipe
     segment = {"prompt", "tag", "check"} if pipeline is ALL_IN_WORKERS else {"left", "right"}
     assert forked.devices == {sid: "cpu×2" if sid in segment else "cpu" for sid in threaded.devices}
     assert set(threaded.devices.values()) == {"cpu"}
+
+
+BOMB = """
+name: bomb
+inputs: {text: str, width: int}
+stages:
+  ad: {uses: template, with: {template: "{{ text|center(width) }}"}}
+  shell:
+    uses: template
+    with: {template: "{{ self.__init__.__globals__.__builtins__.__import__('os').system(text) }}"}
+outputs: {ad: ad.text, shell: shell.text}
+"""
+
+
+def test_the_sandbox_and_its_budgets_hold_in_a_worker(tmp_path: Path) -> None:
+    mark = tmp_path / "pwned"
+    rows = [{"text": f"touch {mark}", "width": 2_000_000 if i % 5 == 0 else 40} for i in range(300)]
+    forked = fresh(BOMB, rows, tmp_path / "workers", workers=2)
+    assert forked.devices == {"ad": "cpu×2", "shell": "cpu×2"}
+    assert [row[0] for row in forked.rows] == ["failed"] * 300  # the shell command: every row
+    assert {row[2]["stage"] for row in forked.rows} == {"ad", "shell"}
+    bombs = [row[2]["reason"] for i, row in enumerate(forked.rows) if i % 5 == 0]
+    assert all(reason.startswith("template blocked by the sandbox") for reason in bombs), bombs[:2]
+    assert forked.counts["ad"] == (240, 0, 60, 0) and forked.counts["shell"] == (0, 0, 300, 0)
+    assert not mark.exists()
 
 
 def test_the_segment_leaves_out_models_and_what_depends_on_it_through_other_stages() -> None:
