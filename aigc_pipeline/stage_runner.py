@@ -132,7 +132,7 @@ class StageRunner:
     def _run_part(self, states: list[ItemState], keys: dict[int, str | None]) -> None:
         """Run a sub-batch; with a store, its in-flight markers are committed before it runs and
         its results (artifacts already in place) with the markers' removal after."""
-        entries = [(key, state.index) for state in states if (key := keys.get(state.index)) is not None]
+        entries = [(key, state.index) for state in states if (key := keys.get(state.index)) is not None] if keys else []
         marked = not type(self.stage).crash_proof and self.crash_watch  # (no crash evidence needed: see __init__)
         if entries and marked and self.store is not None:
             self.store.begin(self.stage_id, entries)

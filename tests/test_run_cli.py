@@ -146,6 +146,24 @@ def test_a_device_that_does_not_exist_exits_2_before_running(
     assert not (out / "results.jsonl").exists()
 
 
+def test_workers_runs_the_templates_in_worker_processes_with_the_same_results(tmp_path: Path) -> None:
+    outputs = {}
+    for workers in ("0", "2"):  # a process of its own: this one may run other tests' threads
+        command = [sys.executable, "-m", "aigc_pipeline.cli", "run", PRODUCT_COPY, "-i", PRODUCTS, "-o",
+                   str(tmp_path / workers), "-q", "--workers", workers]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert ("cpu×2" in done.stdout) == (workers == "2"), done.stdout  # the summary says where they ran
+        outputs[workers] = (tmp_path / workers / "results.jsonl").read_bytes()
+    assert outputs["0"] == outputs["2"]
+
+
+def test_workers_with_another_executor_exits_2(tmp_path: Path) -> None:
+    done = aigc("run", PRODUCT_COPY, "-i", PRODUCTS, "-o", str(tmp_path), "--executor", "ray", "--workers", "2")
+    assert done.exit_code == 2
+    assert "--workers sets the local executor's worker processes" in flat(done.stderr)
+
+
 def test_a_bad_device_string_exits_2(tmp_path: Path) -> None:
     done = aigc("run", PRODUCT_COPY, "-i", PRODUCTS, "-o", str(tmp_path), "--device", "tpu")
     assert done.exit_code == 2
