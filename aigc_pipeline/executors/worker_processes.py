@@ -1,9 +1,10 @@
 """Worker processes for CPU-bound stages: how the local executor gets past the GIL.
 
 Templates and regex filters are pure Python. On the local executor's threads, every stage of a run
-then shares one core. A big enough run (MIN_ROWS) on a machine with more than one core moves its
-*segment* to forked worker processes. The segment is the stages that allow it (`Stage.cpu_parallel`),
-placed on the CPU, with no model, no copies and not run-wide.
+then shares one core. A big enough run (MIN_ROWS) on a Linux machine with more than one core (or
+any run given `--workers N`) moves its *segment* to forked worker processes, one per core. The
+segment is the stages that allow it (`Stage.cpu_parallel`), placed on the CPU, with no model, no
+copies and not run-wide.
 
 A chunk of rows goes to one worker, round robin. The worker runs it through every stage of the
 segment in the graph's order, with the engine's own `StageRunner` (`remote_runner.py`: same
