@@ -79,7 +79,7 @@ def identify_rows(rows: Iterable[InputRow], key: list[str] | None) -> Iterator[I
 
 def _identify(window: list[InputRow], key: list[str] | None, seen: SeenDigests) -> Iterator[InputRow]:
     """One window of rows with their identities; `seen` learns their digests once all are yielded."""
-    digests = _digests(window, key)
+    digests = [None if row.values is None else _digest(_named(row.values, key)) for row in window]
     known = seen.lookup([digest for digest in digests if digest is not None])
     changed: dict[bytes, int] = {}
     for row, digest in zip(window, digests, strict=True):
@@ -98,15 +98,6 @@ def _identify(window: list[InputRow], key: list[str] | None, seen: SeenDigests) 
             row.identity = digest.hex() if occurrence == 1 else row_identity(row.values or {}, None, occurrence - 1)
             yield row
     seen.store(changed)
-
-
-def _digests(window: list[InputRow], key: list[str] | None) -> list[bytes | None]:
-    """`_digest(_named(...))` of each row (None: rejected), inlined: it runs once per input row."""
-    blake2b, encode, size = hashlib.blake2b, _encode, IDENTITY_DIGEST_BYTES
-    if key:
-        return [None if row.values is None else _digest(_named(row.values, key)) for row in window]
-    return [None if (values := row.values) is None else blake2b(encode(values).encode(), digest_size=size).digest()
-            for row in window]
 
 
 def _duplicate_key(row: InputRow, key: list[str], earlier: int) -> InputRow:

@@ -92,7 +92,7 @@ class RowStream:
 
     def only(self, wanted: set[int]) -> Iterator[InputRow]:
         """The rows whose index is in `wanted`, checked; the others are parsed, not checked, and
-        reading stops after the last one wanted (a report shows a few rows of a large run)."""
+        reading stops after the last one wanted (`at_lines` skips even the parsing, where rows have lines)."""
         return self._rows(wanted)
 
     def at_lines(self, wanted: dict[int, int]) -> Iterator[InputRow]:
@@ -119,7 +119,7 @@ class RowStream:
             return
         with _reading(path), path.open(encoding="utf-8-sig", newline="") as handle:
             csv_file = path.suffix.lower() == ".csv"
-            raw = _csv_rows(handle, path, columns, wanted) if csv_file else _jsonl_rows(handle, wanted)
+            raw = _csv_rows(handle, path, columns) if csv_file else _jsonl_rows(handle)
             for index, (line, values) in enumerate(islice(raw, last)):
                 if wanted is None or index in wanted:
                     yield _checked(index, line, values, self.checks)
@@ -218,10 +218,8 @@ def _texts_split(text: str) -> list[str]:
 _USUAL: dict[str, Callable[[str], Any]] = {"str": str, "float": float, "int": int, "list[str]": _texts_split}
 
 
-def _csv_rows(handle: Any, path: Path, columns: dict[str, str], wanted: set[int] | None = None
-              ) -> Iterator[tuple[int, Any]]:
-    """Check the header now (also for --limit 0), then yield (first line, record) per row; with
-    `wanted`, only the records whose index is in it are made (the others: None)."""
+def _csv_rows(handle: Any, path: Path, columns: dict[str, str]) -> Iterator[tuple[int, Any]]:
+    """Check the header now (also for --limit 0), then yield (first line, record) per row."""
     reader = csv.reader(handle)
     header = next(reader, [])
     twice = sorted({name for name in header if header.count(name) > 1})
@@ -236,14 +234,13 @@ def _csv_rows(handle: Any, path: Path, columns: dict[str, str], wanted: set[int]
             f"{path}:1: the header lacks required column(s) {', '.join(repr(c) for c in missing)}; "
             f"header has: {', '.join(header) or 'nothing'}" + (f"; {'; '.join(hints)}" if hints else "")
         )
-    return _csv_records(reader, header, path, wanted)
+    return _csv_records(reader, header, path)
 
 
-def _csv_records(reader: Any, header: list[str], path: Path, wanted: set[int] | None = None
-                 ) -> Iterator[tuple[int, Any]]:
+def _csv_records(reader: Any, header: list[str], path: Path) -> Iterator[tuple[int, Any]]:
     # csv.reader, not DictReader: it yields blank lines, so a quoted multi-line cell still gets
     # the line its row starts on (reader.line_num is the line it ends on).
-    end, index = reader.line_num, -1
+    end = reader.line_num
     while True:
         try:
             cells = next(reader)
@@ -253,15 +250,8 @@ def _csv_records(reader: Any, header: list[str], path: Path, wanted: set[int] | 
             raise InputDataError(f"{path}:{end + 1}: unreadable CSV ({exc}); a cell may hold at most "
                                  f"{MAX_CELL_CHARS:,} characters: fix or split that row") from None
         start, end = end + 1, reader.line_num
-        if not cells:  # a blank line is no row (as csv.DictReader skips it)
-            continue
-        index += 1
-        if len(cells) > len(header):
-            yield start, _too_many_cells(start, cells, header)
-        elif wanted is not None and index not in wanted:
-            yield start, None
-        else:
-            yield start, dict(zip(header, cells, strict=False))  # short rows: missing values
+        if cells:  # a blank line is no row (as csv.DictReader skips it); short rows: missing values
+            yield start, _too_many_cells(start, cells, header) or dict(zip(header, cells, strict=False))
 
 
 def _too_many_cells(line: int, cells: list[str], header: list[str]) -> str | None:
@@ -295,15 +285,11 @@ def _records_at(handle: Any, lines: set[int], csv_file: bool) -> Iterator[tuple[
         yield start, _too_many_cells(start, cells, header) or dict(zip(header, cells, strict=False))
 
 
-def _jsonl_rows(handle: Any, wanted: set[int] | None = None) -> Iterator[tuple[int, Any]]:
-    """(line, record or why it is unusable) per non-blank line; with `wanted`, only the records
-    whose index is in it are parsed (the others: None)."""
-    index = -1
+def _jsonl_rows(handle: Any) -> Iterator[tuple[int, Any]]:
+    """(line, record or why it is unusable) per non-blank line."""
     for number, text in enumerate(handle, start=1):
-        if not text.strip():
-            continue
-        index += 1
-        yield number, None if wanted is not None and index not in wanted else _jsonl_record(number, text)
+        if text.strip():
+            yield number, _jsonl_record(number, text)
 
 
 def _jsonl_record(number: int, text: str) -> Any:
